@@ -1,0 +1,169 @@
+"""The tri-plane generator: mapping -> backbone -> tri-planes -> volume rendering -> super-resolution."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .config import GeneratorConfig
+from .networks.mapping import MappingNetwork
+from .networks.superresolution import SuperResolution
+from .networks.synthesis import SynthesisNetwork
+from .rendering.decoder import Decoder
+from .rendering.rays import sample_rays
+from .rendering.renderer import render_rays
+from .rendering.triplane import sample_planes
+
+PRECISIONS = ("fp32", "reduced")
+NOISE_MODES = ("const", "random", "none")
+
+
+class Backbone(nn.Module):
+    """The StyleGAN2 generator that outputs the tri-planes: ``mapping`` + ``synthesis``."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.synthesis = SynthesisNetwork(config.w_dim, config.triplane_resolution, 3 * config.triplane_channels,
+                                          config.channel_base, config.channel_max, config.backbone_conv_clamp)
+        self.mapping = MappingNetwork(config.z_dim, config.c_dim, config.w_dim, self.synthesis.num_ws,
+                                      config.mapping_layers)
+
+
+class Generator(nn.Module):
+    """EG3D generator.
+
+    Shapes (FFHQ 512): z [N, 512], c [N, 25] -> ws [N, 14, 512] -> planes [N, 3, 32, 256, 256]
+    -> image [N, 3, 512, 512], image_raw [N, 3, 128, 128], image_depth [N, 1, 128, 128].
+
+    ``precision="reduced"`` runs the backbone, decoder and super-resolution under autocast
+    (bfloat16 on CPU, float16 on CUDA); ``"fp32"`` matches the original's CPU outputs.
+    ``deterministic=True`` renders without random jitter (coarse depths exactly evenly spaced,
+    importance samples from u = linspace(0, 1)); ``False`` draws them like the original.
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config)
+        self.decoder = Decoder(config.triplane_channels, config.decoder_hidden, config.decoder_output_dim,
+                               config.rendering.decoder_lr_mul)
+        self.superresolution = SuperResolution(config)
+        self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
+        self.img_resolution = config.img_resolution
+        self.num_ws = self.backbone.synthesis.num_ws
+        self.eval().requires_grad_(False)
+
+    # ----------------------------------------------------------------------------------------
+    # helpers
+
+    @contextlib.contextmanager
+    def _precision(self, precision: str, device: torch.device) -> Iterator[None]:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "fp32":
+            with torch.autocast(device.type, enabled=False):
+                yield
+        else:
+            dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+            with torch.autocast(device.type, dtype=dtype):
+                yield
+
+    def _check(self, name: str, x: torch.Tensor, shape: tuple) -> None:
+        want = [s for s in shape]
+        if x.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape, strict=True)):
+            shown = ", ".join("N" if w is None else str(w) for w in want)
+            raise ValueError(f"{name} must have shape [{shown}], got {list(x.shape)}")
+
+    # ----------------------------------------------------------------------------------------
+    # public API
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        """z [N, z_dim], c [N, 25] conditioning camera -> ws [N, num_ws, w_dim]."""
+        self._check("z", z, (None, self.z_dim))
+        self._check("c", c, (z.shape[0], self.c_dim))
+        r = self.config.rendering
+        if r.c_gen_conditioning_zero:
+            c = torch.zeros_like(c)
+        return self.backbone.mapping(z, c * r.c_scale, truncation_psi, truncation_cutoff)
+
+    def planes(self, ws: torch.Tensor, noise_mode: str = "const", precision: str = "fp32") -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> tri-planes [N, 3, C, H, W] (float32)."""
+        self._check("ws", ws, (None, self.num_ws, self.w_dim))
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        with self._precision(precision, ws.device):
+            img = self.backbone.synthesis(ws, noise_mode)
+        n, _, h, w = img.shape
+        return img.float().reshape(n, 3, self.config.triplane_channels, h, w)
+
+    def sample_planes(self, coords: torch.Tensor, planes: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+        """Raw decoder outputs at world points from cached planes.
+
+        coords [N, M, 3], planes [N, 3, C, H, W] -> {"sigma": [N, M, 1] (before activation), "rgb": [N, M, 32]}.
+        """
+        with self._precision(precision, coords.device):
+            return self.decoder(sample_planes(planes, coords.float(), self.config.rendering.box_warp))
+
+    def sample(self, coords: torch.Tensor, ws: torch.Tensor, noise_mode: str = "const",
+               precision: str = "fp32") -> dict[str, torch.Tensor]:
+        """Raw decoder outputs at world points [N, M, 3] for latents ws (the original's ``sample_mixed``)."""
+        self._check("coords", coords, (ws.shape[0], None, 3))
+        return self.sample_planes(coords, self.planes(ws, noise_mode, precision), precision)
+
+    def render(self, planes: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
+               deterministic: bool = True, precision: str = "fp32", depth_resolution: int | None = None,
+               depth_resolution_importance: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Volume-render cached planes from cameras c [N, 25].
+
+        Returns the feature image [N, 32, r, r] (first 3 channels = raw RGB, in about [-1, 1]) and the
+        depth image [N, 1, r, r] (distance along the ray, world units).
+        """
+        r = self.config.rendering
+        res = neural_rendering_resolution or r.neural_rendering_resolution
+        self._check("c", c, (planes.shape[0], 25))
+        origins, dirs = sample_rays(c.float(), res)
+        feats, depth, _ = render_rays(
+            lambda pts: self.sample_planes(pts, planes, precision), origins, dirs, r.ray_start, r.ray_end,
+            depth_resolution or r.depth_resolution,
+            r.depth_resolution_importance if depth_resolution_importance is None else depth_resolution_importance,
+            r.white_back, deterministic)
+        n = planes.shape[0]
+        return (feats.transpose(1, 2).reshape(n, -1, res, res).contiguous(),
+                depth.transpose(1, 2).reshape(n, 1, res, res).contiguous())
+
+    def super_resolve(self, features: torch.Tensor, ws: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """features [N, 32, r, r], ws [N, num_ws, w_dim] -> image [N, 3, S, S] (float32)."""
+        with self._precision(precision, features.device):
+            return self.superresolution(features[:, :3], features, ws).float()
+
+    def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor,
+                      neural_rendering_resolution: int | None = None, noise_mode: str = "const",
+                      deterministic: bool = True, precision: str = "fp32", depth_resolution: int | None = None,
+                      depth_resolution_importance: int | None = None) -> dict[str, torch.Tensor]:
+        """Like ``synthesis`` but from cached planes: a camera move costs rendering + super-resolution only.
+
+        ``noise_mode`` is accepted for symmetry; it only affects the backbone, which is not run here.
+        """
+        del noise_mode
+        features, depth = self.render(planes, c, neural_rendering_resolution, deterministic, precision,
+                                      depth_resolution, depth_resolution_importance)
+        image = self.super_resolve(features, ws, precision)
+        return {"image": image, "image_raw": features[:, :3].clone(), "image_depth": depth}
+
+    def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
+                  noise_mode: str = "const", deterministic: bool = True, precision: str = "fp32",
+                  depth_resolution: int | None = None,
+                  depth_resolution_importance: int | None = None) -> dict[str, torch.Tensor]:
+        """ws [N, num_ws, w_dim], c [N, 25] rendering camera -> {"image", "image_raw", "image_depth"}."""
+        return self.render_planes(self.planes(ws, noise_mode, precision), ws, c, neural_rendering_resolution,
+                                  noise_mode, deterministic, precision, depth_resolution,
+                                  depth_resolution_importance)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Mapping then synthesis; like the original, c serves as both conditioning and rendering camera."""
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, c, **synthesis_kwargs)

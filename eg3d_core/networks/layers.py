@@ -1,0 +1,176 @@
+"""StyleGAN2 building blocks shared by the backbone and the super-resolution modules.
+
+Parameter names and storage conventions follow the released checkpoints so that their state
+dicts load unchanged: fully-connected weights are stored divided by their learning-rate multiplier
+and scaled at run time ("equalized learning rate"); modulated convolutions store raw weights.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The [1, 3, 3, 1] binomial filter of StyleGAN2, normalised to sum 1 (separable 1-D form).
+_FIR_1D = (1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8)
+
+
+def fir_kernel(channels: int, gain: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Depthwise 4x4 [1,3,3,1] outer-product kernel times ``gain``: [channels, 1, 4, 4]."""
+    f = torch.tensor(_FIR_1D, device=device, dtype=torch.float32)
+    k = torch.outer(f, f) * gain
+    return k.to(dtype).expand(channels, 1, 4, 4)
+
+
+def upsample2d(x: torch.Tensor) -> torch.Tensor:
+    """2x upsampling with the [1,3,3,1] filter (zero insertion, then FIR with gain 4).
+
+    x: [N, C, H, W] -> [N, C, 2H, 2W]. A stride-2 transposed depthwise convolution with padding 1
+    is the same operation as the original's zero-insertion + pad(2, 1) + filter.
+    """
+    c = x.shape[1]
+    return F.conv_transpose2d(x, fir_kernel(c, 4.0, x.device, x.dtype), stride=2, padding=1, groups=c)
+
+
+def bias_act(x: torch.Tensor, bias: torch.Tensor, lrelu: bool, gain: float, clamp: float | None) -> torch.Tensor:
+    """x + bias, optional leaky ReLU (0.2), times gain, optional symmetric clamp. bias: [C] on dim 1."""
+    x = x + bias.to(x.dtype).reshape(1, -1, *([1] * (x.ndim - 2)))
+    if lrelu:
+        x = F.leaky_relu(x, 0.2)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class FullyConnected(nn.Module):
+    """Equalized-learning-rate linear layer. x: [N, in] -> [N, out]."""
+
+    def __init__(self, in_features: int, out_features: int, lr_multiplier: float = 1.0,
+                 bias_init: float = 0.0, lrelu: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.lrelu = lrelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias.to(x.dtype)
+        if self.bias_gain != 1:
+            b = b * self.bias_gain
+        if not self.lrelu:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return F.leaky_relu(x.matmul(w.t()) + b.unsqueeze(0), 0.2) * math.sqrt(2)
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                     up: bool, noise: torch.Tensor | None) -> torch.Tensor:
+    """Style-modulated convolution, as one grouped convolution over the batch.
+
+    x: [N, I, H, W], weight: [O, I, k, k], styles: [N, I] -> [N, O, H', W'] (H' = 2H when ``up``).
+    Upsampling is a stride-2 transposed convolution (weights used unflipped) followed by the
+    [1,3,3,1] filter, which is what the released weights were trained with.
+    """
+    n, i, h, w_ = x.shape
+    o, _, kh, kw = weight.shape
+    wgt = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
+    if demodulate:
+        wgt = wgt * (wgt.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, o, 1, 1, 1)
+    x = x.reshape(1, n * i, h, w_)
+    if up:
+        wgt = wgt.transpose(1, 2).reshape(n * i, o, kh, kw)
+        x = F.conv_transpose2d(x, wgt.to(x.dtype), stride=2, groups=n)
+        x = F.conv2d(F.pad(x, [1, 1, 1, 1]), fir_kernel(n * o, 4.0, x.device, x.dtype), groups=n * o)
+    else:
+        x = F.conv2d(x, wgt.reshape(n * o, i, kh, kw).to(x.dtype), padding=kh // 2, groups=n)
+    x = x.reshape(n, o, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution + noise + bias + leaky ReLU. x: [N, I, H, W] -> [N, O, R, R]."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool,
+                 conv_clamp: float | None, noise_buffer: bool) -> None:
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        if noise_buffer:
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.resolution = resolution
+        self.up = up
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        styles = self.affine(w)
+        noise = None
+        if noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise)
+        return bias_act(x, self.bias, lrelu=True, gain=math.sqrt(2), clamp=self.conv_clamp)
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 convolution without demodulation. x: [N, I, H, W] -> [N, C, H, W]."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None) -> None:
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=False, noise=None)
+        return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution stage of a 'skip' StyleGAN2 generator.
+
+    A block with ``in_channels == 0`` starts from a learned constant (b4). ``up`` selects whether the
+    block doubles the resolution (the super-resolution "NoUp" blocks do not).
+    Forward: x [N, I, H, W] (or None), img [N, C, H, W] (or None), ws [N, num_conv + 1, w_dim]
+    -> x [N, O, R, R], img [N, C, R, R].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 up: bool = True, conv_clamp: float | None = None, noise_buffers: bool = True) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.up = up and in_channels != 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=self.up,
+                                        conv_clamp=conv_clamp, noise_buffer=noise_buffers)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, up=False,
+                                    conv_clamp=conv_clamp, noise_buffer=noise_buffers)
+        self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.num_conv = 1 if in_channels == 0 else 2
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
+                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+        x = self.conv1(x, ws[:, self.num_conv - 1], noise_mode)
+        if img is not None and self.up:
+            img = upsample2d(img)
+        y = self.torgb(x, ws[:, self.num_conv]).float()
+        # Out of place on purpose: the original adds in place here and thereby overwrites the raw image it returns.
+        img = y if img is None else img.float() + y
+        return x, img

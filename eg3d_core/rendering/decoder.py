@@ -1,0 +1,27 @@
+"""The small MLP that turns averaged tri-plane features into density and colour features."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..networks.layers import FullyConnected
+
+
+class Decoder(nn.Module):
+    """features [N, M, C] -> {"sigma": [N, M, 1] raw density, "rgb": [N, M, out] in (-0.001, 1.001)}.
+
+    One hidden softplus layer; no view dependence. The colour sigmoid is widened slightly (MipNeRF).
+    """
+
+    def __init__(self, in_features: int = 32, hidden: int = 64, out_features: int = 32, lr_multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            FullyConnected(in_features, hidden, lr_multiplier=lr_multiplier),
+            nn.Softplus(),
+            FullyConnected(hidden, 1 + out_features, lr_multiplier=lr_multiplier),
+        )
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, m, c = features.shape
+        x = self.net(features.reshape(n * m, c)).reshape(n, m, -1).float()
+        return {"sigma": x[..., :1], "rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001}
