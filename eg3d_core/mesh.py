@@ -14,6 +14,13 @@ Grid convention (identical to the original ``gen_samples.py --shapes``, see spec
 Meshes are returned and saved in **world units** (x, y, z as the generator sees them).  The original's ``.ply`` is in
 voxel units on a flipped, transposed volume; :func:`to_original_voxel_convention` maps our vertices onto it and
 :func:`to_original_volume_convention` turns our volume into the array the original writes to ``.mrc``.
+
+Reproducing ``gen_samples.py --shapes`` with a sigma callable ``f`` (raw density, ``box = box_warp``)::
+
+    volume = density_grid(f, 512, box)                                   # [ix, iy, iz], unpadded
+    save_volume(to_original_volume_convention(volume), "seed0000.mrc")   # same array as the original's .mrc
+    mesh = extract_mesh(f, 512, box)                                     # world units, padded like the original
+    ply_vertices = to_original_voxel_convention(mesh.vertices, 512, box) # the original's .ply vertex positions
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +55,9 @@ class Mesh:
     vertices: [V, 3] float32, world coordinates (x, y, z).
     faces:    [F, 3] int64, counter-clockwise seen from outside (normals point out of the dense region).
     colors:   [V, 3] uint8 vertex colours, or None.
+
+    Marching cubes output is kept as is: where the density equals the level exactly at a grid point, several
+    vertices coincide and some faces have zero area (tools that weld vertices may then see non-manifold edges).
     """
 
     vertices: np.ndarray
@@ -133,13 +143,21 @@ def density_grid(
     """
     n = resolution
     coords = grid_coordinates(n, box_size)
+    plane = n * n
+    # One x slab (0, y, z) in flat order; a batch is assembled from slabs shifted by (x, 0, 0).  Much cheaper than
+    # integer-dividing flat indices, never materialises N^3 indices (3 GB at N=512), and bit-exact: v + 0.0 == v.
+    slab = torch.zeros(plane, 3)
+    slab[:, 1:] = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1).reshape(plane, 2)
     total = n**3
     flat = np.empty(total, dtype=np.float32)
+    buffer = torch.empty(min(batch_points, total), 3)  # reused: fresh pages per batch are slow to fault in
     for start in range(0, total, batch_points):
         end = min(start + batch_points, total)
-        # Indices are generated per batch: materialising N^3 int64 indices would take 3 GB at N=512.
-        idx = torch.arange(start, end, dtype=torch.int64)
-        pts = torch.stack([coords[idx // (n * n)], coords[(idx // n) % n], coords[idx % n]], dim=1)
+        pts = buffer[: end - start]
+        for ix in range(start // plane, (end - 1) // plane + 1):
+            lo, hi = max(start, ix * plane), min(end, (ix + 1) * plane)
+            shift = torch.stack([coords[ix], torch.zeros(()), torch.zeros(())])
+            torch.add(slab[lo - ix * plane : hi - ix * plane], shift, out=pts[lo - start : hi - start])
         flat[start:end] = _call_density(density_fn, pts.to(device) if device is not None else pts)
         if progress is not None:
             progress(end, total)
@@ -221,11 +239,21 @@ def _trilinear_upsample(coarse: np.ndarray, resolution: int, ci: np.ndarray) -> 
     """
     a, t = _linear_weights(resolution, ci)
     g = coarse[:, :, a] * (1 - t) + coarse[:, :, a + 1] * t  # [Nc, Nc, N]
-    g = g[:, a, :] * (1 - t)[:, None] + g[:, a + 1, :] * t[:, None]  # [Nc, N, N]
+    g = torch.from_numpy(g[:, a, :] * (1 - t)[:, None] + g[:, a + 1, :] * t[:, None])  # [Nc, N, N]
     out = np.empty((resolution,) * 3, dtype=np.float32)
+    out_t = torch.from_numpy(out)  # shares memory: lerp writes straight into the result, no N^3 temporaries
     for i in range(resolution):
-        out[i] = g[a[i]] * (1 - t[i]) + g[a[i] + 1] * t[i]
+        k = int(a[i])  # a plain int: indexing a tensor with a numpy integer takes a slow copying path
+        torch.lerp(g[k], g[k + 1], float(t[i]), out=out_t[i])
     return out
+
+
+class CoarseToFineGrid(NamedTuple):
+    """Result of :func:`density_grid_coarse_to_fine` (see there)."""
+
+    volume: np.ndarray  # [N,N,N] float32, border already padded
+    evaluated: np.ndarray  # [N,N,N] bool
+    value_range: tuple[float, float]  # (min, max) of the values density_fn returned
 
 
 def density_grid_coarse_to_fine(
@@ -240,12 +268,14 @@ def density_grid_coarse_to_fine(
     batch_points: int = 2**18,
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> CoarseToFineGrid:
     """Density grid that is exact wherever marching cubes looks, evaluating only near the surface.
 
-    Returns ``(volume, evaluated)``: volume [N,N,N] float32 ``[ix, iy, iz]`` with the ``pad`` border layers already
-    set to the pad value, and evaluated [N,N,N] bool marking the voxels where ``density_fn`` was called (their values
-    are bit-identical to :func:`density_grid`'s, because the same float32 points are used).
+    Returns ``CoarseToFineGrid(volume, evaluated, value_range)``: volume [N,N,N] float32 ``[ix, iy, iz]`` with the
+    ``pad`` border layers already set to the pad value; evaluated [N,N,N] bool marking the voxels where ``density_fn``
+    was called (outside the border their values are bit-identical to :func:`density_grid`'s, because the same float32
+    points are used; inside it they hold the pad value like the dense path after padding); value_range the (min, max)
+    of all values ``density_fn`` returned.
 
     Algorithm:
       1. evaluate the coarse grid made of every ``coarse_step``-th fine index (plus N-1) — these are fine voxels;
@@ -259,6 +289,9 @@ def density_grid_coarse_to_fine(
     The one assumption is that no piece of surface is entirely hidden between coarse samples, i.e. no feature
     thinner than ~``coarse_step`` voxels that is disconnected from the detected surface.
 
+    Bit-identity with the dense grid also assumes ``density_fn`` treats each point independently of the others in
+    its batch (true for per-point MLPs up to BLAS blocking; the benchmark checks it for one).
+
     ``progress(done, scheduled)`` is called after every batch (``scheduled`` grows as the surface is followed).
     """
     n = resolution
@@ -268,6 +301,7 @@ def density_grid_coarse_to_fine(
     pad_value = _pad_value(level)
     padded = border_mask(n, pad)
     counter = {"done": 0, "scheduled": 0}
+    seen = [np.inf, -np.inf]
 
     def evaluate(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> np.ndarray:
         counter["scheduled"] += len(ix)
@@ -277,7 +311,9 @@ def density_grid_coarse_to_fine(
             if progress is not None:
                 progress(counter["done"], counter["scheduled"])
 
-        return _evaluate_voxels(density_fn, coords, ix, iy, iz, batch_points, device, tick)
+        values = _evaluate_voxels(density_fn, coords, ix, iy, iz, batch_points, device, tick)
+        seen[0], seen[1] = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
+        return values
 
     # 1. Coarse grid.
     ci = _coarse_indices(n, coarse_step)
@@ -323,7 +359,7 @@ def density_grid_coarse_to_fine(
         ix, iy, iz = np.nonzero(todo)
         volume[ix, iy, iz] = evaluate(ix, iy, iz)
         evaluated[ix, iy, iz] = True
-    return volume, evaluated
+    return CoarseToFineGrid(volume, evaluated, (seen[0], seen[1]))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -467,12 +503,10 @@ def extract_mesh(
     """
     pad = border_pad(resolution) if pad_borders else 0
     if coarse_to_fine:
-        volume, evaluated = density_grid_coarse_to_fine(
+        volume, _, (lo, hi) = density_grid_coarse_to_fine(
             density_fn, resolution, box_size, level, pad=pad, coarse_step=coarse_step,
             batch_points=batch_points, progress=progress, device=device,
         )
-        seen = volume[evaluated]
-        lo, hi = float(seen.min()), float(seen.max())
     else:
         volume = density_grid(density_fn, resolution, box_size, batch_points, progress, device=device)
         lo, hi = float(volume.min()), float(volume.max())

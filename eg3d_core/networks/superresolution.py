@@ -27,7 +27,7 @@ class SuperResolution(nn.Module):
         first_up = self.kind in ("8X", "8XDC")
         res0 = self.input_resolution * (2 if first_up else 1)
         common = dict(w_dim=config.w_dim, img_channels=3, conv_clamp=config.sr_conv_clamp, noise_buffers=False)
-        self.block0 = SynthesisBlock(config.triplane_channels, hidden, resolution=res0, up=first_up, **common)
+        self.block0 = SynthesisBlock(config.decoder_output_dim, hidden, resolution=res0, up=first_up, **common)
         self.block1 = SynthesisBlock(hidden, out, resolution=res0 * 2, up=True, **common)
 
     def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""Our own checkpoint format: a folder with ``model.safetensors`` and ``config.json``.
+
+The safetensors metadata carries the same config JSON, so ``model.safetensors`` alone is enough to
+load; ``config.json`` is there for people and tools that want to read the settings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..config import GeneratorConfig
+from ..errors import CheckpointError
+
+FORMAT_NAME = "eg3d-toolkit"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """A safetensors file starts with a little-endian u64 header length followed by a JSON object."""
+    return len(head) >= 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] < 100_000_000
+
+
+def weights_path(path: str | os.PathLike[str]) -> Path:
+    """The weights file of a checkpoint given as its folder or as the file itself."""
+    p = Path(path)
+    return p / WEIGHTS_FILE if p.is_dir() else p
+
+
+def _document(config: GeneratorConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_dict(), **(extra or {})}
+
+
+def save(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, path: str | os.PathLike[str],
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint folder atomically (a temporary sibling folder renamed into place)."""
+    out = Path(path)
+    doc = _document(config, extra)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot write {out}: folder {parent} does not exist")
+    if out.exists() and not (out / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"cannot write {out}: it exists and is not a checkpoint folder")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as e:
+        raise CheckpointError(f"cannot write {out}: {e.strerror}") from None
+    try:
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"eg3d": json.dumps(doc)})
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
+    """Load (state dict, config, the whole metadata document) from a folder or its weights file."""
+    file = weights_path(path)
+    try:
+        with open(file, "rb") as f:
+            header_len = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(header_len))
+        doc = json.loads(header.get("__metadata__", {}).get("eg3d", "null"))
+    except (OSError, struct.error, ValueError) as e:
+        raise CheckpointError(f"{file}: unreadable safetensors header ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{file}: a safetensors file without an eg3d-toolkit config (not saved by save_generator)")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format version {doc.get('format_version')} is not supported "
+                              f"(this release reads version {FORMAT_VERSION})")
+    try:
+        config = GeneratorConfig.from_dict(doc["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{file}: invalid config ({e})") from None
+    try:
+        state_dict = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file}: truncated or corrupt weights ({e})") from None
+    return state_dict, config, doc
