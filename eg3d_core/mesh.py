@@ -164,16 +164,6 @@ def density_grid(
     return flat.reshape(n, n, n)
 
 
-def border_mask(resolution: int, pad: int) -> np.ndarray:
-    """[N,N,N] bool, True on the ``pad`` outermost voxel layers of every face."""
-    mask = np.zeros((resolution,) * 3, dtype=bool)
-    if pad > 0:
-        mask[:pad] = mask[-pad:] = True
-        mask[:, :pad] = mask[:, -pad:] = True
-        mask[:, :, :pad] = mask[:, :, -pad:] = True
-    return mask
-
-
 def pad_volume_borders(volume: np.ndarray, pad: int, value: float = ORIGINAL_PAD_VALUE) -> np.ndarray:
     """Set the ``pad`` outermost layers on every face of volume [N,N,N] to ``value`` **in place**; returns it."""
     if pad > 0:
@@ -190,6 +180,14 @@ def _pad_value(level: float) -> float:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Coarse-to-fine evaluation
+
+
+def _clear_borders(mask: np.ndarray, pad: int) -> None:
+    """Set the ``pad`` outermost layers of bool mask [N,N,N] to False in place (slicing: no N^3 temporary)."""
+    if pad > 0:
+        mask[:pad] = mask[-pad:] = False
+        mask[:, :pad] = mask[:, -pad:] = False
+        mask[:, :, :pad] = mask[:, :, -pad:] = False
 
 
 def _corners_of_cells(cells: np.ndarray) -> np.ndarray:
@@ -299,7 +297,6 @@ def density_grid_coarse_to_fine(
         raise ValueError(f"coarse_step must be >= 1, got {coarse_step}")
     coords = grid_coordinates(n, box_size)
     pad_value = _pad_value(level)
-    padded = border_mask(n, pad)
     counter = {"done": 0, "scheduled": 0}
     seen = [np.inf, -np.inf]
 
@@ -334,8 +331,9 @@ def density_grid_coarse_to_fine(
         blocks = binary_dilation(blocks, structure=np.ones((3, 3, 3), dtype=bool), iterations=dilate)
     lengths = np.diff(ci)
     cells = np.repeat(np.repeat(np.repeat(blocks, lengths, axis=0), lengths, axis=1), lengths, axis=2)
-    todo = _corners_of_cells(cells) & ~evaluated & ~padded
+    todo = _corners_of_cells(cells) & ~evaluated
     del cells
+    _clear_borders(todo, pad)  # pad voxels are overwritten anyway: never evaluate them
     if todo.any():
         ix, iy, iz = np.nonzero(todo)
         volume[ix, iy, iz] = evaluate(ix, iy, iz)
@@ -343,17 +341,12 @@ def density_grid_coarse_to_fine(
     del todo
 
     # Padding must be applied before step 4: the pad planes create crossings of their own.
-    volume[padded] = pad_value
-    del padded
+    pad_volume_borders(volume, pad, pad_value)
 
     # 4. Follow the surface of the volume marching cubes will actually see.
     while True:
         todo = _corners_of_cells(_crossing_cells(volume > level)) & ~evaluated
-        # Pad voxels are never "todo": their value is fixed, so treat them as known.
-        if pad > 0:
-            todo[:pad] = todo[-pad:] = False
-            todo[:, :pad] = todo[:, -pad:] = False
-            todo[:, :, :pad] = todo[:, :, -pad:] = False
+        _clear_borders(todo, pad)  # their value is fixed: treat them as known
         if not todo.any():
             break
         ix, iy, iz = np.nonzero(todo)

@@ -97,8 +97,8 @@ def _in_snapshot_dict(ops: bytes) -> bytes:
 
 def _patch_op(data: bytes, find: Any, new_op: Callable[[bytes], bytes]) -> bytes:
     """Replace the first op of a framed protocol-4 pickle for which ``find(opcode, arg, after)`` holds
-    (``after``: the latest argument of an earlier op) by ``new_op(old op bytes)``, fixing the length of the FRAME
-    that contains it (the way the CUDA-tagged fixture variant was made)."""
+    (``after``: the latest argument of an earlier op) by ``new_op(old op bytes)``, fixing the length
+    of the FRAME that contains it (the way the CUDA-tagged fixture variant was made)."""
     frame, previous, ops = None, None, pickletools.genops(data)
     for op, arg, pos in ops:
         if op.name == "FRAME":
@@ -404,10 +404,33 @@ def test_persistent_object_with_code_but_no_generator_state(tmp_path: Path) -> N
 
 def test_truncated_fixture(tmp_path: Path) -> None:
     data = (FIXTURES / "tiny_cars128" / "network-snapshot.pkl").read_bytes()
-    for size in (len(data) // 2, 3, len(data) - 1):
-        path = tmp_path / "truncated.pkl"
+    for size in (len(data) // 2, 3, 1000, len(data) - 1):
+        path = tmp_path / "snapshot.pkl"
         path.write_bytes(data[:size])
-        _expect_error(path, "truncated")
+        message = _expect_error(path, "truncated pickle")
+        assert message.startswith(f"{path}: ")
+
+
+def test_memo_index_bomb_is_refused() -> None:
+    """LONG_BINPUT with a huge index would make the C unpickler allocate and zero a 16 GiB memo."""
+    _expect_error(_pickle_of(b"N" + b"r" + struct.pack("<I", 2**31)), "memo index")
+    _expect_error(_pickle_of(b"N\x94N\x94" + b"q\x05"), "memo index")  # BINPUT 5 after two entries
+
+
+def test_random_corruption_never_escapes_as_another_exception() -> None:
+    """Flip bytes at opcode positions of a real pickle: every outcome is a load or a one-line error."""
+    data = (FIXTURES / "tiny_cars128" / "network-snapshot.pkl").read_bytes()
+    positions = [pos for op, _, pos in pickletools.genops(data) if op.name != "BINBYTES"]
+    rng = torch.Generator().manual_seed(1234)
+    for _ in range(40):
+        corrupt = bytearray(data)
+        for i in torch.randint(0, len(positions), (2,), generator=rng).tolist():
+            corrupt[positions[i] + int(torch.randint(0, 3, (1,), generator=rng))] = int(
+                torch.randint(0, 256, (1,), generator=rng))
+        try:
+            read_official_pickle(io.BytesIO(bytes(corrupt)))
+        except CheckpointError as e:
+            assert "\n" not in str(e)
 
 
 def test_empty_random_and_wrong_files(tmp_path: Path) -> None:
@@ -429,6 +452,8 @@ def test_pickles_without_a_generator() -> None:
     _expect_error(pickle.dumps({"G": 1, "D": 2}), "not an EG3D network pickle", "'G'", "'D'")
     _expect_error(pickle.dumps([1, 2, 3]), "not an EG3D network pickle", "list")
     _expect_error(pickle.dumps({"G_ema": {"a": 1}}), "not an EG3D network pickle", "G_ema is a value of type dict")
+    # Protocol 2 writes sets as __builtin__.set(list) (as in nn.Module state): allowed, not forbidden.
+    _expect_error(pickle.dumps({"G_ema": {1, 2}}, protocol=2), "G_ema is a value of type set")
 
 
 # ---------------------------------------------------------------------------------------------------

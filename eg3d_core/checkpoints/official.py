@@ -15,6 +15,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -302,7 +303,7 @@ _STUBS: dict[tuple[str, str], type[_ReferencedModule]] = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose globals come only from the whitelist below (spec 10.5)."""
 
-    def __init__(self, file: IO[bytes]) -> None:
+    def __init__(self, file: _CappedReader) -> None:
         super().__init__(file)
         self._module_cache: dict[str, str | None] = {}
         self._globals: dict[tuple[str, str], Any] = {
@@ -391,6 +392,13 @@ class _CappedReader:
         self._remaining -= len(line)
         return line
 
+    def tell(self) -> int:  # lets pickletools report positions in its errors
+        return self._f.tell()
+
+    @property
+    def remaining(self) -> int:
+        return self._remaining
+
 
 def read_official_pickle(path_or_fileobj: str | os.PathLike[str] | IO[bytes]) -> OfficialGenerator:
     """Read ``G_ema`` from an official EG3D network pickle without executing anything from it.
@@ -442,14 +450,24 @@ def _read_unnamed(f: IO[bytes]) -> OfficialGenerator:
         else:
             reason = "the data is not a protocol 2-5 pickle"
         raise CheckpointError(f"not an EG3D network pickle ({reason})")
-    unpickler = _RestrictedUnpickler(_CappedReader(f, remaining))  # type: ignore[arg-type]
     failure = None
+    try:
+        with warnings.catch_warnings():
+            # pickletools warns about odd escapes in damaged text opcodes; the failure is reported anyway.
+            warnings.simplefilter("ignore")
+            _check_opcodes(_CappedReader(f, remaining))
+    except Exception as e:  # untrusted bytes can fail in any way; each failure becomes one line
+        failure = _failure(e, "corrupt pickle")
+    if failure is not None:
+        raise CheckpointError(failure)
+    f.seek(-remaining, io.SEEK_END)
+    unpickler = _RestrictedUnpickler(_CappedReader(f, remaining))
     try:
         with warnings.catch_warnings():
             # torch's legacy-storage path warns that TypedStorage is deprecated; irrelevant here.
             warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated", category=UserWarning)
             data = unpickler.load()
-    except Exception as e:  # untrusted bytes can fail in any way; each failure becomes one line
+    except Exception as e:
         failure = _failure(e, "corrupt pickle")
     del unpickler  # its memo holds every object unpickled so far
     if failure is not None:
@@ -459,6 +477,31 @@ def _read_unnamed(f: IO[bytes]) -> OfficialGenerator:
     except Exception as e:  # well-formed pickle data, but not shaped like G_ema
         failure = _failure(e, "malformed EG3D generator")
     raise CheckpointError(failure)
+
+
+def _check_opcodes(f: _CappedReader) -> None:
+    """Walk the opcode stream once, without building anything, before the real unpickling.
+
+    This catches truncation early, and it bounds memo indices: CPython's C unpickler sizes its memo
+    array by the largest index it is asked to store (``LONG_BINPUT 2**31`` means a 16 GiB zero-filled
+    array), so a few corrupt bytes could exhaust memory. A pickler numbers memo entries 0, 1, 2, ...,
+    so a valid index never exceeds the number of entries stored before it."""
+    memo_entries = 0
+    failure = None
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(arg, int) or not 0 <= arg <= memo_entries:
+                    raise CheckpointError(f"corrupt pickle (memo index {arg!r} out of sequence)")
+                memo_entries += 1
+            elif op.name == "MEMOIZE":
+                memo_entries += 1
+    except ValueError as e:  # genops' way of reporting unknown opcodes and short data
+        failure = _first_line(e)
+    if failure is not None:
+        if f.remaining == 0:
+            raise CheckpointError(f"truncated pickle: the data ends before the pickle does ({failure})")
+        raise CheckpointError(f"corrupt pickle ({failure})")
 
 
 def _failure(e: Exception, what: str) -> str:
@@ -572,8 +615,9 @@ def config_from_official(g: OfficialGenerator) -> GeneratorConfig:
         return _config_from_official(g)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"unsupported or malformed EG3D generator config: {_first_line(e)}") from None
+    except Exception as e:  # the values came from an untrusted file: any failure is a bad config
+        failure = _first_line(e)
+    raise CheckpointError(f"unsupported or malformed EG3D generator config: {failure}")
 
 
 def _config_from_official(g: OfficialGenerator) -> GeneratorConfig:
@@ -581,10 +625,10 @@ def _config_from_official(g: OfficialGenerator) -> GeneratorConfig:
 
     unknown = sorted(set(kw) - _KNOWN_INIT_KWARGS)
     if unknown:
-        raise CheckpointError(f"unsupported generator option(s): {', '.join(map(str, unknown))}")
+        raise CheckpointError(f"unsupported generator option(s): {_one_line(', '.join(map(str, unknown)))}")
     img_channels = kw.get("img_channels", 3)
     if img_channels != 3:
-        raise CheckpointError(f"unsupported img_channels {img_channels!r} (only RGB generators are supported)")
+        raise CheckpointError(f"unsupported img_channels {_one_line(repr(img_channels))} (only RGB is supported)")
 
     if g.sr_class not in _SR_MODULES:
         raise CheckpointError(f"unsupported super-resolution module {_one_line(g.sr_class)!r} "
@@ -600,12 +644,12 @@ def _config_from_official(g: OfficialGenerator) -> GeneratorConfig:
     mapping_kwargs = kw.get("mapping_kwargs") or {}
     unknown = sorted(set(mapping_kwargs) - _KNOWN_MAPPING_KWARGS)
     if unknown:
-        raise CheckpointError(f"unsupported mapping option(s): {', '.join(map(str, unknown))}")
+        raise CheckpointError(f"unsupported mapping option(s): {_one_line(', '.join(map(str, unknown)))}")
     mapping_layers = 0
     while f"backbone.mapping.fc{mapping_layers}.weight" in sd:
         mapping_layers += 1
     if "num_layers" in mapping_kwargs and mapping_kwargs["num_layers"] != mapping_layers:
-        raise CheckpointError(f"mapping_kwargs.num_layers={mapping_kwargs['num_layers']!r} but the weights "
+        raise CheckpointError(f"mapping_kwargs.num_layers={_one_line(repr(mapping_kwargs['num_layers']))} but the weights "
                               f"have {mapping_layers} mapping layers")
 
     # The tri-plane backbone's resolution and width follow from its last block, the decoder's from
@@ -654,7 +698,7 @@ def _rendering_fields(rk: dict, nrr: int) -> dict[str, Any]:
     if rk.get("clamp_mode", "softplus") != "softplus":
         raise CheckpointError(f"unsupported rendering option clamp_mode={_one_line(repr(rk['clamp_mode']))}")
     if float(rk.get("density_noise", 0) or 0) > 0:
-        raise CheckpointError(f"unsupported rendering option density_noise={rk['density_noise']!r}")
+        raise CheckpointError(f"unsupported rendering option density_noise={_one_line(repr(rk['density_noise']))}")
     pivot = rk.get("avg_camera_pivot", (0.0, 0.0, 0.0))  # gen scripts' defaults when absent
     if len(pivot) != 3:
         raise CheckpointError(f"avg_camera_pivot must have 3 values, got {len(pivot)}")

@@ -1,0 +1,42 @@
+"""Meshes of a generator's geometry: adapters from a generator to ``mesh.extract_mesh``."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .generator import Generator
+from .mesh import ORIGINAL_LEVEL, Mesh, extract_mesh
+
+
+def density_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Raw sigma of one latent's cached planes [1, 3, C, H, W]: points [M, 3] -> [M]."""
+    def f(points: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return G.sample_planes(points[None].to(planes.device), planes)["sigma"][0, :, 0]
+    return f
+
+
+def color_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Raw RGB (first 3 feature channels, mapped to [-1, 1] like the renderer does) at points [M, 3] -> [M, 3]."""
+    def f(points: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return G.sample_planes(points[None].to(planes.device), planes)["rgb"][0, :, :3] * 2 - 1
+    return f
+
+
+def generator_mesh(G: Generator, ws: torch.Tensor, resolution: int = 256, level: float = ORIGINAL_LEVEL,
+                   colors: bool = True, coarse_to_fine: bool = True, noise_mode: str = "const",
+                   progress: Callable[[int, int], None] | None = None, **mesh_kwargs) -> Mesh:
+    """Iso-surface of the density of latent ws [1, num_ws, w_dim] over the model's box (world units).
+
+    Uses the original's conventions (grid over the ``box_warp`` cube, raw sigma, level 10, padded borders).
+    Raises ValueError (one line) if the density never crosses ``level``.
+    """
+    if ws.ndim != 3 or ws.shape[0] != 1:
+        raise ValueError(f"generator_mesh takes one latent ws [1, num_ws, w_dim], got {list(ws.shape)}")
+    with torch.no_grad():
+        planes = G.planes(ws, noise_mode)
+    return extract_mesh(density_fn(G, planes), resolution, G.config.rendering.box_warp, level,
+                        coarse_to_fine=coarse_to_fine, color_fn=color_fn(G, planes) if colors else None,
+                        progress=progress, device=planes.device, **mesh_kwargs)
