@@ -1,0 +1,33 @@
+"""Shared test setup: fixture locations and the reference outputs of the original code."""
+from __future__ import annotations
+
+import os
+
+# torch busy-waits its worker threads by default, which is several times slower on a shared 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CONFIGS = ("tiny_cars128", "tiny_ffhq512", "tiny_afhq512")
+
+
+def reference(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / name / "reference.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def fixture_config(name: str) -> dict:
+    return json.loads((FIXTURES / name / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def cars_generator():
+    """The tiny cars fixture generator, loaded from its official pickle (shared, read-only)."""
+    import eg3d_core
+
+    return eg3d_core.load_generator(FIXTURES / "tiny_cars128" / "network-snapshot.pkl")
