@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
+from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
 from .networks.superresolution import SuperResolution
 from .networks.synthesis import SynthesisNetwork
@@ -18,6 +19,20 @@ from .rendering.triplane import sample_planes
 
 PRECISIONS = ("fp32", "reduced")
 NOISE_MODES = ("const", "random", "none")
+
+
+def default_reduced_dtype(device: torch.device) -> torch.dtype:
+    """What ``precision="reduced"`` computes in on a device.
+
+    float16 on CUDA (as the original's fp16 layers). On CPU, bfloat16 only where the CPU has native
+    bfloat16 arithmetic (AVX512-BF16 / AMX): elsewhere (e.g. AVX2-only CPUs) oneDNN emulates it and
+    bfloat16 convolutions run many times *slower* than float32, so reduced precision stays float32.
+    """
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
 
 
 class Backbone(nn.Module):
@@ -53,6 +68,8 @@ class Generator(nn.Module):
         self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
         self.img_resolution = config.img_resolution
         self.num_ws = self.backbone.synthesis.num_ws
+        # Dtype used for precision="reduced"; None picks default_reduced_dtype(device).
+        self.reduced_dtype: torch.dtype | None = None
         self.eval().requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------
@@ -62,13 +79,23 @@ class Generator(nn.Module):
     def _precision(self, precision: str, device: torch.device) -> Iterator[None]:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "fp32":
+        dtype = torch.float32
+        if precision == "reduced":
+            dtype = self.reduced_dtype or default_reduced_dtype(device)
+        if dtype == torch.float32:
             with torch.autocast(device.type, enabled=False):
                 yield
         else:
-            dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
             with torch.autocast(device.type, dtype=dtype):
                 yield
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> Generator:
+        """Layout of the convolution activations: ``torch.channels_last`` (default, faster on CPU) or
+        ``torch.contiguous_format``. Results agree to rounding."""
+        for m in self.modules():
+            if isinstance(m, SynthesisBlock):
+                m.memory_format = memory_format
+        return self
 
     def _check(self, name: str, x: torch.Tensor, shape: tuple) -> None:
         want = [s for s in shape]

@@ -1,0 +1,118 @@
+"""Generator speed per preset (full-size architecture, random weights, batch 1).
+
+Times each stage (mapping, backbone, rendering, super-resolution), a full frame, a cached-planes frame
+and a 256^3 density query, in fp32 and reduced precision, and the speed-up of each optimisation as a
+ratio against the plain path measured in the same run. Prints markdown; ``--write`` appends nothing, it
+rewrites the generator section of benchmarks/RESULTS.md.
+
+    python benchmarks/bench_generator.py [--presets ffhq512-128 ...] [--repeats 3] [--write]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
+from eg3d_core.generator import default_reduced_dtype  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BEGIN, END = "<!-- bench_generator:begin -->", "<!-- bench_generator:end -->"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call (seconds)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def density_query(G: Generator, planes: torch.Tensor, resolution: int = 256, chunk: int = 2**20) -> None:
+    axis = torch.linspace(-0.5, 0.5, resolution) * G.config.rendering.box_warp
+    n = resolution ** 3
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n))
+        pts = torch.stack([axis[idx // resolution**2], axis[(idx // resolution) % resolution], axis[idx % resolution]], 1)
+        G.sample_planes(pts[None], planes)
+
+
+def bench_preset(name: str, repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    G = Generator(PRESETS[name])
+    defaults = cameras.camera_defaults(G.config)
+    z = torch.randn(1, G.z_dim)
+    c = cameras.camera(defaults, yaw=0.3, pitch=-0.1)
+    rows = []
+    with torch.no_grad():
+        ws = G.mapping(z, cameras.conditioning(defaults))
+        for precision in ("fp32", "reduced"):
+            planes = G.planes(ws, precision=precision)
+            feats, _ = G.render(planes, c, precision=precision)
+            row = {"preset": name, "precision": precision,
+                   "dtype": str(default_reduced_dtype(torch.device("cpu")) if precision == "reduced" else torch.float32)}
+            row["mapping"] = timed(lambda: G.mapping(z, cameras.conditioning(defaults)), repeats)
+            row["backbone"] = timed(lambda: G.planes(ws, precision=precision), repeats)  # noqa: B023
+            row["rendering"] = timed(lambda: G.render(planes, c, precision=precision), repeats)  # noqa: B023
+            row["sr"] = timed(lambda: G.super_resolve(feats, ws, precision=precision), repeats)  # noqa: B023
+            row["full"] = timed(lambda: G.synthesis(ws, c, precision=precision), repeats)  # noqa: B023
+            row["cached"] = timed(lambda: G.render_planes(planes, ws, c, precision=precision), repeats)  # noqa: B023
+            row["density256"] = timed(lambda: density_query(G, planes), 1)  # noqa: B023
+            rows.append(row)
+        # Optimisation ratios against the plain path, same run.
+        plain = timed(lambda: G.set_memory_format(torch.contiguous_format).synthesis(ws, c), repeats)
+        fast = timed(lambda: G.set_memory_format(torch.channels_last).synthesis(ws, c), repeats)
+        rows[0]["ratio_channels_last"] = plain / fast
+        rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
+           "| 256^3 density | full/cached | NCHW/channels-last (full frame) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x" if "ratio_cached" in r else " | ")
+        out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
+                   f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
+                   f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", nargs="*", default=list(PRESETS))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = p.parse_args()
+    rows = [r for name in args.presets for r in bench_preset(name, args.repeats)]
+    load = os.getloadavg()[0]
+    header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+              f"load average at the end {load:.1f}. Median of {args.repeats} runs after a warm-up.")
+    text = f"{header}\n\n{table(rows)}\n"
+    print(text)
+    if args.write:
+        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+        block = f"{BEGIN}\n## Generator (`python benchmarks/bench_generator.py --write`)\n\n{text}{END}"
+        if BEGIN in old:
+            new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+        else:
+            new = old.rstrip() + "\n\n" + block + "\n"
+        RESULTS.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
