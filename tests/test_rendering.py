@@ -65,3 +65,30 @@ def test_march_white_background_and_depth_clamp():
     assert torch.allclose(rgb, torch.ones_like(rgb), atol=1e-4)  # transparent ray -> white
     assert 1.0 <= float(depth) <= 2.0
     assert float(weights.sum()) < 1e-4
+
+
+def test_fast_plane_sampling_matches_grid_sample():
+    """Points inside, on the edges of and outside the box (zero padding), several batch items.
+    Tolerance 1e-5: both are bilinear interpolations of unit-variance texels; only the rounding of the
+    interpolation weights differs (coordinates are offset by one texel for the zero border)."""
+    from eg3d_core.rendering.triplane import sample_planes, sample_planes_reference
+
+    torch.manual_seed(0)
+    planes = torch.randn(2, 3, 8, 16, 16)
+    coords = (torch.rand(2, 4000, 3) * 2 - 1) * 0.8
+    edges = torch.tensor([[0.5, 0.5, 0.5], [-0.5, -0.5, -0.5], [0.49999, 0.3, -0.49999], [0.52, 0.1, 0.1],
+                          [-0.52, 0.1, 0.1], [0.47, 0.47, 0.47], [0.0, 0.0, 0.0], [0.5, -0.5, 0.5], [3.0, -4.0, 9.0]])
+    coords[:, :len(edges)] = edges
+    for box_warp in (1.0, 1.6):
+        fast = sample_planes(planes, coords, box_warp)
+        ref = sample_planes_reference(planes, coords, box_warp)
+        assert fast.shape == ref.shape == (2, 4000, 8)
+        assert (fast - ref).abs().max() < 1e-5
+    assert torch.equal(sample_planes(planes, coords, 1.0)[:, 8], torch.zeros(2, 8))  # far outside reads zeros
+
+
+def test_softplus_matches_torch():
+    from eg3d_core.rendering.decoder import softplus
+
+    x = torch.linspace(-40, 40, 10001)
+    assert (softplus(x) - torch.nn.functional.softplus(x)).abs().max() < 1e-5

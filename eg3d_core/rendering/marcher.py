@@ -2,7 +2,20 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .decoder import softplus
+
+
+def composite_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """Per-interval weights of sorted samples: densities [N, R, S, 1] (raw), depths [N, R, S, 1] -> [N, R, S-1, 1].
+
+    Density on an interval is softplus(mean of its two raw values - 1); transmittance multiplies (1 - alpha + 1e-10).
+    """
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    densities_mid = softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
+    alpha = 1 - torch.exp(-densities_mid * deltas)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2), dim=-2)
+    return alpha * transmittance[:, :, :-1]
 
 
 def march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor,
@@ -11,16 +24,11 @@ def march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor,
 
     colors [N, R, S, C], densities [N, R, S, 1] (raw), depths [N, R, S, 1] ->
     features [N, R, C] in about [-1, 1], depth [N, R, 1], weights [N, R, S-1, 1].
-    Density is softplus(mean of the two raw values - 1); depth is the weight-normalised expected
-    distance, clamped to the range of all sample depths in the batch.
+    Depth is the weight-normalised expected distance, clamped to the range of all sample depths in the batch.
     """
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    weights = composite_weights(densities, depths)
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    alpha = 1 - torch.exp(-densities_mid * deltas)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2), dim=-2)
-    weights = alpha * transmittance[:, :, :-1]
     rgb = torch.sum(weights * colors_mid, dim=-2)
     total = weights.sum(dim=2)
     depth = torch.nan_to_num(torch.sum(weights * depths_mid, dim=-2) / total, float("inf"))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .marcher import march
+from .marcher import composite_weights, march
 
 # points [N, M, 3] -> {"sigma": [N, M, 1], "rgb": [N, M, C]}
 FieldFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
@@ -70,7 +70,7 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ray_s
     colors = out["rgb"].reshape(n, r, depth_resolution, -1)
     densities = out["sigma"].reshape(n, r, depth_resolution, 1)
     if depth_resolution_importance > 0:
-        _, _, weights = march(colors, densities, depths, white_back)
+        weights = composite_weights(densities, depths)
         fine = importance_depths(depths, weights, depth_resolution_importance, deterministic)
         out = field(_points(origins, dirs, fine))
         depths, order = torch.sort(torch.cat([depths, fine], dim=-2), dim=-2)
