@@ -1,0 +1,484 @@
+"""The ``eg3d`` command: ``demo``, ``samples``, ``video``, ``mesh``, ``convert`` and ``dataset``.
+
+Argument parsing and progress bars only; the work is done by library functions (``mmagic_demo``, ``samples``,
+``video``, ``convert``, ``datasets``). Without ``--model``/``--network``/``--model-ckpt`` the bundled demo model
+is used. User errors (bad checkpoints, bad input, unwritable outputs) end with one ``error: ...`` line on stderr
+and exit code 1, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import CheckpointError
+
+T = TypeVar("T")
+
+DEFAULT_SEEDS = "0-3"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine (use --device cpu)")
+    if not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise ValueError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    return name
+
+
+def _outdir(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder and make sure files can be written there (one-line error otherwise)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to {out}: {e.strerror or e}") from None
+    return out
+
+
+def _bar(args: argparse.Namespace, iterable: Iterable[T], desc: str, total: int | None = None,
+         unit: str = "it") -> Iterable[T]:
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=args.quiet, dynamic_ncols=True)
+
+
+class _Progress:
+    """A ``progress(done, total)`` callback (mesh extraction) drawn as a tqdm bar whose total may grow."""
+
+    def __init__(self, args: argparse.Namespace, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, total=0, unit="pt", unit_scale=True, disable=args.quiet, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(f"note: {text}", file=sys.stderr)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _grid(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WxH like 2x2, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false or 1/0, got {text!r}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    from .samples import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _load(args: argparse.Namespace, source: str | None, config: str | None) -> Any:
+    """Load the model named on the command line (the demo model when none), printing notes."""
+    from .convert import load_model
+
+    loaded = load_model(source or "demo", config, args.device)
+    for text in loaded.notes:
+        _note(args, text)
+    return loaded
+
+
+def _render_options(args: argparse.Namespace) -> Any:
+    from .samples import RenderOptions
+
+    return RenderOptions(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult,
+                         precision=args.precision, noise_mode=getattr(args, "noise_mode", "const"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .checkpoints.mmagic import parse_mmagic_camera
+    from .mmagic_demo import DemoSettings, demo_camera, render_demo, write_demo
+
+    if args.model_name.lower() != "eg3d":
+        raise ValueError(f"only --model-name eg3d is supported, got {args.model_name!r}")
+    extra = _extra_parameters(args.extra_parameters)
+    num_batches = args.num_batches or extra.get("num_batches", 4)
+    settings = DemoSettings(
+        interpolation=args.interpolation, num_images=args.num_images, num_batches=num_batches, seed=args.seed,
+        vis_mode=args.vis_mode, save_img=args.save_img, save_video=args.save_video, img_suffix=args.img_suffix,
+        video_suffix=args.video_suffix, latents=args.latents, render=_render_options(args),
+    )
+    G = _load(args, args.model_ckpt, args.model_config).G
+    outdir = _outdir(args.result_out_dir)
+    mmagic_cam = parse_mmagic_camera(args.model_config) if args.model_config and args.model_config.endswith(".py") else None
+    camera = demo_camera(G.config, mmagic_cam)
+    frames = render_demo(G, camera, settings, args.device,
+                         progress=lambda it: _bar(args, it, "rendering", settings.num_images, "frame"))
+    written = write_demo(frames, settings, outdir, progress=lambda it, desc, n: _bar(args, it, desc, n, "frame"))
+    print(f"wrote {_files(len(written))} to {outdir}")
+    return 0
+
+
+def _extra_parameters(items: Sequence[str] | None) -> dict[str, Any]:
+    """MMagic's ``--extra-parameters k=v ...``: num_batches (int), sample_model (ema/orig: we hold one set of
+    weights, so it changes nothing), add_noise (unused by MMagic's demo too)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--extra-parameters takes key=value pairs, got {item!r}")
+        if key == "num_batches":
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"num_batches must be a positive integer, got {value!r}")
+            out[key] = int(value)
+        elif key == "sample_model":
+            if value not in ("ema", "orig"):
+                raise ValueError(f"sample_model must be ema or orig, got {value!r}")
+            out[key] = value
+        elif key == "add_noise":
+            out[key] = value
+        else:
+            raise ValueError(f"unsupported extra parameter {key!r} (EG3D takes num_batches, sample_model, add_noise)")
+    return out
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import cameras
+    from .samples import export_shape, render_views, save_png, seed_name, seeds_to_ws
+
+    G = _load(args, args.model, args.config).G
+    outdir = _outdir(args.outdir)
+    options = _render_options(args)
+    cond = cameras.conditioning(cameras.camera_defaults(G.config))
+    mesh_format = args.shape_format if args.shape_format in ("ply", "obj", "glb") else None
+    volume_format = args.shape_format if args.shape_format in ("mrc", "npy") else None
+    count = 0
+    for seed in _bar(args, args.seeds, "seeds", len(args.seeds), "seed"):
+        ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
+        image = render_views(G, ws, args.yaws, args.pitches, options, args.focal, args.image_mode)
+        save_png(image, outdir / f"{seed_name(seed)}.png")
+        count += 1
+        if args.shapes:
+            progress = _Progress(args, f"shape {seed}")
+            try:
+                with torch.no_grad():
+                    count += len(export_shape(G, ws, outdir / seed_name(seed), args.shape_res, args.level, mesh_format,
+                                              volume_format, colors=not args.no_colors, progress=progress))
+            except ValueError as e:
+                raise ValueError(f"seed {seed}: {e}") from None
+            finally:
+                progress.close()
+    print(f"wrote {_files(count)} to {outdir}")
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from .samples import seeds_to_ws
+    from .video import keyframe_latents, latent_interpolation_frames, orbit_frames, video_cameras, write_video
+
+    G = _load(args, args.model, args.config).G
+    outdir = _outdir(args.outdir)
+    options = _render_options(args)
+    cond = video_cameras(G, 1, args.focal)[0]
+    if args.interpolate:
+        latents = keyframe_latents(G, args.seeds, args.grid, args.num_keyframes, args.trunc, args.trunc_cutoff,
+                                   args.shuffle_seed, cond, args.device)
+        total = latents.num_keyframes * args.w_frames
+        frames = latent_interpolation_frames(G, latents, args.w_frames, args.image_mode, options, focal=args.focal)
+        jobs = [(outdir / "interpolation.mp4", frames, total)]
+    else:
+        # One orbit video per seed: a fixed latent, so the tri-planes are computed once.
+        jobs = []
+        for seed in args.seeds:
+            ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
+            jobs.append((outdir / f"{seed}.mp4", orbit_frames(G, ws, args.w_frames, (1, 1), args.image_mode, options,
+                                                               args.focal), args.w_frames))
+    for path, frames, total in jobs:
+        n = write_video(_bar(args, frames, path.name, total, "frame"), path, fps=args.fps, bitrate=args.bitrate)
+        print(f"wrote {path} ({n} frames)")
+    return 0
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import cameras
+    from .samples import export_shape, seed_name, seeds_to_ws
+
+    mesh_format = None if args.format == "none" else args.format
+    if mesh_format is None and args.volume is None:
+        raise ValueError("--format none needs --volume (nothing to write otherwise)")
+    G = _load(args, args.model, args.config).G
+    outdir = _outdir(args.outdir)
+    cond = cameras.conditioning(cameras.camera_defaults(G.config))
+    written: list[Path] = []
+    for seed in args.seeds:
+        ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
+        progress = _Progress(args, f"seed {seed}")
+        try:
+            with torch.no_grad():
+                written += export_shape(G, ws, outdir / seed_name(seed), args.resolution, args.level, mesh_format,
+                                        args.volume, colors=not args.no_colors, dense=args.dense,
+                                        largest_component=args.largest_component, smooth_iterations=args.smooth,
+                                        progress=progress)
+        except ValueError as e:
+            raise ValueError(f"seed {seed}: {e}") from None
+        finally:
+            progress.close()
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint, summary
+
+    loaded, to, path = convert_checkpoint(args.src, args.dst, args.to, args.config)
+    for text in loaded.notes:
+        _note(args, text)
+    for line in summary(loaded.G, loaded.format):
+        print(line)
+    print(f"wrote {path} ({to})")
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from .datasets import convert_labels
+
+    src_layout, dst_layout, n = convert_labels(args.in_anno, args.out_anno, args.to)
+    print(f"wrote {args.out_anno}: {n} labels ({src_layout} -> {dst_layout})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def _common(device: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    if device:
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "--network", dest="model", metavar="PATH", default=None,
+                   help="official .pkl, MMagic .pth or saved model folder (default: the bundled demo model)")
+    p.add_argument("--config", metavar="PRESET|FILE", default=None,
+                   help="renderer settings for an MMagic .pth: a preset name, our .json config or an MMagic .py config")
+
+
+def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
+    p.add_argument("--nrr", type=_positive, default=None, metavar="N",
+                   help="neural rendering resolution (default: the model's)")
+    p.add_argument("--sample-mult", type=_positive, default=sample_mult, metavar="K",
+                   help=f"multiply the depth samples per ray by K (default {sample_mult})")
+    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
+                   help="fp32, or reduced (bfloat16 on CPU, float16 on CUDA autocast)")
+
+
+def _truncation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default 1: none)")
+    p.add_argument("--trunc-cutoff", type=int, default=14, metavar="N",
+                   help="truncate the first N ws (default 14 = all of a 256 backbone; 0 disables)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eg3d", description="EG3D tools: MMagic demo, samples, videos, meshes, "
+                                     "checkpoint and label conversion.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    common_nodevice = _common(device=False)
+
+    p = sub.add_parser("demo", parents=[common], help="MMagic's EG3D demo: interpolation videos and frames",
+                       description="MMagic's mmagic_inference_demo.py for EG3D: renders num-images frames of "
+                       "num-batches latents and writes {depth,fake_img,combine}_seed{S}.mp4 and per-frame PNGs. "
+                       "'conditioning' interpolates the conditioning camera (MMagic's code renders a static video).")
+    p.add_argument("--model-name", default="eg3d", help="only eg3d")
+    p.add_argument("--model-config", metavar="PRESET|FILE", default=None,
+                   help="preset, our .json config or an MMagic .py config (its camera drives the orbit)")
+    p.add_argument("--model-ckpt", metavar="PATH", default=None, help="any supported checkpoint (default: demo model)")
+    p.add_argument("--result-out-dir", default="eg3d_output", metavar="DIR", help="output folder (default eg3d_output)")
+    p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
+    p.add_argument("--interpolation", choices=("both", "camera", "conditioning"), default="both")
+    p.add_argument("--num-images", type=_positive, default=100, metavar="N", help="frames (default 100)")
+    p.add_argument("--num-batches", type=_positive, default=None, metavar="B", help="latents per frame (default 4)")
+    p.add_argument("--sample-model", choices=("ema", "orig"), default="ema",
+                   help="accepted for compatibility; a checkpoint here holds one generator")
+    p.add_argument("--vis-mode", type=str.lower, choices=("both", "depth", "img"), default="both")
+    p.add_argument("--save-img", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--save-video", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--img-suffix", default=".png")
+    p.add_argument("--video-suffix", default=".mp4")
+    p.add_argument("--extra-parameters", nargs="+", metavar="KEY=VALUE", help="num_batches=B, sample_model=orig")
+    p.add_argument("--latents", choices=("mmagic", "seed"), default="mmagic",
+                   help="mmagic: z after MMagic's camera draws (same z as MMagic); seed: z drawn first")
+    _render_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("samples", parents=[common], help="images of seeds from several views (gen_samples)",
+                       description="One PNG per seed (seedNNNN.png): one row per pitch, one column per yaw offset.")
+    _model_args(p)
+    p.add_argument("--seeds", type=_seeds, default=_seeds(DEFAULT_SEEDS), help="e.g. 0,1,4-6 (default 0-3)")
+    _truncation_args(p)
+    p.add_argument("--yaws", type=_floats, default=[0.4, 0.0, -0.4], metavar="LIST",
+                   help="yaw offsets from frontal, radians (default 0.4,0,-0.4); a list starting with a minus "
+                   "needs '=': --yaws=-0.4,0,0.4")
+    p.add_argument("--pitches", type=_floats, default=[-0.2], metavar="LIST",
+                   help="pitch offsets, radians; negative looks from above (default -0.2; --pitches=-0.2,0.2)")
+    p.add_argument("--focal", type=float, default=None, help="normalised focal (default: the model's usual one)")
+    p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
+    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
+                   help="backbone noise (gen_samples uses random; default const: reproducible)")
+    p.add_argument("--shapes", action="store_true", help="also write a shape per seed")
+    p.add_argument("--shape-res", type=_positive, default=512, metavar="N", help="shape grid resolution (default 512)")
+    p.add_argument("--shape-format", choices=("mrc", "npy", "ply", "obj", "glb"), default="mrc",
+                   help="mrc/npy: gen_samples' density volume; ply/obj/glb: a mesh in world units (default mrc)")
+    p.add_argument("--level", type=float, default=10.0, help="iso level of meshes (raw density; default 10)")
+    p.add_argument("--no-colors", action="store_true", help="meshes without vertex colours")
+    p.add_argument("--outdir", required=True, metavar="DIR")
+    _render_args(p)
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("video", parents=[common], help="latent interpolation / orbit videos (gen_videos)",
+                       description="gen_videos: a WxH grid of seeds, each cell interpolating its keyframes (cubic, "
+                       "looping) along the orbit camera -> DIR/interpolation.mp4; --no-interpolate writes one orbit "
+                       "video per seed (DIR/SEED.mp4).")
+    _model_args(p)
+    p.add_argument("--seeds", type=_seeds, default=_seeds(DEFAULT_SEEDS), help="e.g. 0-3 (default 0-3)")
+    p.add_argument("--shuffle-seed", type=int, default=None, help="shuffle the keyframe seeds with this seed")
+    p.add_argument("--grid", type=_grid, default=(1, 1), metavar="WxH", help="grid of cells (default 1x1)")
+    p.add_argument("--num-keyframes", type=_positive, default=None,
+                   help="keyframes per cell (default: number of seeds / cells)")
+    p.add_argument("--w-frames", type=_positive, default=120, metavar="N", help="frames per keyframe (default 120)")
+    _truncation_args(p)
+    p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
+    p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="one interpolation video (default) or one orbit video per seed")
+    p.add_argument("--focal", type=float, default=None, help="normalised focal (default: the model's usual one)")
+    p.add_argument("--fps", type=_positive, default=60)
+    p.add_argument("--bitrate", default="10M")
+    p.add_argument("--outdir", required=True, metavar="DIR")
+    _render_args(p, sample_mult=2)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("mesh", parents=[common], help="meshes / density volumes of seeds",
+                       description="Iso-surface of the raw density (level 10 like the original) over the model's box, "
+                       "in world units, with vertex colours -> DIR/seedNNNN.{ply,obj,glb}; --volume also writes the "
+                       "density grid as gen_samples does (x flipped, borders -1000).")
+    _model_args(p)
+    p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,4-6 (default 0)")
+    p.add_argument("--resolution", type=_positive, default=256, metavar="N", help="grid points per axis (default 256)")
+    p.add_argument("--format", choices=("ply", "obj", "glb", "none"), default="ply")
+    p.add_argument("--level", type=float, default=10.0, help="iso level on the raw density (default 10)")
+    _truncation_args(p)
+    p.add_argument("--no-colors", action="store_true", help="no vertex colours")
+    p.add_argument("--dense", action="store_true", help="evaluate the full grid (default: coarse-to-fine, same mesh)")
+    p.add_argument("--volume", choices=("npy", "mrc"), default=None, help="also write the density volume")
+    p.add_argument("--largest-component", action="store_true", help="drop floaters: keep the largest piece")
+    p.add_argument("--smooth", type=int, default=0, metavar="N", help="Taubin smoothing iterations (default 0)")
+    p.add_argument("--outdir", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_mesh)
+
+    p = sub.add_parser("convert", parents=[common_nodevice], help="convert checkpoints (pkl/pth -> ours, any -> pth)",
+                       description="Official .pkl, MMagic .pth or our folder -> our format (a folder) or an MMagic .pth. "
+                       "Prints a summary of the model.")
+    p.add_argument("--in", dest="src", required=True, metavar="PATH", help="checkpoint to read ('demo' for the demo model)")
+    p.add_argument("--out", dest="dst", required=True, metavar="PATH", help="folder (ours) or .pth file (MMagic)")
+    p.add_argument("--to", choices=("native", "mmagic"), default=None, help="default: mmagic for a .pth, else native")
+    p.add_argument("--config", metavar="PRESET|FILE", default=None, help="renderer settings for an MMagic .pth input")
+    p.set_defaults(func=cmd_convert, device="cpu")
+
+    p = sub.add_parser("dataset", parents=[common_nodevice], help="convert camera-label files (official <-> MMagic)",
+                       description="dataset.json {\"labels\": [[name, [25 numbers]], ...]} -> MMagic's {name: [25 "
+                       "numbers]} (and back). Every entry is validated; nothing is written if one is bad.")
+    p.add_argument("--in-anno", required=True, metavar="JSON")
+    p.add_argument("--out-anno", required=True, metavar="JSON")
+    p.add_argument("--to", choices=("mmagic", "official"), default=None,
+                   help="output layout (default: the other one)")
+    p.set_defaults(func=cmd_dataset, device="cpu")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        args.device = _device(args.device)
+        return func(args)
+    except (CheckpointError, ValueError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""MMagic's EG3D demo (``mmagic_inference_demo.py --model-name eg3d``): interpolation videos and frames.
+
+What is kept from MMagic 1.2.0 (so outputs line up file by file):
+
+* the three interpolation modes and the orbit ``yaw = h_mean + h_std sin(2 pi i / n)``,
+  ``v = v_mean + v_std cos(2 pi i / n)`` built from the config camera's means and stds;
+* a batch of ``num_batches`` latents per frame, tiled like torchvision's ``make_grid`` (padding 2, black) with
+  MMagic's images-per-row rule; depth as grey with near bright, normalised by the global min/max over all
+  frames and batch items, resized to the image size; float -> uint8 by truncation;
+* file names ``{depth|fake_img|combine}_seed{S}.mp4`` and ``{...}_frame{i}_seed{S}.png`` (60 fps, libx264,
+  10 Mbit/s); a single frame is saved as ``{...}_seed{S}.png`` without videos;
+* seeding: Python, NumPy and torch seeded with S, and by default the same torch CPU draws as MMagic before z
+  (two per camera, made even with std 0), so an MMagic checkpoint gives MMagic's latents for the same seed,
+  batch size and frame count. ``latents="seed"`` draws z first instead (independent of the frame count).
+
+What differs, on purpose:
+
+* ``interpolation="conditioning"`` interpolates the conditioning camera while the render camera stays at the
+  mean pose, as MMagic documents it (MMagic's code renders a static sequence because of a bug);
+* the volume renderer is deterministic by default (MMagic jitters samples: frames flicker slightly);
+* MMagic's generator emits BGR that its visualiser flips back; ours is RGB throughout (same pixels);
+* for models without an MMagic config the camera comes from the model (see :func:`demo_camera`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cameras
+from .config import GeneratorConfig
+from .generator import Generator
+from .samples import RenderOptions, save_png
+from .video import calculate_grid_size, make_grid, write_video
+
+INTERPOLATIONS = ("both", "camera", "conditioning")
+VIS_MODES = ("both", "depth", "img")
+LATENT_MODES = ("mmagic", "seed")
+# MMagic's FFHQ/AFHQ cameras give fov 18.837; its focal rule 1 / (tan(fov / 2) * 1.414) (with math.pi) -> 4.26339.
+MMAGIC_FACE_FOCAL = 1.0 / (math.tan(18.837 * math.pi / 360.0) * 1.414)
+
+
+@dataclass(frozen=True)
+class DemoCamera:
+    """An MMagic camera: the orbit's centre and amplitudes (radians), placement and normalised focal.
+
+    ``kind`` (``gaussian``/``uniform``) only decides which random draws MMagic makes while building cameras.
+    """
+
+    kind: str
+    horizontal_mean: float
+    horizontal_std: float
+    vertical_mean: float
+    vertical_std: float
+    radius: float
+    look_at: tuple[float, float, float]
+    up: tuple[float, float, float]
+    focal: float
+
+    def cameras(self, yaw: np.ndarray, pitch: np.ndarray) -> torch.Tensor:
+        """Camera vectors [N, 25] at sampler angles (yaw, v)."""
+        pose = cameras.lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
+        return cameras.camera_vector(pose, cameras.intrinsics_from_focal(self.focal))
+
+    def mean(self) -> torch.Tensor:
+        """MMagic's ``cond_forward`` camera (std 0): [1, 25]."""
+        return self.cameras(np.array([self.horizontal_mean]), np.array([self.vertical_mean]))
+
+    def orbit(self, num_images: int) -> torch.Tensor:
+        """MMagic's closed elliptical orbit: [num_images, 25]; frame 0 is at the lowest point, not frontal."""
+        t = 2 * math.pi * np.arange(num_images) / num_images
+        return self.cameras(self.horizontal_mean + self.horizontal_std * np.sin(t),
+                            self.vertical_mean + self.vertical_std * np.cos(t))
+
+
+def demo_camera(config: GeneratorConfig, mmagic_camera: dict[str, Any] | None = None) -> DemoCamera:
+    """The demo camera: from an MMagic config's ``camera`` section (``parse_mmagic_camera``) when there is one.
+
+    Otherwise from the model: face-like models get MMagic's FFHQ/AFHQ camera (Gaussian, yaw 3.14/2 +- 0.35,
+    v 3.14/2 - 0.05 +- 0.25, fov 18.837) around the model's own average radius and pivot; ShapeNet-like models
+    (zeroed conditioning, white background) swing round the car from slightly above (yaw pi/2 +- pi,
+    v pi/2 - 0.25 +- 0.15) with the model's focal. (MMagic's ShapeNet orbit runs pole to pole around a z-up world,
+    made for its own converted ShapeNet setting.)
+    """
+    defaults = cameras.camera_defaults(config)
+    if mmagic_camera:
+        cam = mmagic_camera
+        for key in ("horizontal_mean", "vertical_mean"):
+            if cam.get(key) is None:
+                raise ValueError(f"the config's camera has no {key}")
+        kind = "uniform" if str(cam.get("type") or "").lower().startswith("uniform") else "gaussian"
+        focal = cam.get("normalized_focal") or defaults.focal
+        return DemoCamera(kind, float(cam["horizontal_mean"]), float(cam["horizontal_std"]),
+                          float(cam["vertical_mean"]), float(cam["vertical_std"]), float(cam["radius"]),
+                          tuple(float(v) for v in cam["look_at"]), tuple(float(v) for v in cam["up"]), float(focal))
+    r = config.rendering
+    if r.c_gen_conditioning_zero and r.white_back:
+        return DemoCamera("uniform", math.pi / 2, math.pi, math.pi / 2 - 0.25, 0.15, defaults.radius, defaults.pivot,
+                          (0.0, 1.0, 0.0), defaults.focal)
+    return DemoCamera("gaussian", cameras.SCRIPT_PI / 2, 0.35, cameras.SCRIPT_PI / 2 - 0.05, 0.25, defaults.radius,
+                      defaults.pivot, (0.0, 1.0, 0.0), MMAGIC_FACE_FOCAL)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's options, with MMagic's defaults."""
+
+    interpolation: str = "both"
+    num_images: int = 100
+    num_batches: int = 4
+    seed: int = 2022
+    vis_mode: str = "both"
+    save_img: bool = True
+    save_video: bool = True
+    img_suffix: str = ".png"
+    video_suffix: str = ".mp4"
+    latents: str = "mmagic"
+    render: RenderOptions = field(default_factory=RenderOptions)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("interpolation", self.interpolation, INTERPOLATIONS),
+                                     ("vis_mode", self.vis_mode, VIS_MODES), ("latents", self.latents, LATENT_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.num_images < 1 or self.num_batches < 1:
+            raise ValueError("num_images and num_batches must be >= 1")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Outputs in MMagic's order (depth first)."""
+        return {"both": ("depth", "fake_img", "combine"), "depth": ("depth",), "img": ("fake_img",)}[self.vis_mode]
+
+
+def draw_latents(z_dim: int, settings: DemoSettings, camera_kind: str) -> torch.Tensor:
+    """z [num_batches, z_dim] the way MMagic draws it (module docstring), on the CPU generator."""
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    if settings.latents == "mmagic":
+        draw = torch.randn if camera_kind == "gaussian" else torch.rand
+        # cond_forward draws (theta, phi); the camera modes then draw both again for every orbit frame.
+        calls = 1 + (settings.num_images if settings.interpolation in ("both", "camera") else 0)
+        for _ in range(2 * calls):
+            draw(settings.num_batches, 1)
+    return torch.randn(settings.num_batches, z_dim)
+
+
+@dataclass
+class DemoFrames:
+    """Rendered sequence: images uint8 [T, B, S, S, 3] (truncated like MMagic), raw depth float [T, B, 1, R, R]."""
+
+    images: np.ndarray
+    depth: torch.Tensor
+
+
+def render_demo(G: Generator, camera: DemoCamera, settings: DemoSettings, device: str | torch.device = "cpu",
+                progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> DemoFrames:
+    """Render the interpolation sequence (``progress`` wraps the frame loop, e.g. ``tqdm``)."""
+    z = draw_latents(G.z_dim, settings, camera.kind).to(device)
+    b, n = settings.num_batches, settings.num_images
+    mean = camera.mean().to(device)
+    moving = camera.orbit(n).to(device)
+    kwargs = settings.render.render_kwargs(G.config)
+    images, depths = [], []
+    last_ws: torch.Tensor | None = None
+    planes: torch.Tensor | None = None
+    frames: Iterable[int] = range(n)
+    if progress is not None:
+        frames = progress(frames)
+    with torch.no_grad():
+        for i in frames:
+            cond = mean if settings.interpolation == "camera" else moving[i : i + 1]
+            render = moving[i : i + 1] if settings.interpolation in ("both", "camera") else mean
+            ws = G.mapping(z, cond.expand(b, 25))
+            if last_ws is None or not torch.equal(ws, last_ws):
+                # The camera mode, and models that ignore the conditioning, keep their tri-planes.
+                planes, last_ws = G.planes(ws, settings.render.noise_mode, settings.render.precision), ws
+            assert planes is not None
+            out = G.render_planes(planes, ws, render.expand(b, 25), **kwargs)
+            img = ((out["image"].float() + 1) / 2 * 255).clamp(0, 255)
+            images.append(img.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # to(uint8) truncates like astype
+            depths.append(out["image_depth"].float().cpu())
+    return DemoFrames(np.stack(images), torch.stack(depths))
+
+
+def depth_images(depth: torch.Tensor, size: int) -> np.ndarray:
+    """MMagic's depth visualisation: -depth min-max normalised over the whole sequence, x255, grey, bilinear
+    resize to the image size, truncated to uint8. depth [T, B, 1, R, R] -> [T, B, size, size, 3]."""
+    d = -depth
+    lo, hi = d.min(), d.max()
+    g = ((d - lo) / (hi - lo).clamp_min(1e-12) * 255).clamp(0, 255)
+    t, b, _, r, _ = g.shape
+    g = g.reshape(t * b, 1, r, r)
+    if r != size:
+        g = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    g = g.clamp(0, 255).to(torch.uint8).reshape(t, b, size, size, 1).expand(-1, -1, -1, -1, 3)
+    return g.numpy()
+
+
+def _sequences(frames: DemoFrames, targets: tuple[str, ...]) -> dict[str, Callable[[], Iterator[np.ndarray]]]:
+    """Per target, a factory of its grid frames (lazy: each grid is built when written)."""
+    t, b, size = frames.images.shape[0], frames.images.shape[1], frames.images.shape[2]
+    depth = depth_images(frames.depth, size) if {"depth", "combine"} & set(targets) else None
+    per_row, per_row_wide = calculate_grid_size(b), calculate_grid_size(b, aspect_ratio=2)
+
+    def fake_img() -> Iterator[np.ndarray]:
+        return (make_grid(frames.images[i], per_row) for i in range(t))
+
+    def depth_frames() -> Iterator[np.ndarray]:
+        assert depth is not None
+        return (make_grid(depth[i], per_row) for i in range(t))
+
+    def combine() -> Iterator[np.ndarray]:
+        assert depth is not None
+        return (make_grid(np.concatenate([frames.images[i], depth[i]], axis=2), per_row_wide) for i in range(t))
+
+    table = {"depth": depth_frames, "fake_img": fake_img, "combine": combine}
+    return {name: table[name] for name in targets}
+
+
+def write_demo(frames: DemoFrames, settings: DemoSettings, outdir: str | os.PathLike[str],
+               progress: Callable[[Iterable[np.ndarray], str, int], Iterable[np.ndarray]] | None = None) -> list[Path]:
+    """Write MMagic's files for the rendered sequence into ``outdir`` (created). Returns the paths written.
+
+    ``progress(iterable, description, total)`` may wrap each sequence (e.g. tqdm).
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    seed, t = settings.seed, frames.images.shape[0]
+    written: list[Path] = []
+    for target, make in _sequences(frames, settings.targets).items():
+        if t == 1:  # MMagic: a single frame is one image named without a frame index, and no video
+            if settings.save_img:
+                written.append(save_png(next(iter(make())), outdir / f"{target}_seed{seed}{settings.img_suffix}"))
+            continue
+        if settings.save_img:
+            seq = enumerate(make())
+            for i, grid in (progress(seq, f"{target} frames", t) if progress else seq):
+                written.append(save_png(grid, outdir / f"{target}_frame{i}_seed{seed}{settings.img_suffix}"))
+        if settings.save_video:
+            path = outdir / f"{target}_seed{seed}{settings.video_suffix}"
+            seq_v = make()
+            write_video(progress(seq_v, f"{target} video", t) if progress else seq_v, path, fps=60, bitrate="10M")
+            written.append(path)
+    return written
+
+
+__all__ = ["DemoCamera", "DemoFrames", "DemoSettings", "INTERPOLATIONS", "LATENT_MODES", "VIS_MODES",
+           "demo_camera", "depth_images", "draw_latents", "render_demo", "write_demo"]

@@ -1,0 +1,295 @@
+"""Videos: MP4 writing, frame grids, and the two video builders of the original ``gen_videos.py``.
+
+* :func:`latent_interpolation_frames` — a grid of seeds, each cell interpolating its keyframe latents (cubic,
+  wrapping around) while the camera follows the gen_videos orbit. Every frame has new latents, so every frame
+  runs the backbone.
+* :func:`orbit_frames` — one fixed latent per cell seen from the orbit: the tri-planes are computed once and
+  each frame only renders (much faster; this is what ``--num-keyframes 1`` or a single seed gives).
+
+Frames are ``uint8 [H, W, 3]`` numpy arrays and are produced lazily, so :func:`write_video` can stream them
+to ffmpeg without keeping the whole video in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import cameras
+from .generator import Generator
+from .samples import RenderOptions, render_outputs, seeds_to_ws
+from .visualize import to_uint8
+
+IMAGE_MODES = ("image", "image_raw", "image_depth")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@contextlib.contextmanager
+def _quiet_imageio() -> Iterator[None]:
+    """imageio warns on every frame size that is not a multiple of 16 (it then resizes, like MMagic's videos);
+    that is expected for padded grids, so the warning is silenced while we write."""
+    loggers = [logging.getLogger(name) for name in ("imageio", "imageio_ffmpeg")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame {index}: expected a uint8 [H, W, 3] array, got {frame.dtype} {list(frame.shape)}")
+    if shape is not None and frame.shape != shape:
+        raise ValueError(f"frame {index}: size {list(frame.shape)} differs from the first frame's {list(shape)}")
+    return frame
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 60, bitrate: str = "10M",
+                *, macro_block_size: int = 16) -> int:
+    """Encode uint8 [H, W, 3] frames with ffmpeg/libx264 (imageio-ffmpeg), atomically. Returns the frame count.
+
+    The file appears only once complete: frames go to a temporary sibling with the same extension (ffmpeg
+    picks the container from it), which is renamed into place; on any error it is removed and nothing is created.
+    Like imageio's defaults (and so MMagic's videos), sizes that are not multiples of ``macro_block_size`` (16)
+    are resized up; ``macro_block_size=1`` keeps the exact size (yuv420p then needs even sizes).
+    """
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
+    os.close(fd)
+    count, shape = 0, None
+    try:
+        with _quiet_imageio():
+            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", bitrate=bitrate,
+                                        macro_block_size=macro_block_size)
+            try:
+                for frame in frames:
+                    frame = _check_frame(frame, count, shape)
+                    shape = frame.shape
+                    writer.append_data(frame)
+                    count += 1
+            finally:
+                writer.close()
+        if count == 0:
+            raise ValueError(f"cannot write {path}: no frames")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return count
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grids
+
+
+def layout_grid(images: np.ndarray, grid_w: int, grid_h: int) -> np.ndarray:
+    """[grid_h * grid_w, H, W, C] -> one [grid_h * H, grid_w * W, C] image, row-major, no padding (gen_videos)."""
+    n, h, w, c = images.shape
+    if n != grid_w * grid_h:
+        raise ValueError(f"{n} images do not fill a {grid_w}x{grid_h} grid")
+    return images.reshape(grid_h, grid_w, h, w, c).transpose(0, 2, 1, 3, 4).reshape(grid_h * h, grid_w * w, c)
+
+
+def make_grid(images: np.ndarray, nrow: int, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """torchvision's ``make_grid`` for [N, H, W, C] arrays: ``nrow`` images per row, ``padding`` pixels around
+    and between them. A single image is returned unpadded (as torchvision does)."""
+    n, h, w, c = images.shape
+    if n == 1:
+        return images[0]
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    out = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, dtype=images.dtype)
+    for k in range(n):
+        y, x = divmod(k, cols)
+        top, left = y * (h + padding) + padding, x * (w + padding) + padding
+        out[top : top + h, left : left + w] = images[k]
+    return out
+
+
+def calculate_grid_size(num: int, aspect_ratio: float = 1.0) -> int:
+    """MMagic's images-per-row for a batch (despite MMagic calling it ``nrow``): the column count whose grid,
+    of ``aspect_ratio``-wide images, is closest to square without being wider than tall.
+    E.g. 4 -> 2, 6 -> 3, 16 -> 4; with aspect 2: 4 -> 2, 9 -> 3."""
+    ncol, nrow = 1, num
+    delta = nrow * aspect_ratio - ncol
+    best_nrow, best_delta = nrow, delta
+    while delta > 0:
+        ncol += 1
+        nrow = -(-num // ncol)
+        delta = nrow * aspect_ratio - ncol
+        if 0 <= delta < best_delta:
+            best_nrow, best_delta = nrow, delta
+    return best_nrow
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame rendering
+
+
+def frame_image(out: dict[str, torch.Tensor], image_mode: str) -> np.ndarray:
+    """Generator outputs of a batch -> uint8 [N, H, W, 3] the way gen_videos shows them.
+
+    ``image_depth`` is negated and min-max normalised per image (near = bright), then shown as grey.
+    """
+    if image_mode not in IMAGE_MODES:
+        raise ValueError(f"image_mode must be one of {', '.join(IMAGE_MODES)}, got {image_mode!r}")
+    img = out[image_mode]
+    if image_mode == "image_depth":
+        d = -img.float()
+        flat = d.reshape(d.shape[0], -1)
+        lo = flat.min(dim=1).values[:, None, None, None]
+        hi = flat.max(dim=1).values[:, None, None, None]
+        img = ((d - lo) / (hi - lo).clamp_min(1e-8) * 2 - 1).expand(-1, 3, -1, -1)
+    return to_uint8(img)
+
+
+def video_cameras(G: Generator, num_frames: int, focal: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gen_videos cameras: (conditioning [1, 25] at (3.14/2, 3.14/2), orbit [num_frames, 25]).
+
+    Both use the model's average radius and pivot; the original writes pi as 3.14 here, kept for equal poses.
+    """
+    defaults = cameras.camera_defaults(G.config)
+    front = cameras.SCRIPT_PI / 2 - cameras.FRONTAL
+    cond = cameras.camera(defaults, yaw=front, pitch=front, focal=focal)
+    path = cameras.orbit(num_frames)
+    return cond, cameras.camera(defaults, yaw=path[:, 0], pitch=path[:, 1], focal=focal)
+
+
+@dataclass(frozen=True)
+class LatentGrid:
+    """Keyframe latents of a video grid: ws [grid_h, grid_w, num_keyframes, num_ws, w_dim] and their seeds."""
+
+    ws: torch.Tensor
+    seeds: np.ndarray  # [grid_h, grid_w, num_keyframes]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.ws.shape[1], self.ws.shape[0]
+
+    @property
+    def num_keyframes(self) -> int:
+        return self.ws.shape[2]
+
+
+def keyframe_latents(G: Generator, seeds: list[int], grid: tuple[int, int] = (1, 1), num_keyframes: int | None = None,
+                     truncation_psi: float = 1.0, truncation_cutoff: int | None = 14, shuffle_seed: int | None = None,
+                     conditioning: torch.Tensor | None = None, device: str | torch.device = "cpu") -> LatentGrid:
+    """gen_videos' keyframes: seeds are repeated to fill ``num_keyframes * W * H`` slots (in order, optionally
+    shuffled with ``RandomState(shuffle_seed)``), mapped with the frontal conditioning camera, and laid out as
+    cell-major [H, W, K] (slot index = (y * W + x) * K + k)."""
+    grid_w, grid_h = grid
+    if grid_w < 1 or grid_h < 1:
+        raise ValueError(f"grid must be at least 1x1, got {grid_w}x{grid_h}")
+    if not seeds:
+        raise ValueError("no seeds given")
+    if num_keyframes is None:
+        if len(seeds) % (grid_w * grid_h) != 0:
+            raise ValueError(f"the number of seeds ({len(seeds)}) must be divisible by the grid size {grid_w}x{grid_h}")
+        num_keyframes = len(seeds) // (grid_w * grid_h)
+    if num_keyframes < 1:
+        raise ValueError(f"num_keyframes must be >= 1, got {num_keyframes}")
+    total = num_keyframes * grid_w * grid_h
+    all_seeds = np.array([seeds[i % len(seeds)] for i in range(total)], dtype=np.int64)
+    if shuffle_seed is not None:
+        np.random.RandomState(shuffle_seed).shuffle(all_seeds)
+    if conditioning is None:
+        conditioning = video_cameras(G, 1)[0]
+    ws = seeds_to_ws(G, all_seeds.tolist(), conditioning, truncation_psi, truncation_cutoff, device)
+    return LatentGrid(ws.reshape(grid_h, grid_w, num_keyframes, *ws.shape[1:]),
+                      all_seeds.reshape(grid_h, grid_w, num_keyframes))
+
+
+class _PlaneCache:
+    """Tri-planes of the last latents rendered: frames whose latents did not change only re-render."""
+
+    def __init__(self, G: Generator, options: RenderOptions) -> None:
+        self.G, self.options = G, options
+        self.ws: torch.Tensor | None = None
+        self.planes: torch.Tensor | None = None
+
+    def __call__(self, ws: torch.Tensor) -> torch.Tensor:
+        if self.ws is None or self.ws.shape != ws.shape or not torch.equal(self.ws, ws):
+            self.ws, self.planes = ws, self.G.planes(ws, self.options.noise_mode, self.options.precision)
+        assert self.planes is not None
+        return self.planes
+
+
+def _render(G: Generator, cache: _PlaneCache, ws: torch.Tensor, c: torch.Tensor, options: RenderOptions,
+            image_mode: str) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        planes = cache(ws)
+    return render_outputs(G, planes, ws, c, options, image_mode)
+
+
+def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int = 120, image_mode: str = "image",
+                                options: RenderOptions | None = None, kind: str = "cubic", wraps: int = 2,
+                                focal: float | None = None) -> Iterator[np.ndarray]:
+    """gen_videos with ``--interpolate``: ``num_keyframes * w_frames`` frames of the latent grid.
+
+    Each cell's keyframes are tiled ``2 * wraps + 1`` times so that the (cubic) spline through them closes
+    smoothly; frame t shows latents at keyframe position ``t / w_frames`` and the orbit camera at t / T. The
+    conditioning only enters through the keyframe mapping (the original's ``entangle='camera'``).
+    """
+    from scipy.interpolate import interp1d
+
+    if w_frames < 1:
+        raise ValueError(f"w_frames must be >= 1, got {w_frames}")
+    options = options or RenderOptions()
+    grid_w, grid_h = latents.grid
+    k = latents.num_keyframes
+    num_frames = k * w_frames
+    device = latents.ws.device
+    cams = video_cameras(G, num_frames, focal)[1].to(device)
+    ws_np = latents.ws.detach().cpu().numpy().reshape(grid_h * grid_w, k, *latents.ws.shape[3:])
+    x = np.arange(-k * wraps, k * (wraps + 1))
+    if k == 1:
+        splines = None  # one keyframe: every frame shows it, and the cached tri-planes serve the whole video
+    else:
+        splines = [interp1d(x, np.tile(cell, [wraps * 2 + 1, 1, 1]), kind=kind, axis=0) for cell in ws_np]
+    cache = _PlaneCache(G, options)
+    for t in range(num_frames):
+        if splines is None:
+            ws = latents.ws.reshape(grid_h * grid_w, *latents.ws.shape[3:])
+        else:
+            ws = torch.from_numpy(np.stack([s(t / w_frames) for s in splines]).astype(np.float32)).to(device)
+        out = _render(G, cache, ws, cams[t : t + 1].expand(ws.shape[0], 25), options, image_mode)
+        yield layout_grid(frame_image(out, image_mode), grid_w, grid_h)
+
+
+def orbit_frames(G: Generator, ws: torch.Tensor, num_frames: int, grid: tuple[int, int] = (1, 1),
+                 image_mode: str = "image", options: RenderOptions | None = None,
+                 focal: float | None = None) -> Iterator[np.ndarray]:
+    """Camera-only video: fixed latents ws [grid_w * grid_h, num_ws, w_dim] on the gen_videos orbit.
+
+    The tri-planes are computed once; each frame costs rendering and super-resolution only.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    options = options or RenderOptions()
+    cams = video_cameras(G, num_frames, focal)[1].to(ws.device)
+    cache = _PlaneCache(G, options)
+    for t in range(num_frames):
+        out = _render(G, cache, ws, cams[t : t + 1].expand(ws.shape[0], 25), options, image_mode)
+        yield layout_grid(frame_image(out, image_mode), *grid)
+
+
+__all__ = ["IMAGE_MODES", "LatentGrid", "calculate_grid_size", "frame_image", "keyframe_latents",
+           "latent_interpolation_frames", "layout_grid", "make_grid", "orbit_frames", "video_cameras", "write_video"]
