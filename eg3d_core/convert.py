@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_generator, resolve_source, save_generator
+from .checkpoints import detect_format, load_generator, resolve_source, save_generator
 from .checkpoints import native as native_format
-from .checkpoints.mmagic import looks_like_torch_zip, parse_mmagic_config, write_mmagic
-from .checkpoints.official import looks_like_pickle
+from .checkpoints.mmagic import embedded_config, parse_mmagic_config, write_mmagic
 from .config import GeneratorConfig
 from .errors import CheckpointError
 from .generator import Generator
@@ -59,41 +58,6 @@ def resolve_config(spec: str | os.PathLike[str] | None) -> GeneratorConfig | Non
     raise CheckpointError(f"unknown config {text!r}: give a preset ({', '.join(PRESETS)}), a .json or an MMagic .py file")
 
 
-def detect_format(source: str | os.PathLike[str] | None) -> str:
-    """``native``, ``mmagic`` or ``official`` from the file content (a folder is a native model)."""
-    path = resolve_source(source)
-    file = native_format.weights_path(path)
-    try:
-        with open(file, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise CheckpointError(f"cannot read {file}: {e.strerror or e}") from None
-    if native_format.looks_like_safetensors(head):
-        return "native"
-    if looks_like_torch_zip(head):
-        return "mmagic"
-    if looks_like_pickle(head):
-        return "official"
-    raise CheckpointError(f"{file}: not a generator checkpoint (expected an EG3D .pkl, an MMagic .pth or a saved model)")
-
-
-def embedded_config(path: str | os.PathLike[str]) -> GeneratorConfig | None:
-    """The full config an MMagic ``.pth`` written by ``write_mmagic`` stores in its meta; None otherwise."""
-    try:
-        # mmap: only the small meta dict is touched, the tensors are not read.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # unreadable files are reported by the real loader with a proper message
-        return None
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    data = meta.get("eg3d_config") if isinstance(meta, dict) else None
-    if not isinstance(data, dict):
-        return None
-    try:
-        return GeneratorConfig.from_dict(data)
-    except (TypeError, ValueError):
-        return None
-
-
 @dataclass
 class LoadedModel:
     """A generator with where it came from: ``format`` of the file, ``notes`` worth telling the user."""
@@ -105,7 +69,7 @@ class LoadedModel:
 
 def load_model(source: str | os.PathLike[str] | None = "demo", config: GeneratorConfig | str | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
-    """Load any supported checkpoint (``None``/"demo" = the bundled model) with an optional config.
+    """``load_generator`` with a config given as preset, JSON or MMagic ``.py``, plus notes for the user.
 
     The config matters for an MMagic ``.pth`` only (it stores weights, not renderer settings); other formats
     carry their own config, and a given one is ignored with a note.
@@ -117,19 +81,9 @@ def load_model(source: str | os.PathLike[str] | None = "demo", config: Generator
         if cfg is not None:
             notes.append(f"the {fmt} checkpoint carries its own config; the given config is not used for the generator")
         return LoadedModel(load_generator(source, device), fmt, notes)
-    path = resolve_source(source)
-    own = embedded_config(path) if cfg is None else None
-    G = load_generator(path, device, cfg if cfg is not None else own)
-    if own is not None and G.config != own:
-        # config_from_mmagic drops the clamps (MMagic never clamps); our own export knows the real ones.
-        if G.config.replace(**_CLAMP_FIELDS) != own.replace(**_CLAMP_FIELDS):
-            raise CheckpointError(f"{path}: the config stored in the file does not match its weights")
-        exact = Generator(own)
-        exact.load_state_dict(G.state_dict())
-        exact.source = G.source
-        G = exact.to(device)
-    elif cfg is None:
-        notes.append(f"{path.name} stores no renderer settings: using the {G.config.sr_module} preset's "
+    G = load_generator(source, device, cfg)
+    if cfg is None and embedded_config(native_format.weights_path(resolve_source(source))) is None:
+        notes.append(f"{Path(G.source).name} stores no renderer settings: using the {G.config.sr_module} preset's "
                      "(pass a config to choose)")
     return LoadedModel(G, fmt, notes)
 

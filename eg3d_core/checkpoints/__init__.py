@@ -16,7 +16,7 @@ from ..errors import CheckpointError
 from ..generator import Generator
 from ..presets import PRESETS
 from . import native
-from .mmagic import config_from_mmagic, looks_like_torch_zip, read_mmagic
+from .mmagic import config_from_mmagic, embedded_config, looks_like_torch_zip, read_mmagic
 from .official import config_from_official, looks_like_pickle, read_official_pickle
 
 # The bundled demo model, shipped with the package.
@@ -51,24 +51,9 @@ def _build(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, source:
     return G.to(device)
 
 
-def load_generator(source: str | os.PathLike[str] | None = "demo", device: str | torch.device = "cpu",
-                   config: GeneratorConfig | str | None = None) -> Generator:
-    """Load a generator from an official ``.pkl``, an MMagic ``.pth`` or our own format.
-
-    ``config`` (a ``GeneratorConfig`` or a preset name) supplies the rendering settings of an MMagic
-    file, which stores weights only; without it, the released preset with the same super-resolution
-    module is used. Other formats carry their config and ignore it. Raises ``CheckpointError``.
-    """
-    path = resolve_source(source)
-    base = PRESETS[config] if isinstance(config, str) and config in PRESETS else config
-    if isinstance(base, str):
-        raise CheckpointError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
-    if path.is_dir():
-        if not (path / native.WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{path}: a folder without {native.WEIGHTS_FILE}")
-        file = path / native.WEIGHTS_FILE
-    else:
-        file = path
+def detect_format(source: str | os.PathLike[str] | None) -> str:
+    """``native``, ``mmagic`` or ``official`` from the file's content (a folder is our format)."""
+    file = native.weights_path(resolve_source(source))
     try:
         with open(file, "rb") as f:
             head = f.read(16)
@@ -77,16 +62,44 @@ def load_generator(source: str | os.PathLike[str] | None = "demo", device: str |
     if not head:
         raise CheckpointError(f"{file}: the file is empty")
     if native.looks_like_safetensors(head):
+        return "native"
+    if looks_like_torch_zip(head):
+        return "mmagic"
+    if looks_like_pickle(head):
+        return "official"
+    raise CheckpointError(f"{file}: not a generator checkpoint (expected an EG3D .pkl, an MMagic .pth "
+                          "or a folder saved by save_generator)")
+
+
+def load_generator(source: str | os.PathLike[str] | None = "demo", device: str | torch.device = "cpu",
+                   config: GeneratorConfig | str | None = None) -> Generator:
+    """Load a generator from an official ``.pkl``, an MMagic ``.pth`` or our own format.
+
+    ``config`` (a ``GeneratorConfig`` or a preset name) supplies the rendering settings of an MMagic
+    file, which stores weights only; without it, a config this toolkit stored in the file's meta is used,
+    else the released preset with the same super-resolution module. Other formats carry their config and
+    ignore it. Raises ``CheckpointError``.
+    """
+    base = PRESETS[config] if isinstance(config, str) and config in PRESETS else config
+    if isinstance(base, str):
+        raise CheckpointError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
+    fmt = detect_format(source)
+    file = native.weights_path(resolve_source(source))
+    if fmt == "native":
         state_dict, cfg, _ = native.read(file)
-    elif looks_like_torch_zip(head):
+    elif fmt == "mmagic":
         state_dict, arch = read_mmagic(file)
-        cfg = config_from_mmagic(arch, base)
-    elif looks_like_pickle(head):
+        own = embedded_config(file) if base is None else None
+        cfg = config_from_mmagic(arch, base or own)
+        if own is not None:
+            # MMagic's layers never clamp, so config_from_mmagic drops the clamps; our own export knows them.
+            clamps = {"sr_conv_clamp": own.sr_conv_clamp, "backbone_conv_clamp": own.backbone_conv_clamp}
+            if cfg.replace(**clamps) != own:
+                raise CheckpointError(f"{file}: the config stored in the file does not match its weights")
+            cfg = own
+    else:
         g = read_official_pickle(file)
         state_dict, cfg = g.state_dict, config_from_official(g)
-    else:
-        raise CheckpointError(f"{file}: not a generator checkpoint (expected an EG3D .pkl, an MMagic .pth "
-                              "or a folder saved by save_generator)")
     return _build(state_dict, cfg, file, str(device))
 
 
@@ -95,4 +108,4 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     return native.save(G.state_dict(), G.config, path)
 
 
-__all__ = ["DEMO_MODEL", "load_generator", "resolve_source", "save_generator"]
+__all__ = ["DEMO_MODEL", "detect_format", "load_generator", "resolve_source", "save_generator"]

@@ -353,6 +353,23 @@ def read_mmagic(path: PathArg) -> tuple[dict[str, torch.Tensor], MMagicArch]:
 # Config from an inferred architecture, and writing
 
 
+def embedded_config(path: PathArg) -> GeneratorConfig | None:
+    """The full config ``write_mmagic`` stores in a file's meta (this toolkit's exports); None for other files."""
+    try:
+        # mmap: only the small meta dict is touched, the tensors are not read.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable files are reported by read_mmagic with a proper message
+        return None
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    data = meta.get("eg3d_config") if isinstance(meta, dict) else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return GeneratorConfig.from_dict(data)
+    except (TypeError, ValueError):
+        return None
+
+
 def config_from_mmagic(arch: MMagicArch, base: GeneratorConfig | None = None) -> GeneratorConfig:
     """A full :class:`GeneratorConfig`: architecture from ``arch``, everything else from ``base``.
 
