@@ -1,0 +1,185 @@
+"""The viewer's render path: request -> images, with tri-planes cached per latent. No GL; used by the benchmark.
+
+Stages (timed separately for the performance panel): mapping (z -> ws, cheap), backbone (ws -> tri-planes, the
+expensive part, skipped when cached), rendering (volume rendering at the request's resolution and samples per ray),
+super-resolution (skipped for previews unless asked for).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import eg3d_core
+from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
+from eg3d_core.visualize import depth_to_color, seed_to_z, to_uint8
+
+from .directions import Directions
+from .requests import CameraSpec, LatentSpec, RenderRequest
+
+
+class Cancelled(Exception):
+    """A cancellable render was abandoned because a newer request arrived."""
+
+
+@dataclass
+class RenderResult:
+    """uint8 HWC images; ``image`` is None when super-resolution was skipped (previews)."""
+
+    request: RenderRequest
+    image: np.ndarray | None
+    raw: np.ndarray
+    depth: np.ndarray
+    depth_values: np.ndarray  # float32 [r, r], distance along the ray
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    planes_cached: bool = False
+    final: bool = True  # False: the volume render of a frame whose super-resolution is still running
+
+
+def generator_device(G: eg3d_core.Generator) -> torch.device:
+    return next(G.parameters()).device
+
+
+@torch.no_grad()
+def compose_ws(G: eg3d_core.Generator, spec: LatentSpec, directions: Directions | None = None) -> torch.Tensor:
+    """The latent of a spec: [1, num_ws, w_dim].
+
+    Every seed (A, B, style-mix) is mapped with the same conditioning camera; the original visualizer conditions
+    only one of them and maps the others with c = 0. The conditioning camera keeps the model's default focal,
+    the one all training labels carry, whatever the rendering FOV.
+    """
+    device = generator_device(G)
+    seeds = [spec.seed]
+    if spec.mix > 0:
+        seeds.append(spec.seed_b)
+    if spec.stylemix_seed is not None:
+        seeds.append(spec.stylemix_seed)
+    z = seed_to_z(seeds, G.z_dim).to(device)
+    c = camera(camera_defaults(G.config), yaw=spec.cond_yaw, pitch=spec.cond_pitch).to(device)
+    ws = G.mapping(z, c.expand(len(seeds), -1), truncation_psi=spec.psi, truncation_cutoff=spec.cutoff)
+    w = ws[0:1]
+    if spec.mix > 0:
+        w = torch.lerp(w, ws[1:2], spec.mix)
+    if spec.stylemix_seed is not None:
+        w = w.clone()
+        w[:, spec.stylemix_layer:] = ws[-1:, spec.stylemix_layer:]
+    if directions is not None and spec.directions:
+        lo, hi = spec.direction_layers
+        w = w.clone()
+        w[:, lo:hi] += directions.offset(spec.directions).to(device)
+    return w
+
+
+def render_camera(G: eg3d_core.Generator, spec: CameraSpec) -> torch.Tensor:
+    """Camera vector [1, 25] of a camera spec."""
+    return camera(camera_defaults(G.config), yaw=spec.yaw, pitch=spec.pitch, radius=spec.radius,
+                  focal=focal_from_fov(spec.fov), pivot=spec.pivot).to(generator_device(G))
+
+
+class ViewerRenderer:
+    """Renders requests for one generator, caching (ws, planes) for the last few latents."""
+
+    def __init__(self, G: eg3d_core.Generator, directions: Directions | None = None, cache_size: int = 6) -> None:
+        self.G = G
+        self.directions = directions
+        self.cache_size = cache_size
+        self._planes: OrderedDict[LatentSpec, tuple[torch.Tensor, dict[int, torch.Tensor]]] = OrderedDict()
+        self._local = threading.local()
+        self._device = generator_device(G)
+        # Cancellation points: a check before every module call. Module boundaries are the only places where the
+        # generator's public API can be interrupted; the checks cost microseconds against milliseconds per module.
+        self._hooks = [m.register_forward_pre_hook(self._check_cancel) for m in G.modules()]
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self._planes.clear()
+
+    def _check_cancel(self, module: torch.nn.Module, args: tuple) -> None:
+        stop = getattr(self._local, "stop", None)
+        if stop is not None and stop():
+            raise Cancelled()
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def set_directions(self, directions: Directions | None) -> None:
+        self.directions = directions
+        self._planes.clear()
+
+    @torch.no_grad()
+    def latent(self, spec: LatentSpec, timings: dict[str, float] | None = None,
+               plane_scale: int = 1) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(ws, planes, cached) for a latent spec; computes and caches them when new. ``plane_scale`` > 1 gives the
+        planes average-pooled by that factor (cached too)."""
+        entry = self._planes.get(spec)
+        cached = entry is not None
+        if entry is None:
+            t0 = time.perf_counter()
+            ws = compose_ws(self.G, spec, self.directions)
+            self._sync()
+            t1 = time.perf_counter()
+            planes = self.G.planes(ws, noise_mode=spec.noise_mode, precision=spec.precision)
+            self._sync()
+            if timings is not None:
+                timings["mapping"], timings["backbone"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+            entry = self._planes[spec] = (ws, {1: planes})
+            while len(self._planes) > self.cache_size:
+                self._planes.popitem(last=False)
+        else:
+            self._planes.move_to_end(spec)
+        ws, scaled = entry
+        if plane_scale not in scaled:
+            n, p, ch, h, w = scaled[1].shape
+            pooled = F.avg_pool2d(scaled[1].reshape(n * p, ch, h, w), plane_scale)
+            scaled[plane_scale] = pooled.reshape(n, p, ch, *pooled.shape[-2:]).contiguous()
+        return ws, scaled[plane_scale], cached
+
+    @torch.no_grad()
+    def render(self, request: RenderRequest, should_stop: Callable[[], bool] | None = None,
+               on_partial: Callable[[RenderResult], None] | None = None) -> RenderResult:
+        """Render a request. Raises ``Cancelled`` if ``should_stop`` turns true during a cancellable request.
+
+        ``on_partial`` receives the volume-rendered frame (``final=False``) before super-resolution starts, so a
+        slow super-resolution (seconds for FFHQ on a CPU) does not leave the preview on screen meanwhile.
+        """
+        self._local.stop = should_stop if request.cancellable else None
+        try:
+            return self._render(request, on_partial)
+        finally:
+            self._local.stop = None
+
+    def _render(self, request: RenderRequest, on_partial: Callable[[RenderResult], None] | None) -> RenderResult:
+        q = request.quality
+        timings: dict[str, float] = {"mapping": 0.0, "backbone": 0.0}
+        t_start = time.perf_counter()
+        ws, planes, cached = self.latent(request.scene.latent, timings, q.plane_scale)
+        c = render_camera(self.G, request.scene.camera)
+        t0 = time.perf_counter()
+        feats, depth = self.G.render(planes, c, q.resolution, q.deterministic, q.precision, q.samples, q.importance)
+        self._sync()
+        t1 = time.perf_counter()
+        raw, depth_rgb, depth_values = to_uint8(feats[0, :3]), depth_to_color(depth[0]), depth[0, 0].float().cpu().numpy()
+        if q.superres and on_partial is not None:
+            on_partial(RenderResult(request, None, raw, depth_rgb, depth_values, dict(timings, render=(t1 - t0) * 1e3),
+                                    cached, final=False))
+        image = None
+        if q.superres:
+            image = self.G.super_resolve(feats, ws, q.precision)
+            self._sync()
+        t2 = time.perf_counter()
+        out = RenderResult(request, to_uint8(image[0]) if image is not None else None, raw, depth_rgb, depth_values,
+                           planes_cached=cached)
+        t3 = time.perf_counter()
+        timings.update(render=(t1 - t0) * 1e3, superres=(t2 - t1) * 1e3 if q.superres else 0.0, convert=(t3 - t2) * 1e3,
+                       total=(t3 - t_start) * 1e3)
+        out.timings = timings
+        return out

@@ -1,0 +1,129 @@
+"""Scripted sessions (``launch_viewer.py --script``): a JSON list of steps applied to the running app.
+
+Each step is an object with one action key and an optional ``"frame"`` (not before that UI frame)::
+
+    [{"orbit": [120, -40]},                      # drag by (dx, dy) pixels, as with the left mouse button
+     {"zoom": 2},                                # wheel notches (positive zooms in)
+     {"pan": [30, 0]},                           # drag with the right mouse button
+     {"set": {"latent.seed": 7, "render.view": "depth"}},   # any state field, by dotted path
+     {"action": "next_seed"},                    # any keyboard-shortcut action (see viewer.app.ACTIONS)
+     {"load": "path/to/model.pkl"},              # load a checkpoint (then e.g. {"wait": "model"})
+     {"wait": "full"},                           # until the full-quality frame of the current view is shown
+     {"wait": 0.5},                              # seconds
+     {"snapshot": "out.png", "frame": 40},       # wait for the full frame, then save a window screenshot
+     {"capture": "now.png"}]                     # save a window screenshot of this frame, whatever is shown
+
+Parsing and state edits are pure (no GL), so scripts are validated before the window opens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .state import AppState
+
+KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "wait", "snapshot", "capture")
+WAIT_CONDITIONS = ("full", "model", "export", "directions")
+
+
+class ScriptError(ValueError):
+    """A script that cannot be run; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    value: Any
+    frame: int = 0
+
+
+def parse_script(source: str) -> list[Step]:
+    """Steps from inline JSON or from a path to a JSON file."""
+    text = source
+    if not source.lstrip().startswith(("[", "{")):
+        try:
+            text = Path(source).read_text()
+        except OSError as e:
+            raise ScriptError(f"cannot read script {source}: {e.strerror or e}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScriptError(f"script is not valid JSON: {e}") from None
+    if not isinstance(raw, list):
+        raise ScriptError("a script is a JSON list of steps")
+    return [_step(i, item) for i, item in enumerate(raw)]
+
+
+def _step(i: int, item: Any) -> Step:
+    if not isinstance(item, dict):
+        raise ScriptError(f"step {i}: expected an object, got {item!r}")
+    kinds = [k for k in item if k in KINDS]
+    unknown = [k for k in item if k not in KINDS and k != "frame"]
+    if len(kinds) != 1 or unknown:
+        raise ScriptError(f"step {i}: needs exactly one of {', '.join(KINDS)} (and optionally 'frame'), got {list(item)}")
+    kind, value = kinds[0], item[kinds[0]]
+    frame = item.get("frame", 0)
+    if not isinstance(frame, int) or frame < 0:
+        raise ScriptError(f"step {i}: 'frame' must be a non-negative integer")
+    ok = {
+        "orbit": _is_pair(value), "pan": _is_pair(value), "zoom": _is_number(value),
+        "set": isinstance(value, dict), "action": isinstance(value, str), "load": isinstance(value, str),
+        "snapshot": isinstance(value, str), "capture": isinstance(value, str),
+        "wait": value in WAIT_CONDITIONS or (_is_number(value) and value >= 0),
+    }[kind]
+    if not ok:
+        raise ScriptError(f"step {i}: bad value for {kind!r}: {value!r}")
+    if kind == "set":
+        probe = AppState()
+        for path, v in value.items():
+            set_field(probe, path, v)  # validates the path and the value's type now, not mid-run
+    return Step(kind, tuple(value) if kind in ("orbit", "pan") else value, frame)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)
+
+
+def set_field(state: AppState, path: str, value: Any) -> None:
+    """``state.<path> = value`` for a dotted path such as ``"camera.yaw"``, converted to the field's type."""
+    parts = path.split(".")
+    if len(parts) != 2:
+        raise ScriptError(f"field path must be 'group.field', got {path!r}")
+    group = getattr(state, parts[0], None)
+    if group is None or not dataclasses.is_dataclass(group):
+        raise ScriptError(f"unknown state group {parts[0]!r}")
+    names = {f.name for f in dataclasses.fields(group)}
+    if parts[1] not in names:
+        raise ScriptError(f"unknown field {path!r}")
+    current = getattr(group, parts[1])
+    try:
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            converted: Any = value
+        elif isinstance(current, int):
+            converted = int(value) if float(value) == int(value) else _raise()
+        elif isinstance(current, float):
+            converted = float(value)
+        elif isinstance(current, tuple):
+            converted = tuple(float(v) for v in value)
+            if len(converted) != len(current):
+                raise TypeError
+        elif isinstance(current, list):
+            converted = [float(v) for v in value]
+        else:
+            converted = value if isinstance(value, type(current)) or current is None else _raise()
+    except (TypeError, ValueError):
+        raise ScriptError(f"bad value for {path}: {value!r}") from None
+    setattr(group, parts[1], converted)
+
+
+def _raise() -> Any:
+    raise TypeError
