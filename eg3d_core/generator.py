@@ -15,7 +15,7 @@ from .networks.synthesis import SynthesisNetwork
 from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
-from .rendering.triplane import sample_planes
+from .rendering.triplane import plane_table, sample_planes
 
 PRECISIONS = ("fp32", "reduced")
 NOISE_MODES = ("const", "random", "none")
@@ -126,13 +126,15 @@ class Generator(nn.Module):
         n, _, h, w = img.shape
         return img.float().reshape(n, 3, self.config.triplane_channels, h, w)
 
-    def sample_planes(self, coords: torch.Tensor, planes: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    def sample_planes(self, coords: torch.Tensor, planes: torch.Tensor, precision: str = "fp32",
+                      table: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw decoder outputs at world points from cached planes.
 
         coords [N, M, 3], planes [N, 3, C, H, W] -> {"sigma": [N, M, 1] (before activation), "rgb": [N, M, 32]}.
+        ``table`` (``rendering.triplane.plane_table(planes)``) saves re-laying out the planes on repeated calls.
         """
         with self._precision(precision, coords.device):
-            return self.decoder(sample_planes(planes, coords.float(), self.config.rendering.box_warp))
+            return self.decoder(sample_planes(planes, coords.float(), self.config.rendering.box_warp, table))
 
     def sample(self, coords: torch.Tensor, ws: torch.Tensor, noise_mode: str = "const",
                precision: str = "fp32") -> dict[str, torch.Tensor]:
@@ -152,8 +154,9 @@ class Generator(nn.Module):
         res = neural_rendering_resolution or r.neural_rendering_resolution
         self._check("c", c, (planes.shape[0], 25))
         origins, dirs = sample_rays(c.float(), res)
+        table = plane_table(planes)
         feats, depth, _ = render_rays(
-            lambda pts: self.sample_planes(pts, planes, precision), origins, dirs, r.ray_start, r.ray_end,
+            lambda pts: self.sample_planes(pts, planes, precision, table), origins, dirs, r.ray_start, r.ray_end,
             depth_resolution or r.depth_resolution,
             r.depth_resolution_importance if depth_resolution_importance is None else depth_resolution_importance,
             r.white_back, deterministic)

@@ -7,21 +7,26 @@ import torch
 
 from .generator import Generator
 from .mesh import ORIGINAL_LEVEL, Mesh, extract_mesh
+from .rendering.triplane import plane_table
 
 
 def density_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Raw sigma of one latent's cached planes [1, 3, C, H, W]: points [M, 3] -> [M]."""
+    table = plane_table(planes)  # laid out once for all the chunks of a grid
+
     def f(points: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return G.sample_planes(points[None].to(planes.device), planes)["sigma"][0, :, 0]
+            return G.sample_planes(points[None].to(planes.device), planes, table=table)["sigma"][0, :, 0]
     return f
 
 
 def color_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Raw RGB (first 3 feature channels, mapped to [-1, 1] like the renderer does) at points [M, 3] -> [M, 3]."""
+    table = plane_table(planes)
+
     def f(points: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return G.sample_planes(points[None].to(planes.device), planes)["rgb"][0, :, :3] * 2 - 1
+            return G.sample_planes(points[None].to(planes.device), planes, table=table)["rgb"][0, :, :3] * 2 - 1
     return f
 
 

@@ -15,19 +15,26 @@ def project(coords: torch.Tensor, box_warp: float) -> torch.Tensor:
     return torch.stack([scaled[..., list(axes)] for axes in PLANE_AXES], dim=1)
 
 
-def sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float) -> torch.Tensor:
+def plane_table(planes: torch.Tensor) -> torch.Tensor:
+    """planes [N, 3, C, H, W] -> texel rows [N, 3, H+2, W+2, C]: channels-last, with a one-texel zero border.
+
+    Built once per render and shared by its passes (it is a full copy of the planes)."""
+    return F.pad(planes, [1, 1, 1, 1]).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
+                  table: torch.Tensor | None = None) -> torch.Tensor:
     """Bilinear features at world points, averaged over the three planes.
 
-    planes [N, 3, C, H, W], coords [N, M, 3] -> features [N, M, C].
-    Same result as ``grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` per plane followed
-    by the mean (points outside the box read zeros), computed as one weighted gather of 12 texel rows per point
-    (4 corners x 3 planes) from a channels-last copy of the planes with a one-texel zero border: far faster on
-    CPU than grid_sample, which reads each channel from a different plane of memory.
+    planes [N, 3, C, H, W], coords [N, M, 3] -> features [N, M, C]; ``table`` is ``plane_table(planes)`` if
+    already built. Same result as ``grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` per
+    plane followed by the mean (points outside the box read zeros), computed as one weighted gather of 12 texel
+    rows per point (4 corners x 3 planes): far faster on CPU than grid_sample, which reads each channel from a
+    different plane of memory. The zero border lets clamped coordinates reproduce zero padding without masks.
     """
     n, p, ch, h, w = planes.shape
     m = coords.shape[1]
-    # Zero border: clamping coordinates to it reproduces zero padding without per-corner masks.
-    table = F.pad(planes, [1, 1, 1, 1]).permute(0, 1, 3, 4, 2).reshape(-1, ch)  # [N*3*(H+2)*(W+2), C]
+    table = (plane_table(planes) if table is None else table).reshape(-1, ch)  # [N*3*(H+2)*(W+2), C]
     uv = project(coords.float(), box_warp).transpose(1, 2)  # [N, M, 3, 2]: point-major for the gather below
     # align_corners=False: -1 and +1 are the outer edges of the border texels; +1 for the zero border.
     x = (((uv[..., 0] + 1) * w - 1) * 0.5 + 1).clamp(0, w + 1)
