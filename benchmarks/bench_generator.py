@@ -25,7 +25,9 @@ import torch  # noqa: E402
 import eg3d_core.generator as generator_module  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
+from eg3d_core.mesh import density_grid  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes, sample_planes_reference  # noqa: E402
+from eg3d_core.shapes import density_fn  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- bench_generator:begin -->", "<!-- bench_generator:end -->"
@@ -42,13 +44,9 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def density_query(G: Generator, planes: torch.Tensor, resolution: int = 256, chunk: int = 2**20) -> None:
-    axis = torch.linspace(-0.5, 0.5, resolution) * G.config.rendering.box_warp
-    n = resolution ** 3
-    for start in range(0, n, chunk):
-        idx = torch.arange(start, min(start + chunk, n))
-        pts = torch.stack([axis[idx // resolution**2], axis[(idx // resolution) % resolution], axis[idx % resolution]], 1)
-        G.sample_planes(pts[None], planes)
+def density_query(G: Generator, planes: torch.Tensor, resolution: int = 256) -> None:
+    """The raw density on the mesh extractor's full grid (what `eg3d mesh --dense` evaluates)."""
+    density_grid(density_fn(G, planes), resolution, G.config.rendering.box_warp)
 
 
 def bench_preset(name: str, repeats: int) -> list[dict]:
