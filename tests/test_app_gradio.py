@@ -1,0 +1,366 @@
+"""The browser demo end to end: the real server in a subprocess, its API through gradio_client, the page in headless
+Chromium, a small load test, and a clean shutdown.
+
+Runs on the tiny random fixture model (fast); one test uses the bundled demo model when ``assets/demo`` has one.
+Chromium tests need Playwright and Debian's /usr/bin/chromium (skipped otherwise). Set ``EG3D_SCREENSHOT_DIR`` to keep
+the page screenshot.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import base64  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from io import BytesIO  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio")
+from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
+DEMO_WEIGHTS = ROOT / "assets" / "demo" / "model.safetensors"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+    cache: Path  # the server's GRADIO_TEMP_DIR
+
+    def job_dir(self) -> Path:
+        m = re.search(r"job files in (\S+)", self.log.read_text())
+        assert m, self.log.read_text()
+        return Path(m.group(1))
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp: Path, *model_args: str, timeout: float = 240.0) -> Server:
+    """Start app_gradio.py on a free loopback port and wait until it serves its page."""
+    port = free_port()
+    log, cache = tmp / "server.log", tmp / "server-cache"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "OMP_WAIT_POLICY": "PASSIVE",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app_gradio.py"), *model_args, "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    server = Server(proc, f"http://127.0.0.1:{port}/", log, cache)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=5) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.5)
+    server.stop()
+    raise AssertionError(f"server not up after {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("app"), "--model", str(FIXTURE))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(server.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def video_file(result: str | dict) -> str:
+    return result["video"] if isinstance(result, dict) else result  # gradio_client < 1.4 returned a dict
+
+
+def read_frames(path: str) -> list[np.ndarray]:
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path)
+    try:
+        return list(reader.iter_data())
+    finally:
+        reader.close()
+
+
+def probe_level(client: Client, seed: int) -> float:
+    """A level inside the density range of a seed, from the no-surface message of an impossible level."""
+    with pytest.raises(AppError) as info:
+        client.predict(seed=seed, mesh_resolution=48, level=1000.0, api_name="/mesh")
+    m = re.search(r"density range seen \[(\S+), (\S+)\]", str(info.value))
+    assert m, str(info.value)
+    lo, hi = float(m.group(1)), float(m.group(2))
+    return lo + 0.6 * (hi - lo)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# API
+
+
+def test_api_lists_the_three_named_endpoints(client: Client) -> None:
+    api = client.view_api(print_info=False, return_format="dict")
+    named = api["named_endpoints"]
+    assert set(named) == {"/render", "/video", "/mesh"}
+    names = [p["parameter_name"] for p in named["/render"]["parameters"]]
+    assert names[:6] == ["seed", "psi", "yaw", "pitch", "fov", "output"]
+
+
+def test_render_returns_picture_and_depth(client: Client) -> None:
+    picture, depth, info = client.predict(1, 0.7, 20, -10, 40, "image", api_name="/render")
+    assert Image.open(picture).size == (128, 128) and Image.open(depth).size == (64, 64)
+    assert np.asarray(Image.open(picture)).std() > 5 and "seed 1" in info
+    picture, depth, _ = client.predict(1, 0.7, 20, -10, 40, "all", api_name="/render")
+    assert Image.open(picture).size == (3 * 128, 128)
+    picture, depth, _ = client.predict(seed=1, output="raw", resolution=32, api_name="/render")
+    assert Image.open(picture).size == (32, 32) and Image.open(depth).size == (32, 32)
+    _, _, info = client.predict(1, 0.7, -30, 0, 40, "depth", api_name="/render")
+    assert "(tri-planes cached)" in info  # a camera-only change reuses the planes
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"seed": "abc"}, "seed must be an integer in [0, 4294967295], got 'abc'"),
+    ({"seed": -5}, "seed must be an integer"),
+    ({"seed": 0, "resolution": 4096}, "resolution must be an integer in [16, 128], got 4096"),
+    ({"seed": 0, "yaw": 720}, "yaw must be a number in [-180, 180], got 720"),
+    ({"seed": 0, "output": "everything"}, "output must be one of image, raw, depth, all"),
+])
+def test_render_bad_input_is_a_clear_error(client: Client, kwargs: dict, message: str) -> None:
+    with pytest.raises(AppError) as info:
+        client.predict(api_name="/render", **kwargs)
+    assert str(info.value).startswith(message)
+    assert "Traceback" not in str(info.value)
+
+
+def test_video_is_a_valid_mp4(client: Client) -> None:
+    path = video_file(client.predict(2, 0.7, frames=6, fps=12, api_name="/video"))
+    assert path.endswith(".mp4")
+    frames = read_frames(path)
+    assert len(frames) == 6 and frames[0].shape == (128, 128, 3)
+    assert np.abs(frames[0].astype(int) - frames[3].astype(int)).mean() > 0.5  # the camera moved
+    with pytest.raises(AppError, match=r"frames must be an integer in \[2, 240\], got 100000"):
+        client.predict(2, frames=100_000, api_name="/video")
+
+
+def test_mesh_no_surface_error_then_mesh_files(client: Client) -> None:
+    import trimesh
+
+    level = probe_level(client, seed=3)
+    glb, ply, obj, info = client.predict(3, 0.7, 14, 48, level, api_name="/mesh")
+    assert Path(glb).suffix == ".glb" and Path(ply).suffix == ".ply" and Path(obj).suffix == ".obj"
+    for file in (ply, obj):
+        m = trimesh.load(file, process=False, force="mesh")
+        assert len(m.vertices) > 0 and len(m.faces) > 0
+    scene = trimesh.load(glb)
+    assert sum(len(g.faces) for g in scene.geometry.values()) == len(trimesh.load(ply, process=False).faces)
+    assert trimesh.load(ply, process=False).visual.kind == "vertex"  # vertex colours
+    assert "vertices" in info and "faces" in info
+    with pytest.raises(AppError, match=r"mesh_resolution must be an integer in \[32, 256\], got 4096"):
+        client.predict(3, 0.7, 14, 4096, level, api_name="/mesh")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Load
+
+
+def test_twenty_concurrent_renders_complete_with_bounded_memory(server: Server, client: Client) -> None:
+    def call(i: int) -> float:
+        t0 = time.perf_counter()
+        picture, _, _ = client.predict(100 + i % 4, 0.7, -60 + 6 * i, 0, api_name="/render")
+        assert Image.open(picture).size == (128, 128)
+        return time.perf_counter() - t0
+
+    def burst() -> list[float]:
+        with ThreadPoolExecutor(20) as pool:
+            return list(pool.map(call, range(20)))
+
+    burst()  # warm-up: caches, allocator pools, the queue's workers
+    before = server.rss_mb()
+    latencies = burst()
+    after = server.rss_mb()
+    assert len(latencies) == 20
+    # A second identical burst must not grow the server: the tri-plane LRU and the job files are bounded.
+    assert after - before < 150, (before, after)
+    assert server.proc.poll() is None
+
+
+def test_a_long_video_does_not_block_renders(client: Client) -> None:
+    job = client.submit(6, frames=40, fps=24, api_name="/video")  # >10 s on 2 cores
+    deadline = time.monotonic() + 60
+    waiting = ("STARTING", "JOINING_QUEUE", "IN_QUEUE", "SENDING_DATA")
+    while job.status().code.name in waiting and time.monotonic() < deadline:
+        time.sleep(0.2)
+    t0 = time.perf_counter()
+    client.predict(6, 0.7, 45, api_name="/render")
+    render_s = time.perf_counter() - t0
+    assert not job.done(), f"the video finished before the render ({render_s:.1f} s): make it longer"
+    assert render_s < 20
+    assert len(read_frames(video_file(job.result(timeout=120)))) == 40
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Browser
+
+
+@pytest.fixture(scope="module")
+def browser_page() -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    import tempfile
+
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        context = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                                       headless=True, viewport={"width": 1400, "height": 1100})
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def test_page_generates_a_picture(server: Server, browser_page, tmp_path: Path) -> None:
+    page = browser_page
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith((server.url.rstrip("/"), "data:", "blob:")) else None)
+    page.goto(server.url, wait_until="networkidle", timeout=60_000)
+    assert "model-info" in page.content() and "tiny_cars128" in page.inner_text("#model-info")
+    assert page.locator("#picture img").count() == 0  # nothing rendered before Generate
+    page.click("#generate")
+    page.wait_for_selector("#picture img", timeout=120_000)
+    page.wait_for_selector("#depth img", timeout=30_000)
+    page.wait_for_function("document.querySelector('#render-info').innerText.includes('seed 0')", timeout=30_000)
+    shots = Path(os.environ.get("EG3D_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "app_gradio_page.png"), full_page=True)
+
+    # The pixels the page shows: fetch the <img> source and decode it.
+    data = page.evaluate("""async () => {
+        const r = await fetch(document.querySelector('#picture img').src);
+        const b = new Uint8Array(await r.arrayBuffer());
+        let s = ''; for (const x of b) s += String.fromCharCode(x);
+        return btoa(s);
+    }""")
+    pixels = np.asarray(Image.open(BytesIO(base64.b64decode(data))).convert("RGB")).astype(float)
+    assert pixels.shape == (128, 128, 3) and pixels.std() > 10
+    # And as displayed: the element's screenshot is not blank either.
+    shown = np.asarray(Image.open(BytesIO(page.locator("#picture img").screenshot())).convert("RGB")).astype(float)
+    assert shown.std() > 10
+
+    # Live updates without the button: an output choice, then a drag of the yaw slider (render on release).
+    page.get_by_label("all").check()
+    page.wait_for_function("document.querySelector('#render-info').innerText.includes('384×128')", timeout=60_000)
+    slider = page.locator("#yaw input[type=range]").bounding_box()
+    assert slider is not None
+    y = slider["y"] + slider["height"] / 2
+    page.mouse.move(slider["x"] + slider["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(slider["x"] + slider["width"] * 0.75, y, steps=5)
+    page.mouse.up()
+    yaw = float(page.locator("#yaw input[type=number]").input_value())
+    assert 60 < yaw < 120
+    page.wait_for_function("document.querySelector('#render-info').innerText.includes('cached')", timeout=60_000)
+    assert outside == []  # nothing fetched from the internet (fonts, analytics, CDNs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shutdown (runs after the tests above in this module: pytest keeps file order)
+
+
+def test_sigterm_shuts_down_cleanly_and_removes_temporary_files(server: Server, client: Client) -> None:
+    client.predict(5, api_name="/render")
+    jobs = server.job_dir()
+    assert jobs.is_dir()
+    assert server.stop() == 0, server.log.read_text()
+    assert not jobs.exists()
+    left = [p for p in server.cache.rglob("*") if p.is_file()] if server.cache.exists() else []
+    assert left == [], left
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_unloadable_model_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-model.pkl"
+    bad.write_bytes(b"hello")
+    r = subprocess.run([sys.executable, str(ROOT / "app_gradio.py"), "--model", str(bad), "--port", str(free_port())],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: ") and "not a generator checkpoint" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The bundled demo model
+
+
+def check_trained_model(tmp: Path, *model_args: str) -> None:
+    """Every endpoint on a trained model (a real picture, a surface at the original level or a probed one)."""
+    import trimesh
+
+    s = start_server(tmp, *model_args)
+    try:
+        c = Client(s.url, verbose=False, download_files=str(tmp / "downloads"))
+        api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert set(api) == {"/render", "/video", "/mesh"}
+        picture, depth, _ = c.predict(0, 0.7, 30, 0, api_name="/render")
+        pixels = np.asarray(Image.open(picture)).astype(float)
+        assert Image.open(picture).size == (128, 128) and pixels.std() > 10
+        assert len(read_frames(video_file(c.predict(0, frames=4, fps=4, api_name="/video")))) == 4
+        try:  # a trained model should have a surface at the original level 10; otherwise probe one
+            glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=10.0, api_name="/mesh")
+        except AppError:
+            glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=probe_level(c, 0), api_name="/mesh")
+        assert len(trimesh.load(ply, process=False).faces) > 0
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.skipif(not DEMO_WEIGHTS.exists(), reason="assets/demo/model.safetensors not built yet")
+def test_default_demo_model(tmp_path: Path) -> None:
+    check_trained_model(tmp_path)  # no --model: the bundled demo
