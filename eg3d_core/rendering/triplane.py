@@ -55,11 +55,14 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
     return feats.reshape(n, m, ch)
 
 
-def sample_planes_reference(planes: torch.Tensor, coords: torch.Tensor, box_warp: float) -> torch.Tensor:
+def sample_planes_reference(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
+                            table: torch.Tensor | None = None) -> torch.Tensor:
     """The plain path, as the original computes it (``grid_sample`` per plane, then the mean).
 
-    Slow on CPU; kept as the reference that tests and benchmarks compare ``sample_planes`` with.
+    Slow on CPU; kept as the reference that tests and benchmarks compare ``sample_planes`` with
+    (``table`` is accepted for the same signature and not needed).
     """
+    del table
     n, p, ch, h, w = planes.shape
     grid = project(coords.float(), box_warp).reshape(n * p, 1, -1, 2).to(planes.dtype)
     feats = F.grid_sample(planes.reshape(n * p, ch, h, w), grid, mode="bilinear", padding_mode="zeros",
