@@ -1,0 +1,286 @@
+"""Evaluate the demo generator against the procedural ground truth on held-out latents and cameras.
+
+    python scripts/evaluate_demo_model.py [--model demo] [--json assets/demo_eval.json] \
+        [--markdown assets/demo_eval.md] [--grid assets/demo_grid.png]
+
+Latents come from seeds the training never draws (100000 + i, ``numpy.random.RandomState(seed).randn(1, z_dim)``,
+the convention of EG3D's ``gen_samples.py``); cameras from ``toycars.random_cameras`` with a held-out seed. The
+model renders as shipped: deterministic sampling with its own depth resolutions, fp32, truncation psi 1.
+
+Metrics (means over all images):
+
+* ``psnr`` and ``ssim`` of the final 128px image (SSIM: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, valid
+  filtering, images in [0, 1], averaged over the colour channels);
+* ``psnr_raw``: the raw 64px volume render (first three feature channels) against the 64px ground truth;
+* ``depth_mae``: mean absolute error of the rendered depth on pixels fully covered by the car (world units; the
+  cars are about 0.6-0.85 long, the camera 1.7 from the centre);
+* ``mask_iou``: intersection over union of (weight sum > 0.5) and (ground-truth coverage > 0.5) at 64px.
+
+The trivial baseline (an all-white image: the background) is reported for scale. The picture grid shows 8
+held-out cars from 4 yaw angles: for each, the model image, its depth (colour-mapped, faded by the opacity), and
+the ground truth.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eg3d_core import toycars as tc  # noqa: E402
+from eg3d_core.cameras import camera_vector, intrinsics_from_focal, lookat_pose  # noqa: E402
+from eg3d_core.checkpoints import load_generator  # noqa: E402
+from eg3d_core.generator import Generator  # noqa: E402
+from eg3d_core.rendering.rays import sample_rays  # noqa: E402
+from eg3d_core.rendering.renderer import render_rays  # noqa: E402
+
+HELD_OUT_SEED = 100_000
+GRID_YAWS = tuple(math.pi / 2 + a for a in (0.7, 2.2, 3.7, 5.2))  # front 3/4, side-rear, rear 3/4, side-front
+GRID_PITCH = math.pi / 2 - 0.25
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR of images in [-1, 1] (computed on [0, 1]): [N, C, H, W] -> [N]."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).square().flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp(min=1e-12))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-x.square() / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004) of images in [-1, 1], evaluated on [0, 1]: [N, C, H, W] -> [N]."""
+    x = ((a.clamp(-1, 1) + 1) / 2).double()
+    y = ((b.clamp(-1, 1) + 1) / 2).double()
+    c = x.shape[1]
+    g = _gaussian_window(size, sigma).to(x.device)
+    kh = g.reshape(1, 1, 1, size).expand(c, 1, 1, size)
+    kv = g.reshape(1, 1, size, 1).expand(c, 1, size, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid region only
+        return F.conv2d(F.conv2d(t, kh, groups=c), kv, groups=c)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def held_out_latents(n: int, z_dim: int, first_seed: int = HELD_OUT_SEED) -> torch.Tensor:
+    """z for seeds first_seed ... first_seed + n - 1, one ``RandomState(seed).randn(1, z_dim)`` each."""
+    return torch.from_numpy(np.concatenate([np.random.RandomState(first_seed + i).randn(1, z_dim)
+                                            for i in range(n)])).float()
+
+
+@torch.no_grad()
+def render_model(G: Generator, z: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's outputs plus the per-pixel weight sum: image [N, 3, S, S], raw [N, 3, r, r], depth and
+    opacity [N, 1, r, r]. Same path as ``Generator.synthesis`` (deterministic sampling, const noise, fp32)."""
+    r = G.config.rendering
+    res = r.neural_rendering_resolution
+    ws = G.mapping(z, c)
+    planes = G.planes(ws)
+    origins, dirs = sample_rays(c.float(), res)
+    feats, depth, wsum = render_rays(lambda pts: G.sample_planes(pts, planes), origins, dirs, r.ray_start, r.ray_end,
+                                     r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
+    n = z.shape[0]
+
+    def img(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2).reshape(n, -1, res, res).contiguous()
+
+    features = img(feats)
+    return {"image": G.super_resolve(features, ws), "raw": features[:, :3], "depth": img(depth), "opacity": img(wsum)}
+
+
+@torch.no_grad()
+def evaluate(G: Generator, num_cars: int, views: int, batch: int = 8, progress: bool = True) -> dict[str, float]:
+    """Mean metrics over num_cars held-out cars x views held-out random cameras."""
+    from tqdm import tqdm
+
+    r = G.config.rendering
+    z_all = held_out_latents(num_cars, G.z_dim).repeat_interleave(views, dim=0)
+    c_all = tc.random_cameras(num_cars * views, torch.Generator().manual_seed(HELD_OUT_SEED)).float()
+    per: dict[str, list[torch.Tensor]] = {k: [] for k in ("psnr", "ssim", "psnr_raw", "psnr_white", "ssim_white")}
+    abs_err, n_hit, inter, union = 0.0, 0.0, 0.0, 0.0
+    for start in tqdm(range(0, len(z_all), batch), disable=not progress, desc="evaluate", unit="batch"):
+        z, c = z_all[start:start + batch], c_all[start:start + batch]
+        out = render_model(G, z, c)
+        params = tc.params_from_latent(z)
+        gt = tc.render(params, c, G.img_resolution)
+        gt_raw = tc.render(params, c, r.neural_rendering_resolution)
+        white = torch.ones_like(gt["image"])
+        per["psnr"].append(psnr(out["image"], gt["image"]))
+        per["ssim"].append(ssim(out["image"], gt["image"]))
+        per["psnr_raw"].append(psnr(out["raw"], gt_raw["image"]))
+        per["psnr_white"].append(psnr(white, gt["image"]))
+        per["ssim_white"].append(ssim(white, gt["image"]))
+        hit = gt_raw["mask"] > 0.999
+        abs_err += float((out["depth"] - gt_raw["depth"]).abs()[hit].sum())
+        n_hit += float(hit.sum())
+        pred, true = out["opacity"] > 0.5, gt_raw["mask"] > 0.5
+        inter += float((pred & true).sum())
+        union += float((pred | true).sum())
+    means = {k: float(torch.cat(v).mean()) for k, v in per.items()}
+    return {**means, "depth_mae": abs_err / max(n_hit, 1.0), "mask_iou": inter / max(union, 1.0),
+            "images": float(len(z_all))}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Picture grid
+# ----------------------------------------------------------------------------------------------------------------
+
+# Turbo-like colour ramp (near = warm, far = cool), piecewise linear through these stops.
+_RAMP = torch.tensor([[0.19, 0.07, 0.23], [0.16, 0.47, 0.93], [0.10, 0.85, 0.72], [0.64, 0.99, 0.24],
+                      [0.98, 0.73, 0.22], [0.85, 0.23, 0.04], [0.48, 0.02, 0.01]])
+
+
+def colour_depth(depth: torch.Tensor, opacity: torch.Tensor, near: float, far: float) -> torch.Tensor:
+    """depth, opacity [N, 1, H, W] -> [N, 3, H, W] in [-1, 1]: near red ... far blue, faded to white by 1 - opacity."""
+    t = (1 - ((depth - near) / (far - near)).clamp(0, 1)) * (len(_RAMP) - 1)  # near -> high end (red)
+    i0 = t.floor().long().clamp(max=len(_RAMP) - 2)
+    f = t - i0
+    lo = _RAMP[i0[:, 0]].permute(0, 3, 1, 2)
+    hi = _RAMP[i0[:, 0] + 1].permute(0, 3, 1, 2)
+    rgb = lo + (hi - lo) * f
+    a = opacity.clamp(0, 1)
+    return (rgb * a + (1 - a)) * 2 - 1
+
+
+def grid_cameras(yaws: tuple[float, ...] = GRID_YAWS, pitch: float = GRID_PITCH) -> torch.Tensor:
+    pose = lookat_pose(torch.tensor(yaws, dtype=torch.float64), torch.full((len(yaws),), pitch, dtype=torch.float64),
+                       radius=tc.CAMERA_RADIUS)
+    return camera_vector(pose, intrinsics_from_focal(tc.SHAPENET_FOCAL)).float()
+
+
+@torch.no_grad()
+def picture_grid(G: Generator, path: str | os.PathLike[str], num_seeds: int = 8) -> Path:
+    """num_seeds held-out cars (rows) x the 4 grid yaws; each cell: model image | model depth | ground truth."""
+    cams = grid_cameras()
+    v = cams.shape[0]
+    s = G.img_resolution
+    gap, head = 8, 18
+    tiles = 3
+    width = v * tiles * s + (v - 1) * gap
+    canvas = Image.new("RGB", (width, head + num_seeds * s), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j in range(v):
+        x0 = j * (tiles * s + gap)
+        for k, label in enumerate(("model", "model depth", "ground truth")):
+            draw.text((x0 + k * s + 4, 3), label, fill=(60, 60, 60))
+    z_all = held_out_latents(num_seeds, G.z_dim)
+    for i in range(num_seeds):
+        z = z_all[i:i + 1].expand(v, -1)
+        out = render_model(G, z, cams)
+        gt = tc.render(tc.params_from_latent(z), cams, s)["image"]
+        depth = F.interpolate(colour_depth(out["depth"], out["opacity"], 1.1, 2.3), size=(s, s), mode="nearest")
+        for j in range(v):
+            x0 = j * (tiles * s + gap)
+            for k, t in enumerate((out["image"][j], depth[j], gt[j])):
+                canvas.paste(Image.fromarray(tc.to_uint8(t[None])[0]), (x0 + k * s, head + i * s))
+    out_path = Path(path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out_path, optimize=True)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Speed and report
+# ----------------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def timing(G: Generator, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds (batch 1, current thread count): tri-planes from w, and one frame from cached planes
+    (render + super-resolution) at the model's own settings and at a preview setting (32px render, 12 + 12
+    depth samples, still super-resolved to 128px)."""
+    z = held_out_latents(1, G.z_dim)
+    c = grid_cameras()[:1]
+    ws = G.mapping(z, c)
+
+    def med(fn) -> float:  # noqa: ANN001
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return 1000 * float(np.median(ts))
+
+    planes = G.planes(ws)
+    return {"planes_ms": med(lambda: G.planes(ws)),
+            "frame_from_planes_ms": med(lambda: G.render_planes(planes, ws, c)),
+            "preview_32px_12+12_from_planes_ms": med(lambda: G.render_planes(planes, ws, c, 32, depth_resolution=12,
+                                                                             depth_resolution_importance=12)),
+            "threads": float(torch.get_num_threads())}
+
+
+def markdown_table(metrics: dict[str, float]) -> str:
+    rows = [
+        ("PSNR, final 128px image (dB)", f"{metrics['psnr']:.2f}", f"{metrics['psnr_white']:.2f}"),
+        ("SSIM, final 128px image", f"{metrics['ssim']:.4f}", f"{metrics['ssim_white']:.4f}"),
+        ("PSNR, raw 64px render (dB)", f"{metrics['psnr_raw']:.2f}", ""),
+        ("Depth MAE on car pixels (world units)", f"{metrics['depth_mae']:.4f}", ""),
+        ("Mask IoU (opacity > 0.5 vs coverage > 0.5)", f"{metrics['mask_iou']:.4f}", ""),
+    ]
+    lines = ["| Metric | Demo model | All-white baseline |", "|---|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    ap = argparse.ArgumentParser(description="Held-out quality figures and picture grid of the demo generator.")
+    ap.add_argument("--model", default="demo", help="checkpoint (default: the bundled demo model)")
+    ap.add_argument("--num-cars", type=int, default=64, help="held-out latents (seeds 100000...)")
+    ap.add_argument("--views", type=int, default=2, help="random held-out cameras per car")
+    ap.add_argument("--json", default="assets/demo_eval.json")
+    ap.add_argument("--markdown", default="assets/demo_eval.md")
+    ap.add_argument("--grid", default="assets/demo_grid.png", help="picture grid ('' to skip)")
+    ap.add_argument("--grid-seeds", type=int, default=8, help="rows (held-out cars) of the picture grid")
+    ap.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    G = load_generator(args.model)
+    metrics = evaluate(G, args.num_cars, args.views, progress=not args.no_progress)
+    report: dict[str, object] = {
+        "model": str(args.model), "held_out_seeds": [HELD_OUT_SEED, HELD_OUT_SEED + args.num_cars - 1],
+        "views_per_car": args.views, "metrics": metrics, "timing": None if args.no_timing else timing(G),
+        "parameters": sum(p.numel() for p in G.parameters()),
+    }
+    table = markdown_table(metrics)
+    print(table)
+    print(json.dumps(report["timing"]))
+    for path, text in ((args.json, json.dumps(report, indent=2) + "\n"), (args.markdown, table)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+    if args.grid:
+        print(f"wrote {picture_grid(G, args.grid, args.grid_seeds)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

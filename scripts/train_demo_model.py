@@ -1,0 +1,380 @@
+"""Train the bundled demo generator (``assets/demo``) on the procedural toy-car family, on CPU.
+
+    python scripts/train_demo_model.py --out assets/demo --run-dir runs/demo --minutes 75
+
+The generator is a narrow version of EG3D's ShapeNet-cars architecture (``demo_config``). It is not trained as
+a GAN: the latent z is tied to the family (``toycars.params_from_latent(z)``), so every z has a ground-truth
+car, and each step renders fresh (z, camera, image/depth/mask) triples with the analytic renderer of
+``eg3d_core.toycars``. The losses:
+
+* ray steps (every step): a random subset of the 64x64 rays of several views per car (multi-view supervision
+  of one tri-plane set), volume-rendered with the model's two-pass sampler; photometric MSE of the raw RGB,
+  opacity (weight sum vs the ground-truth coverage mask) and a depth term: the expected absolute distance of the
+  ray's weights from the true surface depth on car pixels, which asks for a correct *and* sharp surface;
+* super-resolution steps (every ``--sr-every`` steps): one full 64x64 render per car without gradients, then
+  the 2X super-resolution (and the mapping, through its styles) against the 128px ground truth.
+
+Everything random is drawn from generators seeded with (``--seed``, step), so a run (and a resumed run) is
+reproducible for a given thread count. Checkpoints go to ``--run-dir`` every few minutes (``--resume``
+continues from there); at the end (``--steps`` done or the ``--minutes`` wall budget spent, or SIGINT/SIGTERM)
+``w_avg`` is set to the mean w and the model is exported with ``save_generator`` to ``--out``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads are 3-6x slower on a shared CPU
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eg3d_core import toycars as tc  # noqa: E402
+from eg3d_core.checkpoints import save_generator  # noqa: E402
+from eg3d_core.config import GeneratorConfig  # noqa: E402
+from eg3d_core.generator import Generator  # noqa: E402
+from eg3d_core.presets import PRESETS  # noqa: E402
+from eg3d_core.rendering.marcher import march  # noqa: E402
+from eg3d_core.rendering.rays import sample_rays  # noqa: E402
+from eg3d_core.rendering.renderer import importance_depths, stratified_depths  # noqa: E402
+
+
+def demo_config() -> GeneratorConfig:
+    """The demo architecture: EG3D's ShapeNet-cars generator (128px image, 2X super-resolution from a 64px
+    render, white background, no camera conditioning), narrowed to train on a CPU and preview interactively."""
+    return PRESETS["shapenetcars128-64"].replace(
+        z_dim=64,
+        w_dim=128,
+        mapping_layers=2,
+        channel_base=2048,  # backbone widths min(2048 / res, 64): 64 channels from 4x4 to 32x32, 32 at 64x64
+        channel_max=64,
+        triplane_resolution=64,
+        triplane_channels=16,
+        decoder_hidden=64,
+        decoder_output_dim=32,
+        sr_channels=(32, 16),
+        rendering={
+            "depth_resolution": 24,
+            "depth_resolution_importance": 24,
+            "neural_rendering_resolution": 64,
+            "box_warp": 1.0,  # the cars fit in [-0.45, 0.45]^3: a tight box gives the planes more resolution
+            "ray_start": tc.RAY_START,
+            "ray_end": tc.RAY_END,
+            "avg_camera_radius": tc.CAMERA_RADIUS,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class CarBatch:
+    """B cars seen from V cameras each. z [B, z_dim], cams [B, V, 25]; gt64: ground truth at the neural
+    rendering resolution, each [B, V, C, 64, 64] (image in [-1, 1], depth, mask)."""
+
+    z: torch.Tensor
+    cams: torch.Tensor
+    image: torch.Tensor
+    depth: torch.Tensor
+    mask: torch.Tensor
+
+
+def sample_cars(gen: torch.Generator, n_cars: int, n_views: int, z_dim: int, resolution: int) -> CarBatch:
+    z = torch.randn(n_cars, z_dim, generator=gen)
+    cams = tc.random_cameras(n_cars * n_views, gen).float()
+    params = tc.params_from_latent(z).repeat_interleave(n_views, dim=0)
+    gt = tc.render(params, cams, resolution)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(n_cars, n_views, *x.shape[1:])
+
+    return CarBatch(z, split(cams), split(gt["image"]), split(gt["depth"]), split(gt["mask"]))
+
+
+def pick_rays(batch: CarBatch, n_rays: int, resolution: int, gen: torch.Generator,
+              fg_weight: float = 3.0) -> dict[str, torch.Tensor]:
+    """n_rays random pixels per view, car pixels favoured (weight 1 + fg_weight); all views of one car are
+    concatenated along the ray axis, so one car's planes serve all of them.
+
+    Returns origins, dirs [B, V*n, 3], rgb [B, V*n, 3], depth, mask [B, V*n, 1].
+    """
+    b, v = batch.cams.shape[:2]
+    pixels = resolution * resolution
+    origins, dirs = sample_rays(batch.cams.reshape(b * v, 25), resolution)  # [BV, P, 3]
+    mask = batch.mask.reshape(b * v, pixels)
+    n = min(n_rays, pixels)
+    idx = torch.multinomial(1.0 + fg_weight * (mask > 0).float(), n, replacement=False, generator=gen)  # [BV, n]
+
+    def take(x: torch.Tensor) -> torch.Tensor:  # x [BV, P, C] -> [B, V*n, C]
+        return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1])).reshape(b, v * n, x.shape[-1])
+
+    def pix(x: torch.Tensor) -> torch.Tensor:  # [B, V, C, R, R] -> [BV, P, C]
+        return x.reshape(b * v, x.shape[2], pixels).transpose(1, 2)
+
+    return {"origins": take(origins), "dirs": take(dirs), "rgb": take(pix(batch.image)),
+            "depth": take(pix(batch.depth)), "mask": take(pix(batch.mask))}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering with gradients
+# ----------------------------------------------------------------------------------------------------------------
+
+def render_rays_train(G: Generator, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, n_coarse: int,
+                      n_fine: int) -> dict[str, torch.Tensor]:
+    """The model's two-pass volume rendering (stratified jittered coarse samples + importance samples), with the
+    importance depths drawn without gradient and only the 3 RGB channels composited.
+
+    planes [B, 3, C, H, W], origins/dirs [B, M, 3] -> rgb [B, M, 3] in ~[-1, 1], weights [B, M, S-1, 1],
+    mids [B, M, S-1, 1] (the depths the weights sit at), wsum [B, M, 1].
+    """
+    r = G.config.rendering
+    b, m, _ = origins.shape
+
+    def field(depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pts = (origins.unsqueeze(-2) + depths * dirs.unsqueeze(-2)).reshape(b, -1, 3)
+        out = G.sample_planes(pts, planes)
+        s = depths.shape[2]
+        return out["rgb"][..., :3].reshape(b, m, s, 3), out["sigma"].reshape(b, m, s, 1)
+
+    coarse = stratified_depths(b, m, r.ray_start, r.ray_end, n_coarse, True, origins.device)
+    rgb_c, sigma_c = field(coarse)
+    with torch.no_grad():
+        _, _, w = march(rgb_c, sigma_c, coarse, r.white_back)
+        fine = importance_depths(coarse, w, n_fine, deterministic=False)
+    rgb_f, sigma_f = field(fine)
+    depths, order = torch.sort(torch.cat([coarse, fine], dim=2), dim=2)
+    rgb = torch.cat([rgb_c, rgb_f], dim=2).gather(2, order.expand(-1, -1, -1, 3))
+    sigma = torch.cat([sigma_c, sigma_f], dim=2).gather(2, order)
+    out, _, weights = march(rgb, sigma, depths, r.white_back)
+    mids = 0.5 * (depths[:, :, 1:] + depths[:, :, :-1])
+    return {"rgb": out, "weights": weights, "mids": mids, "wsum": weights.sum(dim=2)}
+
+
+def psnr(mse: float) -> float:
+    """PSNR of images in [-1, 1] (equal to the PSNR of the same images mapped to [0, 1])."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+
+def build_optimizer(G: Generator, lr: float, mapping_lr_ratio: float) -> torch.optim.Adam:
+    """Adam over all parameters except the camera embedding (unused: c is zeroed, and the RMS normalisation of
+    its all-zero output has a 1e4 gradient). The mapping layers store weights divided by their 0.01 learning-rate
+    multiplier, so Adam's step on the stored value moves the effective weight 100x less: their group gets
+    ``lr * mapping_lr_ratio / 0.01`` for an effective rate of ``lr * mapping_lr_ratio``."""
+    mapping = [p for n, p in G.backbone.mapping.named_parameters() if not n.startswith("embed.")]
+    mapping_ids = {id(p) for p in mapping} | {id(p) for p in G.backbone.mapping.embed.parameters()}
+    rest = [p for p in G.parameters() if id(p) not in mapping_ids]
+    for p in G.backbone.mapping.embed.parameters():
+        p.requires_grad_(False)
+    return torch.optim.Adam([{"params": rest, "lr": lr, "base_lr": lr},
+                             {"params": mapping, "lr": lr * mapping_lr_ratio / 0.01,
+                              "base_lr": lr * mapping_lr_ratio / 0.01}], betas=(0.9, 0.99), eps=1e-8)
+
+
+def lr_factor(step: int, total: int, warmup: int, final: float) -> float:
+    """Linear warm-up, then cosine decay to ``final``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 16 + stream)
+
+
+@torch.no_grad()
+def set_w_avg(G: Generator, seed: int, n: int = 4096) -> None:
+    """The mapping's w_avg (truncation centre) = the mean w of n standard-normal latents."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    ws = G.mapping(z, torch.zeros(n, G.c_dim))
+    G.backbone.mapping.w_avg.copy_(ws[:, 0].mean(dim=0))
+
+
+def save_checkpoint(path: Path, G: Generator, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
+                    history: list[dict[str, float]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": G.state_dict(), "optim": opt.state_dict(), "config": G.config.to_dict(),
+                "args": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Train the bundled toy-car demo generator (CPU, no GAN).")
+    ap.add_argument("--out", default="assets/demo", help="export folder (save_generator format)")
+    ap.add_argument("--run-dir", default="runs/demo", help="periodic checkpoints, metrics.jsonl")
+    ap.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt if it exists")
+    ap.add_argument("--steps", type=int, default=2400, help="optimisation steps (sets the learning-rate schedule)")
+    ap.add_argument("--minutes", type=float, default=72.0, help="wall-clock budget of this invocation; "
+                    "the run stops gracefully and exports when it is spent")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=6, help="cars per step")
+    ap.add_argument("--views", type=int, default=3, help="cameras per car per step")
+    ap.add_argument("--rays", type=int, default=256, help="random rays per view in ray steps")
+    ap.add_argument("--samples", type=int, nargs=2, default=(16, 16), metavar=("COARSE", "FINE"),
+                    help="depth samples per ray in training (the model renders with 24 + 24)")
+    ap.add_argument("--sr-every", type=int, default=4, help="a super-resolution loss every this many steps")
+    ap.add_argument("--sr-batch", type=int, default=2, help="full renders (cars) per super-resolution step")
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--mapping-lr-ratio", type=float, default=0.5, help="effective mapping lr / lr")
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--sigma-bias-init", type=float, default=-4.5, help="initial bias of the raw density output")
+    ap.add_argument("--final-lr", type=float, default=0.05, help="final lr as a fraction of --lr")
+    ap.add_argument("--w-rgb", type=float, default=1.0)
+    ap.add_argument("--w-mask", type=float, default=1.0)
+    ap.add_argument("--w-depth", type=float, default=1.0)
+    ap.add_argument("--w-sr", type=float, default=1.0)
+    ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not (out_dir / "model.safetensors").is_file():
+        raise SystemExit(f"--out {out_dir} exists and is not a checkpoint folder; it would not be overwritten")
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+
+    torch.manual_seed(args.seed)
+    config = demo_config()
+    G = Generator(config).requires_grad_(True)
+    with torch.no_grad():
+        # Start from an almost empty scene: the default init is opaque everywhere (raw density ~2).
+        G.decoder.net[2].bias[0] = args.sigma_bias_init
+    opt = build_optimizer(G, args.lr, args.mapping_lr_ratio)
+    step = 0
+    history: list[dict[str, float]] = []
+    if args.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["config"] != config.to_dict():
+            raise SystemExit(f"{ckpt_path} was written for a different architecture; use another --run-dir")
+        G.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step, history = int(ck["step"]), list(ck["history"])
+        print(f"resumed from {ckpt_path} at step {step}")
+
+    stop = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    res = config.rendering.neural_rendering_resolution
+    n_coarse, n_fine = args.samples
+    n_params = sum(p.numel() for p in G.parameters())
+    print(f"generator: {n_params:,} parameters; {args.steps} steps, budget {args.minutes} min, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress, desc="train", unit="step", mininterval=2.0)
+    last_ckpt = time.monotonic()
+    run_stats: dict[str, float] = {}
+    reason = "steps"
+    try:
+        while step < args.steps:
+            if stop["flag"]:
+                reason = "signal"
+                break
+            if time.monotonic() - t_start > args.minutes * 60:
+                reason = "time budget"
+                break
+            factor = lr_factor(step, args.steps, args.warmup, args.final_lr)
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            torch.manual_seed(args.seed * 1_000_003 + step * 16 + 15)  # render jitter + importance draws
+            gen = step_generator(args.seed, step, 0)
+            sr_step = args.sr_every > 0 and step % args.sr_every == 0
+            batch = sample_cars(gen, args.batch, args.views, config.z_dim, res)
+            rays = pick_rays(batch, args.rays, res, gen)
+
+            ws = G.mapping(batch.z, torch.zeros(args.batch, config.c_dim))
+            planes = G.planes(ws, noise_mode="const")
+            out = render_rays_train(G, planes, rays["origins"], rays["dirs"], n_coarse, n_fine)
+            loss_rgb = (out["rgb"] - rays["rgb"]).square().mean()
+            loss_mask = (out["wsum"] - rays["mask"]).square().mean()
+            hit = (rays["mask"] > 0.999).float()  # [B, M, 1]
+            dev = (out["weights"] * (out["mids"] - rays["depth"][:, :, None]).abs()).sum(dim=2)  # [B, M, 1]
+            loss_depth = (dev * hit).sum() / hit.sum().clamp(min=1.0)
+            loss = args.w_rgb * loss_rgb + args.w_mask * loss_mask + args.w_depth * loss_depth
+            stats = {"rgb_mse": loss_rgb.item(), "mask_mse": loss_mask.item(), "depth_dev": loss_depth.item()}
+
+            if sr_step:
+                k = min(args.sr_batch, args.batch)
+                cams = batch.cams[:k, 0]
+                with torch.no_grad():
+                    feats, _ = G.render(planes[:k].detach(), cams, deterministic=False, depth_resolution=n_coarse,
+                                        depth_resolution_importance=n_fine)
+                    gt128 = tc.render(tc.params_from_latent(batch.z[:k]), cams, config.img_resolution)["image"]
+                image = G.super_resolve(feats, ws[:k])
+                loss_sr = (image - gt128).square().mean()
+                loss = loss + args.w_sr * loss_sr
+                stats["sr_mse"] = loss_sr.item()
+
+            opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                print(f"step {step}: non-finite loss, skipped", flush=True)
+                step += 1
+                continue
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(G.parameters(), 10.0)
+            opt.step()
+            step += 1
+
+            for k, v in stats.items():  # running means for the log
+                run_stats[k] = run_stats.get(k, 0.0) + v
+                run_stats[k + "#"] = run_stats.get(k + "#", 0.0) + 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.steps:
+                means = {k: run_stats[k] / run_stats[k + "#"] for k in run_stats if not k.endswith("#")}
+                rec = {"step": step, "minutes": round((time.monotonic() - t_start) / 60, 2), "lr": opt.param_groups[0]["lr"],
+                       **{k: round(v, 6) for k, v in means.items()}, "psnr_raw": round(psnr(means["rgb_mse"]), 3)}
+                if "sr_mse" in means:
+                    rec["psnr_sr"] = round(psnr(means["sr_mse"]), 3)
+                history.append(rec)
+                metrics_file.write(json.dumps(rec) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(psnr=f"{rec['psnr_raw']:.2f}", sr=f"{rec.get('psnr_sr', 0):.2f}",
+                                depth=f"{means['depth_dev']:.4f}", mask=f"{means['mask_mse']:.4f}")
+                run_stats = {}
+            if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60:
+                save_checkpoint(ckpt_path, G, opt, step, args, history)
+                last_ckpt = time.monotonic()
+    finally:
+        bar.close()
+        metrics_file.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    save_checkpoint(ckpt_path, G, opt, step, args, history)
+    G.eval().requires_grad_(False)
+    set_w_avg(G, args.seed)
+    out = save_generator(G, out_dir)
+    minutes = (time.monotonic() - t_start) / 60
+    print(f"stopped at step {step}/{args.steps} ({reason}) after {minutes:.1f} min; exported {out}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

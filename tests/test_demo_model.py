@@ -1,0 +1,155 @@
+"""Tests of the bundled demo generator (assets/demo) and of the scripts that make and evaluate it.
+
+Everything stays small: batch <= 4 at the model's own 64px render, a few training steps with tiny settings.
+The quality thresholds are loose (well below the figures in assets/README.md) but far above what an untrained
+or broken model reaches.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eg3d_core import toycars as tc
+from eg3d_core.cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose
+from eg3d_core.checkpoints import DEMO_MODEL, load_generator
+from eg3d_core.generator import Generator
+from eg3d_core.rendering.rays import sample_rays
+from eg3d_core.rendering.renderer import render_rays
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cams(yaws: list[float], pitch: float = math.pi / 2 - 0.25) -> torch.Tensor:
+    pose = lookat_pose(torch.tensor(yaws, dtype=torch.float64), torch.full((len(yaws),), pitch, dtype=torch.float64),
+                       radius=tc.CAMERA_RADIUS)
+    return camera_vector(pose, intrinsics_from_focal(SHAPENET_FOCAL)).float()
+
+
+def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@pytest.fixture(scope="module")
+def G() -> Generator:
+    return load_generator("demo")
+
+
+@pytest.fixture(scope="module")
+def outputs(G: Generator) -> dict[str, torch.Tensor]:
+    """Seeds 0, 0, 1, 1 from cameras A, B, A, B, with the opacity and the ground truth."""
+    z = latents([0, 0, 1, 1], G.z_dim)
+    c = cams([math.pi / 2 + 0.7, math.pi / 2 + 2.5] * 2)
+    with torch.no_grad():
+        out = G(z, c)
+        r = G.config.rendering
+        planes = G.planes(G.mapping(z, c))
+        origins, dirs = sample_rays(c, r.neural_rendering_resolution)
+        _, _, wsum = render_rays(lambda pts: G.sample_planes(pts, planes), origins, dirs, r.ray_start, r.ray_end,
+                                 r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
+        gt = tc.render(tc.params_from_latent(z), c, r.neural_rendering_resolution)
+    res = r.neural_rendering_resolution
+    return {**out, "opacity": wsum.transpose(1, 2).reshape(4, 1, res, res), "gt_image": gt["image"],
+            "gt_depth": gt["depth"], "gt_mask": gt["mask"]}
+
+
+def test_demo_loads_and_is_small(G: Generator) -> None:
+    cfg = G.config
+    assert (cfg.img_resolution, cfg.rendering.neural_rendering_resolution, cfg.sr_module) == (128, 64, "2X")
+    assert cfg.rendering.white_back and cfg.rendering.c_gen_conditioning_zero
+    assert (DEMO_MODEL / "config.json").is_file()
+    assert (DEMO_MODEL / "model.safetensors").stat().st_size < 20 * 2**20
+    weights = load_file(str(DEMO_MODEL / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert weights["backbone.mapping.w_avg"].abs().sum() > 0  # set at export (truncation centre)
+
+
+def test_output_shapes(outputs: dict[str, torch.Tensor]) -> None:
+    assert outputs["image"].shape == (4, 3, 128, 128)
+    assert outputs["image_raw"].shape == (4, 3, 64, 64)
+    assert outputs["image_depth"].shape == (4, 1, 64, 64)
+    assert all(torch.isfinite(outputs[k]).all() for k in ("image", "image_raw", "image_depth"))
+
+
+def test_images_are_not_blank(outputs: dict[str, torch.Tensor]) -> None:
+    image = outputs["image"]
+    assert float(image.flatten(1).std(1).min()) > 0.15
+    # white background, a car in the middle: some clearly non-white pixels in every image
+    dark = (image.min(dim=1).values < 0.5).flatten(1).float().mean(1)
+    assert float(dark.min()) > 0.05
+
+
+def test_seeds_and_cameras_change_the_output(outputs: dict[str, torch.Tensor]) -> None:
+    image = outputs["image"]
+    assert float((image[0] - image[2]).abs().mean()) > 0.03  # seed 0 vs 1, camera A
+    assert float((image[1] - image[3]).abs().mean()) > 0.03  # seed 0 vs 1, camera B
+    assert float((image[0] - image[1]).abs().mean()) > 0.03  # camera A vs B, seed 0
+
+
+def test_geometry_matches_the_ground_truth(outputs: dict[str, torch.Tensor]) -> None:
+    car = outputs["gt_mask"] > 0.999
+    background = outputs["gt_mask"] == 0
+    pred = outputs["opacity"] > 0.5
+    # the opacity separates the car from the background
+    iou = (pred & car).sum((1, 2, 3)).float() / (pred | car).sum((1, 2, 3)).float()
+    assert float(iou.min()) > 0.75
+    assert float(outputs["opacity"][background].mean()) < 0.1
+    # depth on the car is close to the true surface and nearer than the far end of the rays
+    err = (outputs["image_depth"] - outputs["gt_depth"]).abs()[car]
+    assert float(err.median()) < 0.05
+    assert float(outputs["image_depth"][car].mean()) < tc.RAY_END - 0.5
+
+
+def test_images_resemble_the_ground_truth(outputs: dict[str, torch.Tensor]) -> None:
+    evaluate = _script("evaluate_demo_model")
+    raw = evaluate.psnr(outputs["image_raw"], outputs["gt_image"])
+    white = evaluate.psnr(torch.ones_like(outputs["gt_image"]), outputs["gt_image"])
+    assert float((raw - white).min()) > 5.0
+    assert float(evaluate.ssim(outputs["gt_image"], outputs["gt_image"]).min()) == pytest.approx(1.0)
+
+
+def test_training_script_runs_resumes_and_is_reproducible(tmp_path: Path) -> None:
+    train = _script("train_demo_model")
+    tiny = ["--batch", "1", "--views", "2", "--rays", "32", "--samples", "8", "8", "--sr-every", "2", "--sr-batch", "1",
+            "--no-progress"]
+
+    def run(name: str, steps: int, *extra: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / name
+        train.main(["--out", str(out), "--run-dir", str(tmp_path / f"run_{name}"), "--steps", str(steps), *tiny, *extra])
+        return load_file(str(out / "model.safetensors"))
+
+    a = run("a", 3)
+    run("c", 2)
+    c = run("c", 3, "--resume")  # a second run, interrupted and resumed, gives the same weights
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    G = load_generator(tmp_path / "a")
+    assert G.config == train.demo_config()
+    with torch.no_grad():
+        out = G.synthesis(G.mapping(torch.randn(1, G.z_dim), cams([1.0])), cams([1.0]), neural_rendering_resolution=16,
+                          depth_resolution=6, depth_resolution_importance=6)
+    assert out["image"].shape == (1, 3, 128, 128) and torch.isfinite(out["image"]).all()
+
+
+def test_evaluation_script_runs(tmp_path: Path) -> None:
+    evaluate = _script("evaluate_demo_model")
+    report = evaluate.main(["--num-cars", "1", "--views", "1", "--json", str(tmp_path / "e.json"), "--markdown",
+                            str(tmp_path / "e.md"), "--grid", str(tmp_path / "g.png"), "--grid-seeds", "1",
+                            "--no-progress", "--no-timing"])
+    metrics = report["metrics"]
+    assert isinstance(metrics, dict) and metrics["psnr"] > metrics["psnr_white"]
+    assert (tmp_path / "g.png").stat().st_size > 1000 and "| PSNR" in (tmp_path / "e.md").read_text()
