@@ -33,18 +33,6 @@ def upsample2d(x: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(x, fir_kernel(c, 4.0, x.device, x.dtype), stride=2, padding=1, groups=c)
 
 
-def bias_act(x: torch.Tensor, bias: torch.Tensor, lrelu: bool, gain: float, clamp: float | None) -> torch.Tensor:
-    """x + bias, optional leaky ReLU (0.2), times gain, optional symmetric clamp. bias: [C] on dim 1."""
-    x = x + bias.to(x.dtype).reshape(1, -1, *([1] * (x.ndim - 2)))
-    if lrelu:
-        x = F.leaky_relu(x, 0.2)
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
-
-
 class FullyConnected(nn.Module):
     """Equalized-learning-rate linear layer. x: [N, in] -> [N, out]."""
 
@@ -68,29 +56,42 @@ class FullyConnected(nn.Module):
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                     up: bool, noise: torch.Tensor | None) -> torch.Tensor:
-    """Style-modulated convolution.
+                     up: bool, noise: torch.Tensor | None, bias: torch.Tensor | None = None,
+                     gain: float = 1.0) -> torch.Tensor:
+    """Style-modulated convolution, returning ``gain * (conv + noise + bias)`` (the input of the activation).
 
-    x: [N, I, H, W], weight: [O, I, k, k], styles: [N, I] -> [N, O, H', W'] (H' = 2H when ``up``).
-    Computed as scale input -> convolution with the shared weight -> scale output, which equals the
-    original's per-sample (grouped) convolution up to rounding but batches well and keeps x's memory
-    format (channels-last convolutions are much faster on CPU). Upsampling is a stride-2 transposed
-    convolution (weights used unflipped) followed by the [1,3,3,1] filter, as the released weights expect.
+    x: [N, I, H, W], weight: [O, I, k, k], styles: [N, I], bias: [O] -> [N, O, H', W'] (H' = 2H when ``up``).
+    Upsampling is a stride-2 transposed convolution (weights used unflipped) followed by the [1,3,3,1] filter,
+    as the released weights expect. A single sample folds styles, demodulation, gain and bias into the
+    convolution itself (no extra passes over the activations); a batch scales the input and output around one
+    shared-weight convolution instead of the original's grouped convolution. Both equal it up to rounding and
+    keep x's memory format (channels-last convolutions are much faster on CPU).
     """
     n, i = x.shape[:2]
     o, _, kh, _ = weight.shape
-    x = x * styles.to(x.dtype).reshape(n, i, 1, 1)
-    wgt = weight.to(x.dtype)
-    if up:
-        x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
-        x = F.conv2d(F.pad(x, [1, 1, 1, 1]), fir_kernel(o, 4.0, x.device, x.dtype), groups=o)
-    else:
-        x = F.conv2d(x, wgt, padding=kh // 2)
+    dcoef = None
     if demodulate:
         dcoef = ((weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-        x = x * dcoef.to(x.dtype).reshape(n, o, 1, 1)
+    b = None if bias is None else (bias * gain).to(x.dtype)
+    if n == 1:
+        out_scale = gain if dcoef is None else dcoef.reshape(o, 1, 1, 1) * gain
+        wgt = (weight * styles.reshape(1, i, 1, 1) * out_scale).to(x.dtype)
+    else:
+        x = x * styles.to(x.dtype).reshape(n, i, 1, 1)
+        wgt = weight.to(x.dtype)
+    conv_bias = b if n == 1 and noise is None else None
+    if up:
+        x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
+        x = F.conv2d(F.pad(x, [1, 1, 1, 1]), fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, groups=o)
+    else:
+        x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
+    if n != 1:
+        scale = gain if dcoef is None else dcoef.to(x.dtype).reshape(n, o, 1, 1) * gain
+        x = x * scale
     if noise is not None:
-        x = x + noise.to(x.dtype)
+        x = x + (noise * gain).to(x.dtype)
+    if b is not None and conv_bias is None:
+        x = x + b.reshape(1, -1, 1, 1)
     return x
 
 
@@ -117,8 +118,11 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise)
-        return bias_act(x, self.bias, lrelu=True, gain=math.sqrt(2), clamp=self.conv_clamp)
+        # lrelu(g * y) = g * lrelu(y) for g > 0, so the gain is applied inside the convolution.
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise, bias=self.bias,
+                             gain=math.sqrt(2))
+        x = F.leaky_relu(x, 0.2, inplace=True)
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGB(nn.Module):
@@ -134,8 +138,8 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=False, noise=None)
-        return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=False, noise=None, bias=self.bias)
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
