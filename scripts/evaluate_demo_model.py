@@ -45,6 +45,7 @@ from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays  # noqa: E402
+from eg3d_core.visualize import seed_to_z  # noqa: E402
 
 HELD_OUT_SEED = 100_000
 GRID_YAWS = tuple(math.pi / 2 + a for a in (0.7, 2.2, 3.7, 5.2))  # front 3/4, side-rear, rear 3/4, side-front
@@ -89,9 +90,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.5) -
 
 
 def held_out_latents(n: int, z_dim: int, first_seed: int = HELD_OUT_SEED) -> torch.Tensor:
-    """z for seeds first_seed ... first_seed + n - 1, one ``RandomState(seed).randn(1, z_dim)`` each."""
-    return torch.from_numpy(np.concatenate([np.random.RandomState(first_seed + i).randn(1, z_dim)
-                                            for i in range(n)])).float()
+    """z for seeds first_seed ... first_seed + n - 1 (``seed_to_z``: the viewer's and the CLI's seeds)."""
+    return seed_to_z(list(range(first_seed, first_seed + n)), z_dim)
 
 
 @torch.no_grad()
@@ -211,9 +211,8 @@ def picture_grid(G: Generator, path: str | os.PathLike[str], num_seeds: int = 8)
 
 @torch.no_grad()
 def timing(G: Generator, repeats: int = 5) -> dict[str, float]:
-    """Median milliseconds (batch 1, current thread count): tri-planes from w, and one frame from cached planes
-    (render + super-resolution) at the model's own settings and at a preview setting (32px render, 12 + 12
-    depth samples, still super-resolved to 128px)."""
+    """Median milliseconds (batch 1, current thread count): tri-planes from w, one frame from cached planes
+    (render + super-resolution) at the model's own settings, and one desktop-viewer preview from cached planes."""
     z = held_out_latents(1, G.z_dim)
     c = grid_cameras()[:1]
     ws = G.mapping(z, c)
@@ -228,10 +227,13 @@ def timing(G: Generator, repeats: int = 5) -> dict[str, float]:
         return 1000 * float(np.median(ts))
 
     planes = G.planes(ws)
+    r = G.config.rendering
+    # the desktop viewer's default preview while the camera moves: half resolution (>= 32), a quarter of the
+    # coarse samples (>= 8), no importance samples, no super-resolution (viewer/actions.py)
+    preview = (max(32, r.neural_rendering_resolution // 2), True, "fp32", max(8, r.depth_resolution // 4), 0)
     return {"planes_ms": med(lambda: G.planes(ws)),
             "frame_from_planes_ms": med(lambda: G.render_planes(planes, ws, c)),
-            "preview_32px_12+12_from_planes_ms": med(lambda: G.render_planes(planes, ws, c, 32, depth_resolution=12,
-                                                                             depth_resolution_importance=12)),
+            "viewer_preview_from_planes_ms": med(lambda: G.render(planes, c, *preview)),
             "threads": float(torch.get_num_threads())}
 
 

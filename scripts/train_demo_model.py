@@ -12,7 +12,11 @@ car, and each step renders fresh (z, camera, image/depth/mask) triples with the 
   opacity (weight sum vs the ground-truth coverage mask) and a depth term: the expected absolute distance of the
   ray's weights from the true surface depth on car pixels, which asks for a correct *and* sharp surface;
 * super-resolution steps (every ``--sr-every`` steps): one full 64x64 render per car without gradients, then
-  the 2X super-resolution (and the mapping, through its styles) against the 128px ground truth.
+  the 2X super-resolution (and the mapping, through its styles) against the 128px ground truth;
+* a latent probe: a linear head (discarded at export) predicts the car's parameters and colours from w, on a
+  large batch of extra latents each step (they cost one tiny MLP pass). Learning the hue -> RGB map through
+  the renderer alone, a few cars per step, is very slow; this gives w an explicit, cleanly supervised code of
+  the car that the backbone's and super-resolution's styles only have to read linearly.
 
 Everything random is drawn from generators seeded with (``--seed``, step), so a run (and a resumed run) is
 reproducible for a given thread count. Checkpoints go to ``--run-dir`` every few minutes (``--resume``
@@ -36,6 +40,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,6 +48,7 @@ from eg3d_core import toycars as tc  # noqa: E402
 from eg3d_core.checkpoints import save_generator  # noqa: E402
 from eg3d_core.config import GeneratorConfig  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
+from eg3d_core.networks.layers import FullyConnected  # noqa: E402
 from eg3d_core.presets import PRESETS  # noqa: E402
 from eg3d_core.rendering.marcher import march  # noqa: E402
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
@@ -162,6 +168,16 @@ def render_rays_train(G: Generator, planes: torch.Tensor, origins: torch.Tensor,
     return {"rgb": out, "weights": weights, "mids": mids, "wsum": weights.sum(dim=2)}
 
 
+PROBE_DIM = tc.PARAM_DIM + 12  # parameters + body, roof, accent, hub colours
+
+
+def probe_targets(z: torch.Tensor) -> torch.Tensor:
+    """What the latent probe predicts from w: z [N, z_dim] -> [N, PROBE_DIM] in [0, 1]."""
+    params = tc.params_from_latent(z)
+    cols = tc._colours(tc._decode(params))
+    return torch.cat([params, cols["body"], cols["roof"], cols["accent"], cols["hub"]], dim=1)
+
+
 def psnr(mse: float) -> float:
     """PSNR of images in [-1, 1] (equal to the PSNR of the same images mapped to [0, 1])."""
     return 10 * math.log10(4.0 / max(mse, 1e-12))
@@ -171,17 +187,17 @@ def psnr(mse: float) -> float:
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 
-def build_optimizer(G: Generator, lr: float, mapping_lr_ratio: float) -> torch.optim.Adam:
+def build_optimizer(G: Generator, probe: nn.Module, lr: float, mapping_lr_ratio: float) -> torch.optim.Adam:
     """Adam over all parameters except the camera embedding (unused: c is zeroed, and the RMS normalisation of
     its all-zero output has a 1e4 gradient). The mapping layers store weights divided by their 0.01 learning-rate
     multiplier, so Adam's step on the stored value moves the effective weight 100x less: their group gets
-    ``lr * mapping_lr_ratio / 0.01`` for an effective rate of ``lr * mapping_lr_ratio``."""
+    ``lr * mapping_lr_ratio / 0.01`` for an effective rate of ``lr * mapping_lr_ratio``. The probe gets ``lr``."""
     mapping = [p for n, p in G.backbone.mapping.named_parameters() if not n.startswith("embed.")]
     mapping_ids = {id(p) for p in mapping} | {id(p) for p in G.backbone.mapping.embed.parameters()}
     rest = [p for p in G.parameters() if id(p) not in mapping_ids]
     for p in G.backbone.mapping.embed.parameters():
         p.requires_grad_(False)
-    return torch.optim.Adam([{"params": rest, "lr": lr, "base_lr": lr},
+    return torch.optim.Adam([{"params": rest + list(probe.parameters()), "lr": lr, "base_lr": lr},
                              {"params": mapping, "lr": lr * mapping_lr_ratio / 0.01,
                               "base_lr": lr * mapping_lr_ratio / 0.01}], betas=(0.9, 0.99), eps=1e-8)
 
@@ -206,10 +222,11 @@ def set_w_avg(G: Generator, seed: int, n: int = 4096) -> None:
     G.backbone.mapping.w_avg.copy_(ws[:, 0].mean(dim=0))
 
 
-def save_checkpoint(path: Path, G: Generator, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
-                    history: list[dict[str, float]]) -> None:
+def save_checkpoint(path: Path, G: Generator, probe: nn.Module, opt: torch.optim.Optimizer, step: int,
+                    args: argparse.Namespace, history: list[dict[str, float]]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": G.state_dict(), "optim": opt.state_dict(), "config": G.config.to_dict(),
+    torch.save({"step": step, "model": G.state_dict(), "probe": probe.state_dict(), "optim": opt.state_dict(),
+                "config": G.config.to_dict(),
                 "args": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "history": history}, tmp)
     os.replace(tmp, path)
 
@@ -219,7 +236,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="assets/demo", help="export folder (save_generator format)")
     ap.add_argument("--run-dir", default="runs/demo", help="periodic checkpoints, metrics.jsonl")
     ap.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt if it exists")
-    ap.add_argument("--steps", type=int, default=2400, help="optimisation steps (sets the learning-rate schedule)")
+    ap.add_argument("--steps", type=int, default=3000, help="optimisation steps (sets the learning-rate schedule)")
     ap.add_argument("--minutes", type=float, default=72.0, help="wall-clock budget of this invocation; "
                     "the run stops gracefully and exports when it is spent")
     ap.add_argument("--seed", type=int, default=0)
@@ -231,7 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sr-every", type=int, default=4, help="a super-resolution loss every this many steps")
     ap.add_argument("--sr-batch", type=int, default=2, help="full renders (cars) per super-resolution step")
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--mapping-lr-ratio", type=float, default=0.5, help="effective mapping lr / lr")
+    ap.add_argument("--mapping-lr-ratio", type=float, default=2.0, help="effective mapping lr / lr")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--sigma-bias-init", type=float, default=-4.5, help="initial bias of the raw density output")
     ap.add_argument("--final-lr", type=float, default=0.05, help="final lr as a fraction of --lr")
@@ -239,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--w-mask", type=float, default=1.0)
     ap.add_argument("--w-depth", type=float, default=1.0)
     ap.add_argument("--w-sr", type=float, default=1.0)
+    ap.add_argument("--w-probe", type=float, default=1.0, help="weight of the latent probe loss")
+    ap.add_argument("--probe-batch", type=int, default=256, help="latents per step for the probe (0: no probe)")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
@@ -264,7 +283,8 @@ def main(argv: list[str] | None = None) -> Path:
     with torch.no_grad():
         # Start from an almost empty scene: the default init is opaque everywhere (raw density ~2).
         G.decoder.net[2].bias[0] = args.sigma_bias_init
-    opt = build_optimizer(G, args.lr, args.mapping_lr_ratio)
+    probe = FullyConnected(config.w_dim, PROBE_DIM)
+    opt = build_optimizer(G, probe, args.lr, args.mapping_lr_ratio)
     step = 0
     history: list[dict[str, float]] = []
     if args.resume and ckpt_path.is_file():
@@ -272,6 +292,7 @@ def main(argv: list[str] | None = None) -> Path:
         if ck["config"] != config.to_dict():
             raise SystemExit(f"{ckpt_path} was written for a different architecture; use another --run-dir")
         G.load_state_dict(ck["model"])
+        probe.load_state_dict(ck["probe"])
         opt.load_state_dict(ck["optim"])
         step, history = int(ck["step"]), list(ck["history"])
         print(f"resumed from {ckpt_path} at step {step}")
@@ -319,6 +340,12 @@ def main(argv: list[str] | None = None) -> Path:
             loss_depth = (dev * hit).sum() / hit.sum().clamp(min=1.0)
             loss = args.w_rgb * loss_rgb + args.w_mask * loss_mask + args.w_depth * loss_depth
             stats = {"rgb_mse": loss_rgb.item(), "mask_mse": loss_mask.item(), "depth_dev": loss_depth.item()}
+            if args.probe_batch > 0:
+                z_probe = torch.randn(args.probe_batch, config.z_dim, generator=step_generator(args.seed, step, 1))
+                w_probe = G.mapping(z_probe, torch.zeros(args.probe_batch, config.c_dim))[:, 0]
+                loss_probe = (probe(w_probe) - probe_targets(z_probe)).square().mean()
+                loss = loss + args.w_probe * loss_probe
+                stats["probe_mse"] = loss_probe.item()
 
             if sr_step:
                 k = min(args.sr_batch, args.batch)
@@ -359,7 +386,7 @@ def main(argv: list[str] | None = None) -> Path:
                                 depth=f"{means['depth_dev']:.4f}", mask=f"{means['mask_mse']:.4f}")
                 run_stats = {}
             if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60:
-                save_checkpoint(ckpt_path, G, opt, step, args, history)
+                save_checkpoint(ckpt_path, G, probe, opt, step, args, history)
                 last_ckpt = time.monotonic()
     finally:
         bar.close()
@@ -367,7 +394,7 @@ def main(argv: list[str] | None = None) -> Path:
         for s, h in old_handlers.items():
             signal.signal(s, h)
 
-    save_checkpoint(ckpt_path, G, opt, step, args, history)
+    save_checkpoint(ckpt_path, G, probe, opt, step, args, history)
     G.eval().requires_grad_(False)
     set_w_avg(G, args.seed)
     out = save_generator(G, out_dir)

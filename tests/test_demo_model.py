@@ -107,7 +107,7 @@ def test_geometry_matches_the_ground_truth(outputs: dict[str, torch.Tensor]) -> 
     pred = outputs["opacity"] > 0.5
     # the opacity separates the car from the background
     iou = (pred & car).sum((1, 2, 3)).float() / (pred | car).sum((1, 2, 3)).float()
-    assert float(iou.min()) > 0.75
+    assert float(iou.min()) > 0.8
     assert float(outputs["opacity"][background].mean()) < 0.1
     # depth on the car is close to the true surface and nearer than the far end of the rays
     err = (outputs["image_depth"] - outputs["gt_depth"]).abs()[car]
@@ -119,7 +119,7 @@ def test_images_resemble_the_ground_truth(outputs: dict[str, torch.Tensor]) -> N
     evaluate = _script("evaluate_demo_model")
     raw = evaluate.psnr(outputs["image_raw"], outputs["gt_image"])
     white = evaluate.psnr(torch.ones_like(outputs["gt_image"]), outputs["gt_image"])
-    assert float((raw - white).min()) > 5.0
+    assert float((raw - white).min()) > 7.0
     assert float(evaluate.ssim(outputs["gt_image"], outputs["gt_image"]).min()) == pytest.approx(1.0)
 
 
