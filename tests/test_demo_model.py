@@ -145,6 +145,19 @@ def test_training_script_runs_resumes_and_is_reproducible(tmp_path: Path) -> Non
     assert out["image"].shape == (1, 3, 128, 128) and torch.isfinite(out["image"]).all()
 
 
+def test_training_script_bfloat16_autocast(tmp_path: Path) -> None:
+    """--bf16 trains under bfloat16 autocast (slow on AVX2 CPUs, so one tiny step) and still exports a finite model
+    that differs from the float32 one."""
+    train = _script("train_demo_model")
+    tiny = ["--batch", "1", "--views", "1", "--rays", "16", "--samples", "4", "4", "--sr-every", "1", "--sr-batch", "1",
+            "--probe-batch", "4", "--no-progress", "--steps", "1"]
+    for name, extra in (("fp32", []), ("bf16", ["--bf16"])):
+        train.main(["--out", str(tmp_path / name), "--run-dir", str(tmp_path / f"run_{name}"), *tiny, *extra])
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("fp32", "bf16"))
+    assert all(torch.isfinite(v).all() for v in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def test_evaluation_script_runs(tmp_path: Path) -> None:
     evaluate = _script("evaluate_demo_model")
     report = evaluate.main(["--num-cars", "1", "--views", "1", "--json", str(tmp_path / "e.json"), "--markdown",
