@@ -1,4 +1,4 @@
-"""The ``eg3d`` command: ``demo``, ``samples``, ``video``, ``mesh``, ``convert`` and ``dataset``.
+"""The ``eg3d`` command: ``demo``, ``samples``, ``video``, ``mesh``, ``convert``, ``dataset`` and ``fid``.
 
 Argument parsing and progress bars only; the work is done by library functions (``mmagic_demo``, ``samples``,
 ``video``, ``convert``, ``datasets``). Without ``--model``/``--network``/``--model-ckpt`` the bundled demo model
@@ -314,6 +314,46 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fid(args: argparse.Namespace) -> int:
+    """FID of a model; under torchrun every rank runs this and rank 0 writes the result."""
+    from .checkpoints.mmagic import parse_mmagic_camera
+    from .datasets import write_json_atomic
+    from .metrics.fid import FIDSettings, compute_fid, open_real
+    from .metrics.inception import load_inception
+    from .metrics.sharding import init_distributed
+
+    settings = FIDSettings(
+        num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,
+        truncation_cutoff=args.trunc_cutoff or None, seed=args.seed, batch_size=args.batch_size,
+        precision=args.precision, noise_mode=args.noise_mode, deterministic=args.deterministic,
+        neural_rendering_resolution=args.nrr, threads=args.threads,
+    )
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a .json file path")
+    _outdir(out.parent if str(out.parent) else ".")
+    ctx = init_distributed(args.device)
+    try:
+        quiet = args.quiet or not ctx.is_main
+        log = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
+        loaded = _load(argparse.Namespace(**{**vars(args), "quiet": quiet}), args.model, args.config)
+        mmagic_cam = parse_mmagic_camera(args.config) if args.config and args.config.endswith(".py") else None
+        real = open_real(args.data, args.labels)
+        inception = load_inception(args.inception, ctx.device)
+        run_dir = args.run_dir or out.with_name(out.name + ".parts")
+        result = compute_fid(ctx, loaded.G, real, inception, settings, run_dir=run_dir,
+                             cache_dir=None if args.no_cache else args.cache_dir, mmagic_camera=mmagic_cam,
+                             keep_shards=args.keep_shards, progress=not quiet, log=log)
+        if ctx.is_main:
+            write_json_atomic(result.record, out, indent=1)
+            if result.record["run"]["resumed_samples"]:
+                log(f"resumed {result.record['run']['resumed_samples']} samples from {run_dir}")
+            print(f"{settings.metric}: {result.fid:.4f} (wrote {out})")
+    finally:
+        ctx.close()
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Parser
 
@@ -350,7 +390,7 @@ def _truncation_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eg3d", description="EG3D tools: MMagic demo, samples, videos, meshes, "
-                                     "checkpoint and label conversion.")
+                                     "checkpoint and label conversion, FID.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
     common_nodevice = _common(device=False)
@@ -462,6 +502,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("mmagic", "official"), default=None,
                    help="output layout (default: the other one)")
     p.set_defaults(func=cmd_dataset, device="cpu")
+
+    p = sub.add_parser("fid", parents=[common], help="FID50k / FID50k-Camera against real images (torchrun-ready)",
+                       description="Frechet Inception Distance of a generator against a dataset (folder or zip with "
+                       "dataset.json) or precomputed statistics (.npz). Sample i uses seed SEED+i. Spread it over "
+                       "processes with: torchrun --standalone --nproc-per-node N -m eg3d_core fid ... (same number for any N at "
+                       "the same --batch-size and --threads). A killed run resumes from its shards (--run-dir).")
+    _model_args(p)
+    p.add_argument("--data", required=True, metavar="PATH", help="real images: dataset folder/zip, or statistics .npz")
+    p.add_argument("--labels", metavar="JSON", default=None,
+                   help="camera labels (dataset.json) for --camera dataset when --data has none (e.g. an .npz)")
+    p.add_argument("--inception", metavar="PATH", default=None,
+                   help="NVIDIA's TorchScript inception-2015-12-05.pt (default: $EG3D_INCEPTION)")
+    p.add_argument("--num-samples", type=_positive, default=50000, metavar="N", help="generated images (default 50000)")
+    p.add_argument("--camera", choices=("dataset", "random"), default="dataset",
+                   help="dataset: cameras from the dataset labels (FID50k); random: from the model's camera "
+                   "distribution (FID50k-Camera)")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default 1: none)")
+    p.add_argument("--trunc-cutoff", type=int, default=0, metavar="N", help="truncate the first N ws (default 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--batch-size", type=_positive, default=8, metavar="B", help="images per chunk (default 8)")
+    p.add_argument("--threads", type=_positive, default=1, metavar="T",
+                   help="torch threads per process (default 1: run one process per core)")
+    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
+                   help="fp32, or reduced (bfloat16 on CPU, float16 on CUDA autocast)")
+    p.add_argument("--noise-mode", choices=("random", "const", "none"), default="random",
+                   help="backbone noise (default random, as the original metrics)")
+    p.add_argument("--deterministic", action="store_true", help="no stratified ray jitter (default: jitter, as the original)")
+    p.add_argument("--nrr", type=_positive, default=None, metavar="N",
+                   help="neural rendering resolution (default: the model's; other values do not give comparable FIDs)")
+    p.add_argument("--out", default="fid.json", metavar="JSON", help="result file (default fid.json)")
+    p.add_argument("--run-dir", default=None, metavar="DIR", help="shards for resuming (default: OUT.parts)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the shards after success")
+    p.add_argument("--cache-dir", default=str(Path("~/.cache/eg3d-toolkit/fid")), metavar="DIR",
+                   help="where real-image statistics are cached (default ~/.cache/eg3d-toolkit/fid)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached real statistics")
+    p.set_defaults(func=cmd_fid)
     return parser
 
 

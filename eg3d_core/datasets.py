@@ -112,10 +112,10 @@ def to_layout(labels: Labels, layout: str) -> dict[str, Any]:
     raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 
 
-def write_json_atomic(data: Any, path: str | os.PathLike[str]) -> Path:
+def write_json_atomic(data: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
     """JSON (no NaN/Infinity) via a temporary sibling + rename."""
     path = Path(path)
-    text = json.dumps(data, allow_nan=False)
+    text = json.dumps(data, allow_nan=False, indent=indent)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:

@@ -31,3 +31,11 @@ def cars_generator():
     import eg3d_core
 
     return eg3d_core.load_generator(FIXTURES / "tiny_cars128" / "network-snapshot.pkl")
+
+
+@pytest.fixture(scope="session")
+def demo_generator():
+    """The bundled demo model (shared, read-only)."""
+    import eg3d_core
+
+    return eg3d_core.load_generator("demo")

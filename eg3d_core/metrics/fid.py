@@ -1,0 +1,392 @@
+"""FID50k and FID50k-Camera of a generator against real images, spread over ``torchrun`` processes.
+
+The two protocols of the EG3D papers and MMagic's configs (``camera``):
+
+* ``dataset`` (FID50k): each sample's camera is a dataset label drawn uniformly with replacement; it serves as
+  both the pose conditioning and the rendering camera.
+* ``random`` (FID50k-Camera): each sample's camera is drawn from the model's camera distribution
+  (``fid_camera``), again used for conditioning and rendering.
+
+Sample ``i`` uses seed ``seed + i``: ``RandomState(seed + i)`` draws its latent (the same latent as
+``eg3d samples --seeds`` gives that seed) and then its camera. Backbone noise and stochastic ray jitter come from
+a torch generator seeded per chunk of ``batch_size`` samples. Fake images are quantised as the original metrics
+do (``x * 127.5 + 128``, clamped, truncated to uint8) and real ones are read as RGB uint8; both go through the
+same Inception network (``inception.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import cameras
+from ..generator import PRECISIONS, Generator
+from ..mmagic_demo import MMAGIC_FACE_FOCAL
+from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
+from .images import ImageDataset, open_dataset
+from .inception import Inception
+from .sharding import Distributed, RunFolder, chunk_range, num_chunks, sharded_features
+
+CAMERA_MODES = ("dataset", "random")
+NOISE_MODES = ("random", "const", "none")
+UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
+DEFAULT_CACHE = Path("~/.cache/eg3d-toolkit/fid")
+
+
+@dataclass(frozen=True)
+class CameraDistribution:
+    """Random cameras on a sphere around ``look_at``: sampler angles h (yaw) and v (pitch), ``kind`` ``gaussian``
+    (mean + std * N(0, 1)) or ``uniform`` (mean + std * U(-1, 1)); v is clamped to (0, pi)."""
+
+    kind: str
+    yaw_mean: float
+    yaw_std: float
+    pitch_mean: float
+    pitch_std: float
+    radius: float
+    look_at: tuple[float, float, float]
+    up: tuple[float, float, float]
+    focal: float
+
+    def draw(self, rs: np.random.RandomState) -> tuple[float, float]:
+        """One (yaw, pitch) pair from ``rs`` (two draws, yaw first)."""
+        if self.kind == "gaussian":
+            h, v = self.yaw_mean + self.yaw_std * rs.randn(), self.pitch_mean + self.pitch_std * rs.randn()
+        else:
+            h, v = self.yaw_mean + self.yaw_std * (2 * rs.rand() - 1), self.pitch_mean + self.pitch_std * (2 * rs.rand() - 1)
+        return float(h), float(np.clip(v, 1e-5, math.pi - 1e-5))
+
+    def cameras(self, yaw: np.ndarray, pitch: np.ndarray) -> torch.Tensor:
+        """Camera vectors [N, 25] at sampler angles."""
+        pose = cameras.lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
+        return cameras.camera_vector(pose, cameras.intrinsics_from_focal(self.focal))
+
+
+def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> CameraDistribution:
+    """The camera distribution of FID50k-Camera for a model.
+
+    From an MMagic config's ``camera`` section when given (``parse_mmagic_camera``). Otherwise MMagic's: face-like
+    models (FFHQ/AFHQ) get yaw ~ N(pi/2, 0.35), v ~ N(pi/2 - 0.05, 0.25), fov 18.837 deg, around the model's
+    average radius and pivot; ShapeNet-like models (zeroed pose conditioning, white background) get cameras
+    uniformly over the whole sphere around the model's pivot at its average radius, with its default focal.
+    """
+    defaults = cameras.camera_defaults(G.config)
+    if mmagic_camera:
+        cam = mmagic_camera
+        kind = "uniform" if str(cam.get("type") or "").lower().startswith("uniform") else "gaussian"
+        try:
+            return CameraDistribution(kind, float(cam["horizontal_mean"]), float(cam.get("horizontal_std") or 0.0),
+                                      float(cam["vertical_mean"]), float(cam.get("vertical_std") or 0.0),
+                                      float(cam["radius"]), tuple(float(v) for v in cam["look_at"]),
+                                      tuple(float(v) for v in cam["up"]), float(cam.get("normalized_focal") or defaults.focal))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"the config's camera section is incomplete ({e})") from None
+    r = G.config.rendering
+    if r.c_gen_conditioning_zero and r.white_back:
+        return CameraDistribution("uniform", math.pi, math.pi, math.pi / 2, math.pi / 2, defaults.radius, defaults.pivot,
+                                  (0.0, 1.0, 0.0), defaults.focal)
+    return CameraDistribution("gaussian", math.pi / 2, 0.35, math.pi / 2 - 0.05, 0.25, defaults.radius, defaults.pivot,
+                              (0.0, 1.0, 0.0), MMAGIC_FACE_FOCAL)
+
+
+@dataclass(frozen=True)
+class FIDSettings:
+    """Everything besides the model, the real images and the network that decides the number."""
+
+    num_samples: int = 50000
+    camera: str = "dataset"
+    truncation_psi: float = 1.0
+    truncation_cutoff: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    precision: str = "fp32"
+    noise_mode: str = "random"
+    deterministic: bool = False
+    neural_rendering_resolution: int | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if self.camera not in CAMERA_MODES:
+            raise ValueError(f"camera must be one of {', '.join(CAMERA_MODES)}, got {self.camera!r}")
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {self.noise_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.batch_size < 1 or self.threads < 1:
+            raise ValueError("batch_size and threads must be >= 1")
+        if not 0 <= self.seed or self.seed + self.num_samples > 2**32:
+            raise ValueError(f"seeds {self.seed}..{self.seed + self.num_samples - 1} must lie in [0, 2**32)")
+        if not 0.0 <= self.truncation_psi <= 2.0:
+            raise ValueError(f"truncation_psi must be in [0, 2], got {self.truncation_psi}")
+
+    @property
+    def metric(self) -> str:
+        n = f"{self.num_samples // 1000}k" if self.num_samples % 1000 == 0 else str(self.num_samples)
+        return f"fid{n}" + ("_camera" if self.camera == "random" else "")
+
+
+@dataclass
+class RealImages:
+    """Where the real statistics come from: a dataset (images + labels) or a precomputed ``.npz``."""
+
+    source: str
+    dataset: ImageDataset | None = None
+    stats: FeatureStats | None = None
+    labels: np.ndarray | None = None
+
+
+def open_real(source: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None) -> RealImages:
+    """A dataset folder/zip or a statistics ``.npz``; ``labels`` (a ``dataset.json``) supplies cameras for the
+    ``dataset`` protocol when the source has none. Raises ValueError."""
+    path = Path(source).expanduser()
+    real = RealImages(source=str(path))
+    if path.suffix.lower() == ".npz" and path.is_file():
+        real.stats, _ = load_stats(path)
+    else:
+        real.dataset = open_dataset(path)
+        real.labels = real.dataset.labels
+    if labels is not None:
+        from ..datasets import read_labels
+
+        _, pairs = read_labels(labels)
+        real.labels = np.asarray([v for _, v in pairs], dtype=np.float32)
+    return real
+
+
+def model_fingerprint(G: Generator) -> str:
+    """SHA-256 of the config and every weight (identifies the model in shard folders and results)."""
+    h = hashlib.sha256(json.dumps(G.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(G.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    return (image.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+class FakeSampler:
+    """Renders the uint8 images of any range of sample indices, reproducibly (see the module docstring)."""
+
+    def __init__(self, G: Generator, settings: FIDSettings, labels: np.ndarray | None,
+                 distribution: CameraDistribution | None, device: torch.device) -> None:
+        if settings.camera == "dataset" and (labels is None or len(labels) == 0):
+            raise ValueError("camera 'dataset' (FID50k) needs the dataset's camera labels: give a dataset with a "
+                             "dataset.json, or the labels file, or use camera 'random'")
+        if settings.camera == "random" and distribution is None:
+            raise ValueError("camera 'random' needs a camera distribution")
+        self.G, self.s, self.labels, self.distribution, self.device = G, settings, labels, distribution, device
+
+    def draws(self, items: range) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents [n, z_dim] and cameras [n, 25] of samples ``items``."""
+        zs, cams, angles = [], [], []
+        for i in items:
+            rs = np.random.RandomState(self.s.seed + i)
+            zs.append(rs.randn(self.G.z_dim))
+            if self.s.camera == "dataset":
+                cams.append(self.labels[rs.randint(len(self.labels))])
+            else:
+                angles.append(self.distribution.draw(rs))
+        z = torch.from_numpy(np.stack(zs)).float()
+        if self.s.camera == "dataset":
+            c = torch.from_numpy(np.stack(cams)).float()
+        else:
+            yaw, pitch = (np.array(a) for a in zip(*angles, strict=True))
+            c = self.distribution.cameras(yaw, pitch).float()
+        return z, c
+
+    @torch.no_grad()
+    def images(self, chunk: int, items: range) -> torch.Tensor:
+        """uint8 [n, 3, S, S] for the samples of ``chunk`` (its torch RNG seeded from (seed, chunk))."""
+        z, c = self.draws(items)
+        z, c = z.to(self.device), c.to(self.device)
+        rng_seed = int(np.random.SeedSequence([self.s.seed, chunk]).generate_state(1, np.uint64)[0] >> 1)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(rng_seed)
+            ws = self.G.mapping(z, c, self.s.truncation_psi, self.s.truncation_cutoff)
+            out = self.G.synthesis(ws, c, neural_rendering_resolution=self.s.neural_rendering_resolution,
+                                   noise_mode=self.s.noise_mode, deterministic=self.s.deterministic,
+                                   precision=self.s.precision)
+        return _to_uint8(out["image"])
+
+
+@dataclass
+class FIDResult:
+    fid: float | None
+    record: dict[str, Any]
+
+
+def _share(ctx: Distributed, num_items: int, batch_size: int) -> int:
+    return sum(len(chunk_range(k, num_items, batch_size)) for k in range(ctx.rank, num_chunks(num_items, batch_size),
+                                                                           ctx.world_size))
+
+
+def _bar(ctx: Distributed, num_items: int, batch_size: int, desc: str, enabled: bool) -> Callable[[int, bool], None]:
+    bar = None
+    if enabled and ctx.is_main:
+        from tqdm import tqdm
+
+        suffix = f" (rank 0 of {ctx.world_size})" if ctx.world_size > 1 else ""
+        bar = tqdm(total=_share(ctx, num_items, batch_size), desc=desc + suffix, unit="img", dynamic_ncols=True,
+                   leave=False)
+
+    def update(n: int, resumed: bool) -> None:
+        if bar is not None:
+            bar.update(n)
+            if bar.n >= bar.total:
+                bar.close()
+
+    return update
+
+
+def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, batch_size: int,
+                    cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE, progress: bool = True,
+                    log: Callable[[str], None] = print) -> tuple[FeatureStats | None, dict[str, Any]]:
+    """Statistics of the real images (rank 0; None elsewhere) and a description of where they came from.
+
+    Dataset statistics are cached in ``cache_dir`` under a key of the dataset's content, its resolution and the
+    Inception file, so they are computed once; all ranks share the work when they are not cached.
+    """
+    if real.stats is not None:
+        if real.stats.dim != inception.dim:
+            raise ValueError(f"{real.source}: statistics of {real.stats.dim}-d features, but the Inception network "
+                             f"gives {inception.dim}-d features")
+        return real.stats, {"source": real.source, "kind": "statistics", "num_images": real.stats.num}
+    data = real.dataset
+    assert data is not None
+    key = hashlib.sha256(f"{data.content_hash()}:{data.resolution}:{inception.sha256}".encode()).hexdigest()[:24]
+    info = {"source": real.source, "kind": "dataset", "num_images": len(data), "resolution": data.resolution,
+            "content_key": key}
+    cache = Path(cache_dir).expanduser() / f"real-{key}.npz" if cache_dir is not None else None
+    cached = None
+    if ctx.is_main and cache is not None and cache.is_file():
+        try:
+            cached, _ = load_stats(cache)
+        except ValueError:
+            cached = None
+    found = ctx.broadcast(cached is not None)
+    if found:
+        if ctx.is_main:
+            log(f"real statistics: cached ({cache})")
+        return cached, {**info, "cache": str(cache), "cache_hit": True}
+    feats, _ = sharded_features(ctx, "real", len(data), batch_size,
+                                lambda k, items: inception.features(data.images(items)),
+                                progress=_bar(ctx, len(data), batch_size, "real images", progress))
+    if not ctx.is_main:
+        return None, info
+    stats = feature_stats(feats)
+    if cache is not None:
+        save_stats(stats, cache, {"dataset": real.source, "resolution": data.resolution, "inception": inception.sha256})
+    return stats, {**info, "cache": None if cache is None else str(cache), "cache_hit": False}
+
+
+def compute_fid(
+    ctx: Distributed,
+    G: Generator,
+    real: RealImages,
+    inception: Inception,
+    settings: FIDSettings,
+    run_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE,
+    mmagic_camera: dict[str, Any] | None = None,
+    keep_shards: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FIDResult:
+    """FID of ``G`` against ``real`` (see the module docstring). Every rank calls this; rank 0 gets the number and
+    the record (all settings, hashes and timings), the others ``FIDResult(None, {})``.
+
+    With ``run_dir`` each finished chunk of fake features is kept there, and a rerun with the same settings (any
+    number of processes) continues from them; they are deleted after success unless ``keep_shards``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        return _compute_fid(ctx, G, real, inception, settings, run_dir, cache_dir, mmagic_camera, keep_shards,
+                            progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute_fid(ctx: Distributed, G: Generator, real: RealImages, inception: Inception, settings: FIDSettings,
+                 run_dir: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None,
+                 mmagic_camera: dict[str, Any] | None, keep_shards: bool, progress: bool,
+                 log: Callable[[str], None]) -> FIDResult:
+    start = time.time()
+    if real.dataset is not None and real.dataset.resolution != G.img_resolution:
+        raise ValueError(f"{real.source}: images are {real.dataset.resolution} px, the generator makes "
+                         f"{G.img_resolution} px images")
+    distribution = fid_camera(G, mmagic_camera) if settings.camera == "random" else None
+    sampler = FakeSampler(G, settings, real.labels, distribution, ctx.device)
+    real_stats, real_info = real_statistics(ctx, real, inception, settings.batch_size, cache_dir, progress, log)
+
+    model_sha = model_fingerprint(G)
+    labels_sha = None if real.labels is None else hashlib.sha256(np.ascontiguousarray(real.labels).tobytes()).hexdigest()
+    fingerprint = {"settings": asdict(settings), "model": model_sha, "inception": inception.sha256,
+                   "labels": labels_sha if settings.camera == "dataset" else None,
+                   "camera_distribution": None if distribution is None else asdict(distribution)}
+    run = None
+    if run_dir is not None:
+        run = RunFolder(run_dir, fingerprint)
+        if ctx.is_main:
+            run.open(create=True)
+        ctx.broadcast(None)  # wait until rank 0 has checked/created the folder
+        if not ctx.is_main:
+            run.open(create=False)
+    G.eval()
+    fake_start = time.time()
+    feats, resumed = sharded_features(ctx, "fake", settings.num_samples, settings.batch_size,
+                                      lambda k, items: inception.features(sampler.images(k, items)), run,
+                                      _bar(ctx, settings.num_samples, settings.batch_size, "generated images", progress))
+    fake_seconds = time.time() - fake_start
+    resumed_all = ctx.gather(resumed)
+    if run is not None and not keep_shards:
+        ctx.broadcast(None)  # every rank has sent its features before any shard is deleted
+        run.remove("fake", list(range(ctx.rank, num_chunks(settings.num_samples, settings.batch_size), ctx.world_size)))
+        ctx.broadcast(None)
+        if ctx.is_main:
+            run.close()
+    if not ctx.is_main:
+        return FIDResult(None, {})
+    assert feats is not None and real_stats is not None
+    if feats.shape[1] != real_stats.dim:
+        raise ValueError(f"feature sizes differ: generated {feats.shape[1]}, real {real_stats.dim}")
+    fid = frechet_distance(feature_stats(feats), real_stats)
+    resumed_samples = int(sum(resumed_all or [0]))
+    rate = (settings.num_samples - resumed_samples) / max(fake_seconds, 1e-9)
+    record = {
+        "metric": settings.metric,
+        "fid": fid,
+        "settings": asdict(settings),
+        "seeds": [settings.seed, settings.seed + settings.num_samples - 1],
+        "protocol": {
+            "camera": "dataset labels drawn uniformly with replacement, used for conditioning and rendering"
+            if settings.camera == "dataset" else "random cameras from camera_distribution, used for conditioning and rendering",
+            "latent": "z of sample i = RandomState(seed + i).randn(z_dim); camera drawn next from the same stream",
+            "uint8": UINT8_RULE,
+        },
+        "camera_distribution": None if distribution is None else asdict(distribution),
+        "model": {"source": getattr(G, "source", None), "sha256": model_sha, "config": G.config.to_dict()},
+        "inception": {"path": str(inception.path), "sha256": inception.sha256, "feature_dim": inception.dim},
+        "real": real_info,
+        "labels_sha256": labels_sha if settings.camera == "dataset" else None,
+        "run": {"world_size": ctx.world_size, "device": str(ctx.device), "resumed_samples": resumed_samples,
+                "seconds": round(time.time() - start, 3), "fake_seconds": round(fake_seconds, 3),
+                "samples_per_second": round(rate, 3), "samples_per_second_per_process": round(rate / ctx.world_size, 3)},
+        "software": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    return FIDResult(fid, record)
