@@ -318,9 +318,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     """FID of a model; under torchrun every rank runs this and rank 0 writes the result."""
     from .checkpoints.mmagic import parse_mmagic_camera
     from .datasets import write_json_atomic
-    from .metrics.fid import FIDSettings, compute_fid, open_real
-    from .metrics.inception import load_inception
-    from .metrics.sharding import init_distributed
+    from .metrics.fid import FIDSettings, evaluate_fid
 
     settings = FIDSettings(
         num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,
@@ -331,26 +329,24 @@ def cmd_fid(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a .json file path")
-    _outdir(out.parent if str(out.parent) else ".")
-    ctx = init_distributed(args.device)
-    try:
-        quiet = args.quiet or not ctx.is_main
-        log = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
-        loaded = _load(argparse.Namespace(**{**vars(args), "quiet": quiet}), args.model, args.config)
-        mmagic_cam = parse_mmagic_camera(args.config) if args.config and args.config.endswith(".py") else None
-        real = open_real(args.data, args.labels)
-        inception = load_inception(args.inception, ctx.device)
-        run_dir = args.run_dir or out.with_name(out.name + ".parts")
-        result = compute_fid(ctx, loaded.G, real, inception, settings, run_dir=run_dir,
-                             cache_dir=None if args.no_cache else args.cache_dir, mmagic_camera=mmagic_cam,
-                             keep_shards=args.keep_shards, progress=not quiet, log=log)
-        if ctx.is_main:
-            write_json_atomic(result.record, out, indent=1)
-            if result.record["run"]["resumed_samples"]:
-                log(f"resumed {result.record['run']['resumed_samples']} samples from {run_dir}")
-            print(f"{settings.metric}: {result.fid:.4f} (wrote {out})")
-    finally:
-        ctx.close()
+    _outdir(out.parent)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    quiet = args.quiet or not main_rank
+    device = args.device
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    G = _load(argparse.Namespace(**{**vars(args), "quiet": quiet, "device": device}), args.model, args.config).G
+    mmagic_cam = parse_mmagic_camera(args.config) if args.config and args.config.endswith(".py") else None
+    run_dir = args.run_dir or out.with_name(out.name + ".parts")
+    log = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
+    result = evaluate_fid(G, args.data, args.inception, settings, labels=args.labels, run_dir=run_dir,
+                          cache_dir=None if args.no_cache else args.cache_dir, mmagic_camera=mmagic_cam,
+                          keep_shards=args.keep_shards, progress=not quiet, log=log)
+    if result.fid is not None:
+        write_json_atomic(result.record, out, indent=1)
+        if result.record["run"]["resumed_samples"]:
+            log(f"resumed {result.record['run']['resumed_samples']} samples from {run_dir}")
+        print(f"{settings.metric}: {result.fid:.4f} (wrote {out})")
     return 0
 
 

@@ -378,3 +378,15 @@ def test_statistics_of_another_network_are_refused(standin, tmp_path, capsys):
     assert cli_main(args) == 1
     assert "statistics of 6-d features, but the Inception network gives 512-d features" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_evaluate_fid_api(demo_generator, fid_run):
+    """The one-call API on an in-memory model: the same number as the CLI gives for the same settings."""
+    from eg3d_core.metrics import FIDSettings, evaluate_fid
+
+    common, record, _ = fid_run
+    data, inception = common[common.index("--data") + 1], common[common.index("--inception") + 1]
+    settings = FIDSettings(num_samples=NUM_FAKE, batch_size=BATCH, neural_rendering_resolution=32, seed=5)
+    result = evaluate_fid(demo_generator, data, inception, settings, cache_dir=common[common.index("--cache-dir") + 1],
+                          progress=False, log=lambda _: None)
+    assert result.fid == record["fid"] and result.record["real"]["cache_hit"] is True

@@ -390,3 +390,38 @@ def _compute_fid(ctx: Distributed, G: Generator, real: RealImages, inception: In
         "software": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }
     return FIDResult(fid, record)
+
+
+def evaluate_fid(
+    G: Generator,
+    data: str | os.PathLike[str],
+    inception: str | os.PathLike[str] | None = None,
+    settings: FIDSettings | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE,
+    mmagic_camera: dict[str, Any] | None = None,
+    keep_shards: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FIDResult:
+    """The one-call API: FID of ``G`` against ``data`` (dataset folder/zip or statistics ``.npz``) with the
+    Inception file ``inception`` (default ``$EG3D_INCEPTION``). Joins the ``torchrun`` job when there is one (on
+    G's device; each rank moves to its own GPU); rank 0 gets the result, other ranks ``FIDResult(None, {})``.
+
+    >>> result = evaluate_fid(G, "datasets/cars.zip", "inception-2015-12-05.pt", FIDSettings(camera="random"))
+    >>> result.fid, result.record["settings"]
+    """
+    from .inception import load_inception
+    from .sharding import init_distributed
+
+    settings = settings or FIDSettings()
+    ctx = init_distributed(next(G.parameters()).device)
+    try:
+        if ctx.device != next(G.parameters()).device:
+            G = G.to(ctx.device)
+        real = open_real(data, labels)
+        net = load_inception(inception, ctx.device)
+        return compute_fid(ctx, G, real, net, settings, run_dir, cache_dir, mmagic_camera, keep_shards, progress, log)
+    finally:
+        ctx.close()

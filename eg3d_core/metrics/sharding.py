@@ -57,11 +57,11 @@ class Distributed:
 
 def init_distributed(device: str | torch.device | None = None) -> Distributed:
     """Join the ``torchrun`` job described by the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), with gloo
-    on CPU and nccl on CUDA; a plain run is rank 0 of 1. With CUDA each process uses GPU ``LOCAL_RANK``."""
+    on CPU and nccl on CUDA; a plain run is rank 0 of 1. With CUDA each process of a job uses GPU ``LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     want = torch.device(device) if device is not None else torch.device("cpu")
-    if want.type == "cuda" and want.index is None:
+    if want.type == "cuda" and (world > 1 or want.index is None):
         want = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
     if want.type == "cuda":
         torch.cuda.set_device(want)
