@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def run(nproc: int, threads: int, args: list[str], out: Path) -> dict:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "0"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     cmd = [*(launcher if nproc > 1 else [sys.executable]), "-m", "eg3d_core", "fid", *args, "--threads", str(threads),
            "--out", str(out), "-q"]
-    subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
 
