@@ -3,7 +3,9 @@ scripts, the render path (latent composition, plane cache, cancellation), latent
 from __future__ import annotations
 
 import math
+import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -570,3 +572,24 @@ def test_ui_thread_is_not_blocked_while_the_worker_renders(tmp_path, state) -> N
 def test_threads_do_not_leak_between_tests() -> None:
     names = [t.name for t in threading.enumerate()]
     assert "eg3d-render" not in names and "eg3d-export" not in names
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux-only")
+def test_worker_threads_yield_to_the_ui_thread():
+    """The render/export workers raise their own nice value (so their OpenMP teams do too), not the UI thread's."""
+    from viewer.worker import lower_thread_priority
+
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def body():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        lower_thread_priority()
+        seen["before"], seen["after"] = before, os.getpriority(os.PRIO_PROCESS, tid)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["after"] == min(19, seen["before"] + 5)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice

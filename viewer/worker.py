@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -93,6 +94,18 @@ def _one_line(e: BaseException) -> str:
 # Render worker
 
 
+def lower_thread_priority(increment: int = 5) -> None:
+    """Make the calling thread (and the OpenMP threads torch starts from it later) yield the CPU to the UI thread:
+    raise its nice value on Linux, where a thread id can be given to setpriority. Elsewhere this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except (AttributeError, OSError):
+        pass
+
+
 class RenderWorker(threading.Thread):
     def __init__(self, events: queue.Queue[Event], device: str = "cpu", cache_dir: str | os.PathLike | None = None,
                  num_directions: int = 10, direction_samples: int = 4000) -> None:
@@ -123,6 +136,9 @@ class RenderWorker(threading.Thread):
 
     # worker thread ---------------------------------------------------------------------------------------------------
     def run(self) -> None:
+        # Before any torch work here, so that this thread's OpenMP team inherits the lower priority: on a machine
+        # with few cores the UI keeps its frame rate while frames render.
+        lower_thread_priority()
         torch.set_grad_enabled(False)
         while not self._closing.is_set():
             try:
@@ -228,6 +244,7 @@ class ExportWorker(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
+        lower_thread_priority()
         torch.set_grad_enabled(False)
         while (job := self._jobs.get()) is not None:
             try:
