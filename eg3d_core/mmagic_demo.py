@@ -70,6 +70,17 @@ class DemoCamera:
         pose = cameras.lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
         return cameras.camera_vector(pose, cameras.intrinsics_from_focal(self.focal))
 
+    def draw(self, rs: np.random.RandomState) -> tuple[float, float]:
+        """One random (yaw, v) from this distribution, drawn from ``rs`` (yaw first): mean + std * N(0, 1) for
+        ``gaussian``, mean + std * U(-1, 1) for ``uniform``; v clamped to [1e-5, pi - 1e-5] as MMagic does."""
+        if self.kind == "gaussian":
+            h = self.horizontal_mean + self.horizontal_std * rs.randn()
+            v = self.vertical_mean + self.vertical_std * rs.randn()
+        else:
+            h = self.horizontal_mean + self.horizontal_std * (2 * rs.rand() - 1)
+            v = self.vertical_mean + self.vertical_std * (2 * rs.rand() - 1)
+        return float(h), float(np.clip(v, 1e-5, math.pi - 1e-5))
+
     def mean(self) -> torch.Tensor:
         """MMagic's ``cond_forward`` camera (std 0): [1, 25]."""
         return self.cameras(np.array([self.horizontal_mean]), np.array([self.vertical_mean]))

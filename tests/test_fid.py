@@ -240,7 +240,7 @@ def test_face_camera_distribution_is_mmagics():
     from eg3d_core import PRESETS, Generator
 
     dist = fid_camera(Generator(PRESETS["ffhq512-128"]))
-    assert dist.kind == "gaussian" and dist.yaw_std == 0.35 and dist.pitch_std == 0.25
+    assert dist.kind == "gaussian" and dist.horizontal_std == 0.35 and dist.vertical_std == 0.25
     assert dist.focal == pytest.approx(4.26339, abs=1e-5) and dist.radius == 2.7
 
 

@@ -22,16 +22,15 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import cameras
 from ..generator import PRECISIONS, Generator
-from ..mmagic_demo import MMAGIC_FACE_FOCAL
+from ..mmagic_demo import DemoCamera, demo_camera
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
@@ -43,60 +42,19 @@ UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
 DEFAULT_CACHE = Path("~/.cache/eg3d-toolkit/fid")
 
 
-@dataclass(frozen=True)
-class CameraDistribution:
-    """Random cameras on a sphere around ``look_at``: sampler angles h (yaw) and v (pitch), ``kind`` ``gaussian``
-    (mean + std * N(0, 1)) or ``uniform`` (mean + std * U(-1, 1)); v is clamped to (0, pi)."""
-
-    kind: str
-    yaw_mean: float
-    yaw_std: float
-    pitch_mean: float
-    pitch_std: float
-    radius: float
-    look_at: tuple[float, float, float]
-    up: tuple[float, float, float]
-    focal: float
-
-    def draw(self, rs: np.random.RandomState) -> tuple[float, float]:
-        """One (yaw, pitch) pair from ``rs`` (two draws, yaw first)."""
-        if self.kind == "gaussian":
-            h, v = self.yaw_mean + self.yaw_std * rs.randn(), self.pitch_mean + self.pitch_std * rs.randn()
-        else:
-            h, v = self.yaw_mean + self.yaw_std * (2 * rs.rand() - 1), self.pitch_mean + self.pitch_std * (2 * rs.rand() - 1)
-        return float(h), float(np.clip(v, 1e-5, math.pi - 1e-5))
-
-    def cameras(self, yaw: np.ndarray, pitch: np.ndarray) -> torch.Tensor:
-        """Camera vectors [N, 25] at sampler angles."""
-        pose = cameras.lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
-        return cameras.camera_vector(pose, cameras.intrinsics_from_focal(self.focal))
-
-
-def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> CameraDistribution:
-    """The camera distribution of FID50k-Camera for a model.
+def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> DemoCamera:
+    """The camera distribution of FID50k-Camera for a model (an MMagic camera; ``DemoCamera.draw`` samples it).
 
     From an MMagic config's ``camera`` section when given (``parse_mmagic_camera``). Otherwise MMagic's: face-like
     models (FFHQ/AFHQ) get yaw ~ N(pi/2, 0.35), v ~ N(pi/2 - 0.05, 0.25), fov 18.837 deg, around the model's
     average radius and pivot; ShapeNet-like models (zeroed pose conditioning, white background) get cameras
     uniformly over the whole sphere around the model's pivot at its average radius, with its default focal.
     """
-    defaults = cameras.camera_defaults(G.config)
-    if mmagic_camera:
-        cam = mmagic_camera
-        kind = "uniform" if str(cam.get("type") or "").lower().startswith("uniform") else "gaussian"
-        try:
-            return CameraDistribution(kind, float(cam["horizontal_mean"]), float(cam.get("horizontal_std") or 0.0),
-                                      float(cam["vertical_mean"]), float(cam.get("vertical_std") or 0.0),
-                                      float(cam["radius"]), tuple(float(v) for v in cam["look_at"]),
-                                      tuple(float(v) for v in cam["up"]), float(cam.get("normalized_focal") or defaults.focal))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"the config's camera section is incomplete ({e})") from None
-    r = G.config.rendering
-    if r.c_gen_conditioning_zero and r.white_back:
-        return CameraDistribution("uniform", math.pi, math.pi, math.pi / 2, math.pi / 2, defaults.radius, defaults.pivot,
-                                  (0.0, 1.0, 0.0), defaults.focal)
-    return CameraDistribution("gaussian", math.pi / 2, 0.35, math.pi / 2 - 0.05, 0.25, defaults.radius, defaults.pivot,
-                              (0.0, 1.0, 0.0), MMAGIC_FACE_FOCAL)
+    cam = demo_camera(G.config, mmagic_camera)
+    if mmagic_camera is None and cam.kind == "uniform":
+        cam = replace(cam, horizontal_mean=math.pi, horizontal_std=math.pi, vertical_mean=math.pi / 2,
+                      vertical_std=math.pi / 2)
+    return cam
 
 
 @dataclass(frozen=True)
@@ -182,7 +140,7 @@ class FakeSampler:
     """Renders the uint8 images of any range of sample indices, reproducibly (see the module docstring)."""
 
     def __init__(self, G: Generator, settings: FIDSettings, labels: np.ndarray | None,
-                 distribution: CameraDistribution | None, device: torch.device) -> None:
+                 distribution: DemoCamera | None, device: torch.device) -> None:
         if settings.camera == "dataset" and (labels is None or len(labels) == 0):
             raise ValueError("camera 'dataset' (FID50k) needs the dataset's camera labels: give a dataset with a "
                              "dataset.json, or the labels file, or use camera 'random'")
