@@ -199,14 +199,21 @@ def _bar(ctx: Distributed, num_items: int, batch_size: int, desc: str, enabled: 
         from tqdm import tqdm
 
         suffix = f" (rank 0 of {ctx.world_size})" if ctx.world_size > 1 else ""
-        bar = tqdm(total=_share(ctx, num_items, batch_size), desc=desc + suffix, unit="img", dynamic_ncols=True,
-                   leave=False)
+        bar = tqdm(total=_share(ctx, num_items, batch_size), desc=desc + suffix, unit="img", dynamic_ncols=True)
 
     def update(n: int, resumed: bool) -> None:
-        if bar is not None:
+        if bar is None:
+            return
+        if resumed:  # counted as done without entering the rate
+            bar.n += n
+            bar.initial += n
+            bar.last_print_n = bar.n
+            bar.set_postfix_str(f"{n} resumed", refresh=False)
+            bar.refresh()
+        else:
             bar.update(n)
-            if bar.n >= bar.total:
-                bar.close()
+        if bar.n >= bar.total:
+            bar.close()
 
     return update
 

@@ -153,23 +153,29 @@ def sharded_features(
     """Features of ``num_items`` items, computed chunk by chunk by all ranks.
 
     ``compute(k, items)`` returns the float32 features [len(items), D] of chunk ``k``. ``progress(n, resumed)`` is
-    called after each of this rank's chunks with its item count. Returns (features [num_items, D] in item order on
-    rank 0, None elsewhere; number of items this rank took from the run folder).
+    called once with the item count of the chunks resumed from ``run`` and after each computed chunk. Returns
+    (features [num_items, D] in item order on rank 0, None elsewhere; number of items this rank took from ``run``).
     """
+    own = list(range(ctx.rank, num_chunks(num_items, batch_size), ctx.world_size))
     mine: dict[int, np.ndarray] = {}
-    resumed = 0
-    for k in range(ctx.rank, num_chunks(num_items, batch_size), ctx.world_size):
+    # Finished chunks first, so that the progress bar's rate and ETA then reflect real work only.
+    for k in own if run is not None else []:
         items = chunk_range(k, num_items, batch_size)
-        feats = run.load(kind, k, len(items)) if run is not None else None
-        was_saved = feats is not None
-        if feats is None:
-            feats = np.ascontiguousarray(compute(k, items), dtype=np.float32)
-            if run is not None:
-                run.save(kind, k, feats)
-        resumed += len(items) if was_saved else 0
-        mine[k] = feats
+        feats = run.load(kind, k, len(items))
+        if feats is not None:
+            mine[k] = feats
+    resumed = sum(len(chunk_range(k, num_items, batch_size)) for k in mine)
+    if progress is not None and resumed:
+        progress(resumed, True)
+    for k in own:
+        if k in mine:
+            continue
+        items = chunk_range(k, num_items, batch_size)
+        mine[k] = np.ascontiguousarray(compute(k, items), dtype=np.float32)
+        if run is not None:
+            run.save(kind, k, mine[k])
         if progress is not None:
-            progress(len(items), was_saved)
+            progress(len(items), False)
     parts = ctx.gather(mine)
     if parts is None:
         return None, resumed
