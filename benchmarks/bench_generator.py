@@ -26,6 +26,7 @@ import eg3d_core.generator as generator_module  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.mesh import density_grid  # noqa: E402
+from eg3d_core.rendering.renderer import render_rays, render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes, sample_planes_reference  # noqa: E402
 from eg3d_core.shapes import density_fn  # noqa: E402
 
@@ -73,7 +74,7 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
             rows.append(row)
         # Optimisation ratios against the plain path, same run.
         plain = timed(lambda: G.set_memory_format(torch.contiguous_format).synthesis(ws, c), repeats)
-        fast = timed(lambda: G.set_memory_format(torch.channels_last).synthesis(ws, c), repeats)
+        fast = timed(lambda: G.set_memory_format(None).synthesis(ws, c), repeats)
         rows[0]["ratio_channels_last"] = plain / fast
         generator_module.sample_planes = sample_planes_reference
         try:
@@ -81,17 +82,24 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         finally:
             generator_module.sample_planes = sample_planes
         rows[0]["ratio_gather"] = plain / rows[0]["rendering"]
+        generator_module.render_rays = render_rays_reference
+        try:
+            plain = timed(lambda: G.render(planes, c), repeats)
+        finally:
+            generator_module.render_rays = render_rays
+        rows[0]["ratio_chunked"] = plain / rows[0]["rendering"]
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
     return rows
 
 
 def table(rows: list[dict]) -> str:
     out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
-           "| 256^3 density | full/cached | NCHW/channels-last (full frame) | grid_sample/gather (rendering) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| 256^3 density | full/cached | NCHW/per-block layout (full frame) | grid_sample/gather (rendering) "
+           "| unchunked/chunked renderer (rendering) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x"
-                  if "ratio_cached" in r else " | | ")
+        ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
+                  f"| {r['ratio_chunked']:.2f}x" if "ratio_cached" in r else " | | | ")
         out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")

@@ -89,12 +89,13 @@ class Generator(nn.Module):
             with torch.autocast(device.type, dtype=dtype):
                 yield
 
-    def set_memory_format(self, memory_format: torch.memory_format) -> Generator:
-        """Layout of the convolution activations: ``torch.channels_last`` (default, faster on CPU) or
-        ``torch.contiguous_format``. Results agree to rounding."""
+    def set_memory_format(self, memory_format: torch.memory_format | None) -> Generator:
+        """Layout of the convolution activations in every block: ``torch.channels_last``, ``torch.contiguous_format``
+        (the plain layout), or None for each block's default (channels-last from 32x32 up, where it is faster on
+        CPU). Results agree to rounding."""
         for m in self.modules():
             if isinstance(m, SynthesisBlock):
-                m.memory_format = memory_format
+                m.memory_format = m.default_memory_format() if memory_format is None else memory_format
         return self
 
     def _check(self, name: str, x: torch.Tensor, shape: tuple) -> None:

@@ -45,6 +45,7 @@ from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays  # noqa: E402
+from eg3d_core.rendering.triplane import plane_table  # noqa: E402
 from eg3d_core.visualize import seed_to_z  # noqa: E402
 
 HELD_OUT_SEED = 100_000
@@ -103,8 +104,9 @@ def render_model(G: Generator, z: torch.Tensor, c: torch.Tensor) -> dict[str, to
     ws = G.mapping(z, c)
     planes = G.planes(ws)
     origins, dirs = sample_rays(c.float(), res)
-    feats, depth, wsum = render_rays(lambda pts: G.sample_planes(pts, planes), origins, dirs, r.ray_start, r.ray_end,
-                                     r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
+    table = plane_table(planes)  # once: the field is called for every chunk of rays
+    feats, depth, wsum = render_rays(lambda pts: G.sample_planes(pts, planes, table=table), origins, dirs, r.ray_start,
+                                     r.ray_end, r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
     n = z.shape[0]
 
     def img(t: torch.Tensor) -> torch.Tensor:

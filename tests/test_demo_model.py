@@ -22,6 +22,7 @@ from eg3d_core.checkpoints import DEMO_MODEL, load_generator
 from eg3d_core.generator import Generator
 from eg3d_core.rendering.rays import sample_rays
 from eg3d_core.rendering.renderer import render_rays
+from eg3d_core.rendering.triplane import plane_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +61,9 @@ def outputs(G: Generator) -> dict[str, torch.Tensor]:
         r = G.config.rendering
         planes = G.planes(G.mapping(z, c))
         origins, dirs = sample_rays(c, r.neural_rendering_resolution)
-        _, _, wsum = render_rays(lambda pts: G.sample_planes(pts, planes), origins, dirs, r.ray_start, r.ray_end,
-                                 r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
+        table = plane_table(planes)
+        _, _, wsum = render_rays(lambda pts: G.sample_planes(pts, planes, table=table), origins, dirs, r.ray_start,
+                                 r.ray_end, r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
         gt = tc.render(tc.params_from_latent(z), c, r.neural_rendering_resolution)
     res = r.neural_rendering_resolution
     return {**out, "opacity": wsum.transpose(1, 2).reshape(4, 1, res, res), "gt_image": gt["image"],

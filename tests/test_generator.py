@@ -135,7 +135,7 @@ def test_channels_last_and_plain_layout_agree(cars_generator):
         ws = G.mapping(z, c_cond)
         a = G.synthesis(ws, c_render)
         b = G.set_memory_format(torch.contiguous_format).synthesis(ws, c_render)
-        G.set_memory_format(torch.channels_last)
+        G.set_memory_format(None)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-4, rtol=0), key
 

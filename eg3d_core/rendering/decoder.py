@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..networks.layers import FullyConnected
+from ..networks.layers import FullyConnected, inplace_ok, linear
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -13,7 +13,11 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 class Softplus(nn.Module):
+    """``softplus``, in place where autograd allows (a fresh [M, 64] result costs more than the arithmetic)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if inplace_ok(x):
+            return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device), out=x)
         return softplus(x)
 
 
@@ -33,5 +37,15 @@ class Decoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         n, m, c = features.shape
-        x = self.net(features.reshape(n * m, c)).reshape(n, m, -1).float()
-        return {"sigma": x[..., :1], "rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001}
+        fc0, act, fc1 = self.net
+        h = act(fc0(features.reshape(n * m, c)))
+        # The output layer as two products (density row, colour rows): a 32-wide product is much faster than a
+        # 33-wide one, and the colours come out contiguous for the in-place activation below.
+        w, b = fc1.params(h.dtype)
+        sigma = linear(h, w[:1], b[:1]).reshape(n, m, 1).float()
+        rgb = linear(h, w[1:], b[1:]).reshape(n, m, -1).float()
+        if inplace_ok(rgb):
+            rgb = rgb.sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
+        else:
+            rgb = torch.sigmoid(rgb) * (1 + 2 * 0.001) - 0.001
+        return {"sigma": sigma, "rgb": rgb}

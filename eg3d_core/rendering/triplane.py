@@ -19,7 +19,48 @@ def plane_table(planes: torch.Tensor) -> torch.Tensor:
     """planes [N, 3, C, H, W] -> texel rows [N, 3, H+2, W+2, C]: channels-last, with a one-texel zero border.
 
     Built once per render and shared by its passes (it is a full copy of the planes)."""
-    return F.pad(planes, [1, 1, 1, 1]).permute(0, 1, 3, 4, 2).contiguous()
+    n, p, c, h, w = planes.shape
+    table = planes.new_zeros(n, p, h + 2, w + 2, c)
+    table[:, :, 1:-1, 1:-1].copy_(planes.permute(0, 1, 3, 4, 2))
+    return table
+
+
+def plane_corners(coords: torch.Tensor, box_warp: float, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the bordered plane table and bilinear weights that ``sample_planes`` sums for each point.
+
+    coords [N, M, 3] -> index [N*M, 12] (long, into ``plane_table(planes).reshape(-1, C)``), weight [N*M, 12]
+    (3 planes x 4 corners: the texel, its right, lower and lower-right neighbours; each weight is divided by 3, so a
+    point's weights sum to one). Computed coordinate-major ([K, N*M] rows, which CPU kernels stream through far
+    faster than [N*M, K] rows with tiny K), then transposed.
+    """
+    n, m, _ = coords.shape
+    p = len(PLANE_AXES)
+    axes = [a for a, _ in PLANE_AXES] + [b for _, b in PLANE_AXES]
+    # Grid x of the three planes, then grid y: [6, N*M].
+    uv = coords.reshape(n * m, 3).t()[axes] * (2 / box_warp)
+    size = width if height == width else torch.tensor([width] * p + [height] * p, device=coords.device).reshape(-1, 1)
+    # align_corners=False: -1 and +1 are the outer edges of the border texels; +1 for the zero border.
+    t = (((uv + 1) * size - 1) * 0.5 + 1).clamp_min(0).clamp_max(size + 1)
+    # The far edge (size + 1) must take the zero texel's weight, so the corner is clamped before the fraction.
+    t0 = t.floor().clamp_max(size)
+    frac = t - t0
+    t0 = t0.long()
+    stride = width + 2
+    plane_size = (height + 2) * stride
+    base = (torch.arange(p, device=coords.device) * plane_size).reshape(p, 1) + \
+        (torch.arange(n, device=coords.device) * (p * plane_size)).repeat_interleave(m)
+    i00 = base + t0[p:] * stride + t0[:p]  # [3, N*M]
+    offsets = torch.tensor([0, 1, stride, stride + 1], device=coords.device).reshape(1, 4, 1)
+    g = 1 - frac
+    wx = torch.stack([g[:p], frac[:p]], dim=1)  # [3, 2, N*M]
+    wy = torch.stack([g[p:], frac[p:]], dim=1)
+    # Point-major outputs for the gather through one 2-D transposing copy each (arithmetic that writes strided
+    # outputs, or with tiny inner dimensions, is far slower).
+    index = torch.empty(n * m, p * 4, dtype=torch.long, device=coords.device)
+    weight = torch.empty(n * m, p * 4, dtype=frac.dtype, device=coords.device)
+    index.t().copy_((i00[:, None] + offsets).reshape(p * 4, n * m))  # [3 planes x 4 corners, N*M]
+    weight.t().copy_((wy[:, :, None] * wx[:, None]).reshape(p * 4, n * m))
+    return index, weight.mul_(1 / p)
 
 
 def sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
@@ -32,27 +73,11 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
     rows per point (4 corners x 3 planes): far faster on CPU than grid_sample, which reads each channel from a
     different plane of memory. The zero border lets clamped coordinates reproduce zero padding without masks.
     """
-    n, p, ch, h, w = planes.shape
-    m = coords.shape[1]
+    n, _, ch, h, w = planes.shape
     table = (plane_table(planes) if table is None else table).reshape(-1, ch)  # [N*3*(H+2)*(W+2), C]
-    uv = project(coords.float(), box_warp).transpose(1, 2)  # [N, M, 3, 2]: point-major for the gather below
-    # align_corners=False: -1 and +1 are the outer edges of the border texels; +1 for the zero border.
-    x = (((uv[..., 0] + 1) * w - 1) * 0.5 + 1).clamp(0, w + 1)
-    y = (((uv[..., 1] + 1) * h - 1) * 0.5 + 1).clamp(0, h + 1)
-    # The far edge (x = w + 1) must take the zero texel's weight, so the corner is clamped before the fraction.
-    x0, y0 = x.floor().clamp_max(w), y.floor().clamp_max(h)
-    fx, fy = x - x0, y - y0
-    stride = w + 2
-    base = (torch.arange(n * p, device=coords.device) * ((h + 2) * stride)).reshape(n, 1, p)
-    i00 = base + y0.long() * stride + x0.long()
-    # Corners: the texel, its right, lower and lower-right neighbours.
-    index = torch.stack([i00, i00 + 1, i00 + stride, i00 + stride + 1], dim=-1)
-    gx, gy = 1 - fx, 1 - fy
-    weight = torch.stack([gx * gy, fx * gy, gx * fy, fx * fy], dim=-1) * (1 / p)
-    index = index.reshape(n * m, p * 4)
-    weight = weight.reshape(n * m, p * 4)
+    index, weight = plane_corners(coords.float(), box_warp, h, w)
     feats = F.embedding_bag(index, table, per_sample_weights=weight.to(table.dtype), mode="sum")
-    return feats.reshape(n, m, ch)
+    return feats.reshape(n, coords.shape[1], ch)
 
 
 def sample_planes_reference(planes: torch.Tensor, coords: torch.Tensor, box_warp: float,
