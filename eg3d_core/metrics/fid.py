@@ -184,6 +184,8 @@ class FakeSampler:
 
 @dataclass
 class FIDResult:
+    """The distance (None on ranks other than 0) and the JSON-ready record of how it was computed."""
+
     fid: float | None
     record: dict[str, Any]
 

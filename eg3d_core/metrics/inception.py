@@ -8,7 +8,9 @@ time here, so the path is given (``--inception PATH`` or the ``EG3D_INCEPTION`` 
 Why not torch-fidelity or pytorch-fid: both re-implement Inception-v3 and load their own state-dict files (not
 this TorchScript file), and both require torchvision, which this project does not depend on. The network code
 therefore comes from the file itself (``torch.jit.load``), which is exactly what the original metrics run.
-TorchScript is a restricted language (no Python, no imports), unlike the pickles in checkpoints.
+TorchScript is a restricted language (no Python, no imports), unlike the pickles in checkpoints. torch 2.13 marks
+``torch.jit.load`` as deprecated (a DeprecationWarning); it still loads the file, whose format is fixed by the
+published network.
 """
 from __future__ import annotations
 
