@@ -23,7 +23,6 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import eg3d_core.generator as generator_module  # noqa: E402
-import eg3d_core.networks.layers as layers_module  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.mesh import density_grid  # noqa: E402
@@ -86,13 +85,6 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
             finally:
                 setattr(generator_module, name, fast_fn)
             rows[0][key] = plain / rows[0]["rendering"]
-        winograd_ok = layers_module.winograd_ok
-        layers_module.winograd_ok = lambda x, weight: False  # direct convolutions everywhere
-        try:
-            direct = timed(lambda: G.synthesis(ws, c), repeats)
-        finally:
-            layers_module.winograd_ok = winograd_ok
-        rows[0]["ratio_winograd"] = direct / timed(lambda: G.synthesis(ws, c), repeats)
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
     return rows
 
@@ -100,11 +92,11 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
            "| 256^3 density | full/cached | NCHW/per-block layout (full frame) | grid_sample/gather (rendering) "
-           "| unchunked/chunked renderer (rendering) | direct/Winograd convs (full frame) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| unchunked/chunked renderer (rendering) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
-                  f"| {r['ratio_chunked']:.2f}x | {r['ratio_winograd']:.2f}x" if "ratio_cached" in r else " | | | | ")
+                  f"| {r['ratio_chunked']:.2f}x" if "ratio_cached" in r else " | | | ")
         out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")

@@ -91,89 +91,6 @@ def clamp(x: torch.Tensor, limit: float | None) -> torch.Tensor:
     return x.clamp_(-limit, limit) if inplace_ok(x) else x.clamp(-limit, limit)
 
 
-# Winograd F(2x2, 3x3): input transform B^T d B, filter transform G g G^T, output transform A^T m A.
-_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_WINOGRAD_CHUNK_BYTES = 8 << 20
-
-
-def _winograd_input_1d(d: list[torch.Tensor], out: list[torch.Tensor]) -> None:
-    """B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] along one axis: 4 slices -> 4."""
-    torch.sub(d[0], d[2], out=out[0])
-    torch.add(d[1], d[2], out=out[1])
-    torch.sub(d[2], d[1], out=out[2])
-    torch.sub(d[1], d[3], out=out[3])
-
-
-def _winograd_output_1d(m: list[torch.Tensor], out: list[torch.Tensor]) -> None:
-    """A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] along one axis: 4 slices -> 2."""
-    torch.add(m[0], m[1], out=out[0]).add_(m[2])
-    torch.sub(m[1], m[2], out=out[1]).sub_(m[3])
-
-
-def winograd_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``winograd_conv3x3`` is used for this single-sample convolution (else ``F.conv2d``).
-
-    Measured on a 2-core AVX2 CPU against oneDNN's direct convolution (channels-last, fp32): Winograd wins
-    1.2-1.5x from 256 channels in and out at 64 px and more (its batched products use the hardware about as well as
-    oneDNN's kernel only at those widths), and loses at 128 channels or at 32 px and less. Inference only.
-    """
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.shape[0] == 1 and tuple(weight.shape[2:]) == (3, 3)
-            and min(weight.shape[0], weight.shape[1]) >= 256 and min(x.shape[2], x.shape[3]) >= 64
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
-
-
-def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, padding=1)`` by Winograd F(2x2, 3x3), for a single sample.
-
-    x: [1, I, H, W] (any sizes; channels-last is the fast layout), weight: [O, I, 3, 3], bias: [O] or None
-    -> [1, O, H, W] channels-last. Each 2x2 output tile comes from a 4x4 input tile: the 16 transformed tile
-    positions are 16 products [tiles, I] @ [I, O], 2.25x fewer multiplications than the direct convolution;
-    the transforms only add and subtract, so the result matches it to float32 rounding (~1e-7 relative). The image
-    is processed in bands of tile rows so that the transformed tiles stay in cache, and padded band by band.
-    """
-    _, i, h, w = x.shape
-    o = weight.shape[0]
-    th, tw = (h + 1) // 2, (w + 1) // 2  # tile rows and columns
-    src = x[0].permute(1, 2, 0)  # [H, W, I]
-    g = torch.tensor(_WINOGRAD_G, dtype=weight.dtype, device=weight.device)
-    # [16, O, I] seen as [16, I, O]: MKL's batched product is faster with the second operand column-major.
-    u = torch.einsum("ak,oikl,bl->aboi", g, weight, g).reshape(16, o, i).contiguous().transpose(1, 2)
-    out = torch.empty(1, o, 2 * th, 2 * tw, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    dst = out[0].permute(1, 2, 0)  # [2th, 2tw, O]
-    band = max(1, min(th, _WINOGRAD_CHUNK_BYTES // (16 * tw * max(i, o) * x.element_size())))
-    pad = x.new_zeros(2 * band + 2, 2 * tw + 2, i)  # zero-padded input rows of one band
-    rows = x.new_empty(4, band, 2 * tw + 2, i)  # B^T applied along the rows
-    tiles = x.new_empty(4, 4, band, tw, i)  # ... and along the columns: [16, tiles, I]
-    prod = x.new_empty(16, band * tw, o)
-    half = x.new_empty(2, 4, band, tw, o)  # A^T applied along the rows
-    for t0 in range(0, th, band):
-        n = min(band, th - t0)
-        lo, hi = 2 * t0 - 1, min(h, 2 * t0 + 2 * n + 1)  # input rows lo..hi-1 land in pad rows 0..
-        if lo < 0:
-            pad[0].zero_()
-            pad[1:hi + 1, 1:w + 1].copy_(src[:hi])
-        else:
-            pad[:hi - lo, 1:w + 1].copy_(src[lo:hi])
-        if hi - lo < 2 * n + 2:
-            pad[hi - lo:2 * n + 2].zero_()
-        r, c, m, a = pad, rows[:, :n], tiles[:, :, :n], half[:, :, :n]
-        # B^T along the rows (4 rows at stride 2 per tile row), then along the columns.
-        _winograd_input_1d([r[k:k + 2 * n:2] for k in range(4)], [c[k] for k in range(4)])
-        _winograd_input_1d([c[:, :, k:k + 2 * tw:2] for k in range(4)], [m[:, k] for k in range(4)])
-        p = prod[:, :n * tw]
-        torch.bmm(m.reshape(16, n * tw, i), u, out=p)
-        if bias is not None:
-            p[5] += bias  # A^T e_1 = [1, 1]: a constant at position (1, 1) reaches all four outputs once
-        p = p.view(4, 4, n, tw, o)
-        # A^T along the rows, then along the columns straight into the output ([n, 2, tw, 2, O] there).
-        _winograd_output_1d([p[k] for k in range(4)], [a[0], a[1]])
-        y = dst[2 * t0:2 * t0 + 2 * n].view(n, 2, tw, 2, o)
-        _winograd_output_1d([a[:, k] for k in range(4)], [y[:, :, :, k].transpose(0, 1) for k in range(2)])
-    return out[:, :, :h, :w]
-
-
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
                      up: bool, noise: torch.Tensor | None, bias: torch.Tensor | None = None,
                      gain: float = 1.0) -> torch.Tensor:
@@ -213,8 +130,6 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up:
         x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
-    elif n == 1 and winograd_ok(x, wgt):
-        x = winograd_conv3x3(x, wgt, conv_bias)
     else:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
     inplace = inplace_ok(x)
