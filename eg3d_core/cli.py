@@ -319,6 +319,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     from .checkpoints.mmagic import parse_mmagic_camera
     from .datasets import write_json_atomic
     from .metrics.fid import FIDSettings, evaluate_fid
+    from .metrics.sharding import rank_device
 
     settings = FIDSettings(
         num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,
@@ -332,9 +333,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     _outdir(out.parent)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     quiet = args.quiet or not main_rank
-    device = args.device
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    device = str(rank_device(args.device))  # each rank of a torchrun job loads straight onto its own GPU
     G = _load(argparse.Namespace(**{**vars(args), "quiet": quiet, "device": device}), args.model, args.config).G
     mmagic_cam = parse_mmagic_camera(args.config) if args.config and args.config.endswith(".py") else None
     run_dir = args.run_dir or out.with_name(out.name + ".parts")

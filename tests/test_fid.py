@@ -390,3 +390,16 @@ def test_evaluate_fid_api(demo_generator, fid_run):
     result = evaluate_fid(demo_generator, data, inception, settings, cache_dir=common[common.index("--cache-dir") + 1],
                           progress=False, log=lambda _: None)
     assert result.fid == record["fid"] and result.record["real"]["cache_hit"] is True
+
+
+def test_chunk_ownership_and_rank_devices(monkeypatch):
+    from eg3d_core.metrics.sharding import Distributed, rank_device
+
+    owned = [list(Distributed(rank=r, world_size=3).own_chunks(50, 8)) for r in range(3)]
+    assert owned == [[0, 3, 6], [1, 4], [2, 5]]  # 7 chunks of 8 (the last of 2), each exactly once
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device("cuda") == torch.device("cuda", 1) == rank_device("cuda:0")  # each rank on its own GPU
+    assert rank_device("cpu") == torch.device("cpu") and rank_device(None) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert rank_device("cuda:0") == torch.device("cuda", 0)

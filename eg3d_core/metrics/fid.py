@@ -34,7 +34,7 @@ from ..mmagic_demo import DemoCamera, demo_camera
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
-from .sharding import Distributed, RunFolder, chunk_range, num_chunks, sharded_features
+from .sharding import Distributed, RunFolder, chunk_range, sharded_features
 
 CAMERA_MODES = ("dataset", "random")
 NOISE_MODES = ("random", "const", "none")
@@ -190,18 +190,14 @@ class FIDResult:
     record: dict[str, Any]
 
 
-def _share(ctx: Distributed, num_items: int, batch_size: int) -> int:
-    return sum(len(chunk_range(k, num_items, batch_size)) for k in range(ctx.rank, num_chunks(num_items, batch_size),
-                                                                           ctx.world_size))
-
-
 def _bar(ctx: Distributed, num_items: int, batch_size: int, desc: str, enabled: bool) -> Callable[[int, bool], None]:
     bar = None
     if enabled and ctx.is_main:
         from tqdm import tqdm
 
         suffix = f" (rank 0 of {ctx.world_size})" if ctx.world_size > 1 else ""
-        bar = tqdm(total=_share(ctx, num_items, batch_size), desc=desc + suffix, unit="img", dynamic_ncols=True)
+        share = sum(len(chunk_range(k, num_items, batch_size)) for k in ctx.own_chunks(num_items, batch_size))
+        bar = tqdm(total=share, desc=desc + suffix, unit="img", dynamic_ncols=True)
 
     def update(n: int, resumed: bool) -> None:
         if bar is None:
@@ -235,7 +231,10 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
         return real.stats, {"source": real.source, "kind": "statistics", "num_images": real.stats.num}
     data = real.dataset
     assert data is not None
-    key = hashlib.sha256(f"{data.content_hash()}:{data.resolution}:{inception.sha256}".encode()).hexdigest()[:24]
+    # Hashing reads every image: rank 0 does it, the others only need its answer.
+    key = None
+    if ctx.is_main:
+        key = hashlib.sha256(f"{data.content_hash()}:{data.resolution}:{inception.sha256}".encode()).hexdigest()[:24]
     info = {"source": real.source, "kind": "dataset", "num_images": len(data), "resolution": data.resolution,
             "content_key": key}
     cache = Path(cache_dir).expanduser() / f"real-{key}.npz" if cache_dir is not None else None
@@ -245,7 +244,7 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
             cached, _ = load_stats(cache)
         except ValueError:
             cached = None
-    found = ctx.broadcast(cached is not None)
+    found = ctx.broadcast(cached is not None)  # every rank decides the same way before any collective work
     if found:
         if ctx.is_main:
             log(f"real statistics: cached ({cache})")
@@ -323,7 +322,7 @@ def _compute_fid(ctx: Distributed, G: Generator, real: RealImages, inception: In
     resumed_all = ctx.gather(resumed)
     if run is not None and not keep_shards:
         ctx.broadcast(None)  # every rank has sent its features before any shard is deleted
-        run.remove("fake", list(range(ctx.rank, num_chunks(settings.num_samples, settings.batch_size), ctx.world_size)))
+        run.remove("fake", list(ctx.own_chunks(settings.num_samples, settings.batch_size)))
         ctx.broadcast(None)
         if ctx.is_main:
             run.close()

@@ -34,6 +34,10 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def own_chunks(self, num_items: int, batch_size: int) -> range:
+        """Indices of the chunks this rank computes (chunk ``k`` goes to rank ``k % world_size``)."""
+        return range(self.rank, num_chunks(num_items, batch_size), self.world_size)
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""
         if self.world_size == 1:
@@ -55,17 +59,24 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def rank_device(device: str | torch.device | None = None) -> torch.device:
+    """The device this process computes on: CPU, or in a ``torchrun`` job with CUDA the GPU ``LOCAL_RANK``
+    (a plain run keeps the given or current GPU)."""
+    want = torch.device(device) if device is not None else torch.device("cpu")
+    if want.type != "cuda":
+        return want
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return want if want.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 def init_distributed(device: str | torch.device | None = None) -> Distributed:
     """Join the ``torchrun`` job described by the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), with gloo
-    on CPU and nccl on CUDA; a plain run is rank 0 of 1. With CUDA each process of a job uses GPU ``LOCAL_RANK``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    want = torch.device(device) if device is not None else torch.device("cpu")
-    if want.type == "cuda" and (world > 1 or want.index is None):
-        want = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
+    on CPU and nccl on CUDA; a plain run is rank 0 of 1. The device is ``rank_device(device)``."""
+    want = rank_device(device)
     if want.type == "cuda":
         torch.cuda.set_device(want)
-    if world == 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return Distributed(device=want)
     owns = False
     if not dist.is_initialized():
@@ -156,7 +167,7 @@ def sharded_features(
     called once with the item count of the chunks resumed from ``run`` and after each computed chunk. Returns
     (features [num_items, D] in item order on rank 0, None elsewhere; number of items this rank took from ``run``).
     """
-    own = list(range(ctx.rank, num_chunks(num_items, batch_size), ctx.world_size))
+    own = ctx.own_chunks(num_items, batch_size)
     mine: dict[int, np.ndarray] = {}
     # Finished chunks first, so that the progress bar's rate and ETA then reflect real work only.
     for k in own if run is not None else []:
