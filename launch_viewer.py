@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from eg3d_core.runtime import reuse_freed_memory
+
+    reuse_freed_memory()
     from viewer.script import ScriptError, parse_script
     from viewer.window import display_problem, missing_packages
 

@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -28,6 +29,7 @@ from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.mesh import density_grid  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
+from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 from eg3d_core.shapes import density_fn  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -43,6 +45,23 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
         fn()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
+
+
+def glibc_default_malloc() -> None:
+    """Undo ``reuse_freed_memory``: glibc's settings as its dynamic mmap threshold leaves them at their most
+    favourable (blocks above 32 MiB mapped and unmapped per allocation, 64 MiB trim threshold)."""
+    mallopt = ctypes.CDLL(None).mallopt
+    for param, value in ((-4, 65536), (-3, 32 << 20), (-1, 64 << 20)):  # M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        mallopt(param, value)
+
+
+def alternating(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall time of each function, called in turn ``repeats`` times (so that load drifts hit all alike)."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, samples, strict=True):
+            out.append(timed(fn, 1))
+    return [statistics.median(s) for s in samples]
 
 
 def density_query(G: Generator, planes: torch.Tensor, resolution: int = 256) -> None:
@@ -86,17 +105,28 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
                 setattr(generator_module, name, fast_fn)
             rows[0][key] = plain / rows[0]["rendering"]
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
+        if reuse_freed_memory():
+            def plain_malloc() -> None:
+                glibc_default_malloc()
+                try:
+                    G.synthesis(ws, c)
+                finally:
+                    reuse_freed_memory()
+
+            plain, fast = alternating([plain_malloc, lambda: G.synthesis(ws, c)], repeats)
+            rows[0]["ratio_malloc"] = plain / fast
     return rows
 
 
 def table(rows: list[dict]) -> str:
     out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
            "| 256^3 density | full/cached | NCHW/per-block layout (full frame) | grid_sample/gather (rendering) "
-           "| unchunked/chunked renderer (rendering) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| unchunked/chunked renderer (rendering) | glibc malloc/reused memory (full frame) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
-                  f"| {r['ratio_chunked']:.2f}x" if "ratio_cached" in r else " | | | ")
+                  f"| {r['ratio_chunked']:.2f}x | {r.get('ratio_malloc', float('nan')):.2f}x" if "ratio_cached" in r
+                  else " | | | | ")
         out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")
@@ -109,6 +139,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args()
+    reuse_freed_memory()
     rows = [r for name in args.presets for r in bench_preset(name, args.repeats)]
     load = os.getloadavg()[0]
     header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

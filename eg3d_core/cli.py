@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import CheckpointError
+from .runtime import reuse_freed_memory
 
 T = TypeVar("T")
 
@@ -539,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    reuse_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         args.device = _device(args.device)
