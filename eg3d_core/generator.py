@@ -12,6 +12,7 @@ from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
 from .networks.superresolution import SuperResolution
 from .networks.synthesis import SynthesisNetwork
+from .rendering import native
 from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
@@ -134,8 +135,11 @@ class Generator(nn.Module):
         coords [N, M, 3], planes [N, 3, C, H, W] -> {"sigma": [N, M, 1] (before activation), "rgb": [N, M, 32]}.
         ``table`` (``rendering.triplane.plane_table(planes)``) saves re-laying out the planes on repeated calls.
         """
+        box_warp = self.config.rendering.box_warp
         with self._precision(precision, coords.device):
-            return self.decoder(sample_planes(planes, coords.float(), self.config.rendering.box_warp, table))
+            # The compiled loop where it applies (float32 CPU inference), else the PyTorch path: same values.
+            out = native.field(coords, planes, box_warp, self.decoder, table)
+            return out if out is not None else self.decoder(sample_planes(planes, coords.float(), box_warp, table))
 
     def sample(self, coords: torch.Tensor, ws: torch.Tensor, noise_mode: str = "const",
                precision: str = "fp32") -> dict[str, torch.Tensor]:

@@ -10,7 +10,9 @@ front ends (viewer, web demo, CLIs, benchmarks) call ``reuse_freed_memory()`` at
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from pathlib import Path
 
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -44,3 +46,11 @@ def reuse_freed_memory(max_arenas: int | None = None) -> bool:
     if max_arenas is not None:
         ok = mallopt(_M_ARENA_MAX, max_arenas) == 1 and ok
     return ok
+
+
+def cache_dir() -> Path:
+    """Where the toolkit caches what it derives (latent directions, compiled kernels): ``$EG3D_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/eg3d_toolkit``, else ``~/.cache/eg3d_toolkit``."""
+    if os.environ.get("EG3D_CACHE_DIR"):
+        return Path(os.environ["EG3D_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eg3d_toolkit"

@@ -91,7 +91,7 @@ def test_fast_plane_sampling_matches_grid_sample():
 
 
 def test_softplus_matches_torch():
-    from eg3d_core.rendering.decoder import softplus
+    from eg3d_core.networks.layers import softplus
 
     x = torch.linspace(-40, 40, 10001)
     assert (softplus(x) - torch.nn.functional.softplus(x)).abs().max() < 1e-5
@@ -161,3 +161,21 @@ def test_decoder_inference_path_matches_autograd_path(cars_generator):
     assert plain["rgb"].requires_grad
     for key in ("sigma", "rgb"):
         assert (fast[key] - plain[key].detach()).abs().max() < 1e-5, key
+
+
+def test_softplus_linear_and_fused_sigmoid_match_float64():
+    from eg3d_core.networks.layers import linear, softplus_linear
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(5000, 32) * 2, torch.randn(64, 32) / 4, torch.randn(64) * 3
+    exact = torch.nn.functional.softplus(x.double() @ w.double().t() + b.double())
+    for grad in (False, True):  # oneDNN's fused path without autograd, addmm + logaddexp with it
+        with torch.set_grad_enabled(grad):
+            got = softplus_linear(x, w, b)
+            sig = linear(x, w, b, sigmoid=True)
+        assert (got.double() - exact).abs().max() < 2e-5 * (1 + exact.abs().max())
+        assert (sig.double() - torch.sigmoid(x.double() @ w.double().t() + b.double())).abs().max() < 1e-6
+    # Pre-activations beyond the fused sigmoid's range (~87) take the plain path instead of returning inf.
+    big = softplus_linear(x, w, b + 200)
+    assert torch.isfinite(big).all()
+    assert (big.double() - torch.nn.functional.softplus(x.double() @ w.double().t() + b.double() + 200)).abs().max() < 1e-3

@@ -15,6 +15,7 @@ import torch
 
 import eg3d_core
 from eg3d_core.cameras import camera_defaults, conditioning
+from eg3d_core.runtime import cache_dir
 
 CACHE_VERSION = 1
 
@@ -38,10 +39,7 @@ class Directions:
 
 def default_cache_dir() -> Path:
     """``$EG3D_CACHE_DIR``, else ``$XDG_CACHE_HOME/eg3d_toolkit``, else ``~/.cache/eg3d_toolkit``."""
-    if os.environ.get("EG3D_CACHE_DIR"):
-        return Path(os.environ["EG3D_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "eg3d_toolkit"
+    return cache_dir()
 
 
 def model_fingerprint(G: eg3d_core.Generator) -> str:

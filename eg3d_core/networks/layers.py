@@ -42,18 +42,52 @@ def inplace_ok(x: torch.Tensor) -> bool:
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x [M, I] @ weight [O, I]^T + bias [O] -> [M, O].
+def _onednn_linear_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Whether ``linear`` may take oneDNN's kernel: float32 CPU inference on a 2-D input."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32 and x.ndim == 2
+            and _ONEDNN_LINEAR and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
+    """x [M, I] @ weight [O, I]^T + bias [O] -> [M, O], followed by the logistic sigmoid if ``sigmoid``.
 
     Float32 CPU inference goes through oneDNN's matrix product (the kernel ``torch.compile`` uses on CPU), with the
-    bias fused: 1.3-1.5x faster than MKL's GEMM behind ``addmm`` for the renderer's tall, narrow products. Anything
-    else (autograd, autocast, other devices or dtypes) takes ``addmm``; both agree to rounding.
+    bias and the sigmoid fused: 1.3-1.5x faster than MKL's GEMM behind ``addmm`` for the renderer's tall, narrow
+    products, and the sigmoid costs a fraction of a separate pass. Anything else (autograd, autocast, other
+    devices or dtypes) takes ``addmm``; both agree to rounding.
     """
-    if (x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32 and x.ndim == 2
-            and _ONEDNN_LINEAR and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad))):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return torch.addmm(bias.unsqueeze(0), x, weight.t())
+    if _onednn_linear_ok(x, weight, bias):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "sigmoid" if sigmoid else "none", [], "")
+    y = torch.addmm(bias.unsqueeze(0), x, weight.t())
+    return y.sigmoid_() if sigmoid and inplace_ok(y) else (y.sigmoid() if sigmoid else y)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)) as logaddexp(x, 0): same values as torch's Softplus to rounding, ~2.5x faster on CPU."""
+    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def softplus_(x: torch.Tensor) -> torch.Tensor:
+    """``softplus``, in place where autograd allows (a fresh result the size of x costs more than the arithmetic)."""
+    if inplace_ok(x):
+        return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device), out=x)
+    return softplus(x)
+
+
+def softplus_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softplus(x [M, I] @ weight [O, I]^T + bias [O]) -> [M, O].
+
+    On oneDNN's path computed as -log(sigmoid(-y)) with the sigmoid fused into the product (negated weights give
+    -y): one logarithm pass instead of logaddexp's exp-and-log1p, ~1.4x faster for the decoder's hidden layer, and
+    equal to it within a few float32 ulps of the result's magnitude. Where the fused sigmoid underflows (some
+    y above ~87, far outside what trained decoders produce) the whole product is redone the plain way.
+    """
+    if _onednn_linear_ok(x, weight, bias):
+        s = linear(x, -weight, -bias, sigmoid=True)
+        if s.numel() and s.min() > 1e-30:  # also False for NaN
+            return s.log_().neg_()
+    return softplus_(linear(x, weight, bias))
 
 
 class FullyConnected(nn.Module):

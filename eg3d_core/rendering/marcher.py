@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .decoder import softplus
+from ..networks.layers import softplus
 
 
 def composite_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,182 @@
+/*
+ * The radiance field of a tri-plane generator, one point at a time: tri-plane lookup + decoder MLP.
+ *
+ * For each world point: bilinear features from the three planes (zero outside the box), averaged; a hidden layer
+ * with softplus; an output layer giving the raw density and sigmoid colours. Same arithmetic as the PyTorch path
+ * (eg3d_core.rendering.triplane.sample_planes followed by eg3d_core.rendering.decoder.Decoder), fused so that no
+ * intermediate leaves the registers: the PyTorch path streams each stage's [points, channels] result through memory.
+ * Built by eg3d_core/rendering/native.py with the system C compiler for AVX2 + FMA (x86-64 only), written with
+ * 8-wide vector intrinsics: channel counts are fixed, so every stage is a few registers; no libm calls (exp and
+ * log1p are evaluated by polynomials on the vectors).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+#ifndef CH
+#define CH 32     /* tri-plane channels = decoder input (a multiple of 8; set with -DCH=...) */
+#endif
+#define HID 64    /* decoder hidden width */
+#define OUT 32    /* decoder colour features (the output layer has 1 + OUT rows: density first) */
+#define PLANES 3
+
+typedef __m256 vec;
+
+static inline vec splat(float x) { return _mm256_set1_ps(x); }
+
+/* e^x for x in [-87, 88] (clamped), relative error ~2e-7: x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial. */
+static inline vec exp_v(vec x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, splat(-87.0f)), splat(88.0f));
+    vec n = _mm256_round_ps(_mm256_mul_ps(x, splat(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vec r = _mm256_fnmadd_ps(n, splat(0.693145752f), x); /* ln2 split in two: n * hi is exact */
+    r = _mm256_fnmadd_ps(n, splat(1.42860677e-6f), r);
+    vec p = splat(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, splat(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, splat(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, splat(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, splat(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, splat(0.5f));
+    p = _mm256_fmadd_ps(p, r, splat(1.0f));
+    p = _mm256_fmadd_ps(p, r, splat(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23); /* 2^n */
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* log(1 + y) for y in [0, 1]: 2 atanh(s) with s = y / (2 + y) <= 1/3, by its odd series (relative error ~1e-8). */
+static inline vec log1p_v(vec y) {
+    vec s = _mm256_div_ps(y, _mm256_add_ps(splat(2.0f), y));
+    vec s2 = _mm256_mul_ps(s, s);
+    vec p = splat(1.0f / 17.0f);
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 15.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 13.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 11.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 9.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 5.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, s2, splat(1.0f));
+    return _mm256_mul_ps(_mm256_add_ps(s, s), p);
+}
+
+/* log(1 + e^x) = max(x, 0) + log1p(e^-|x|). */
+static inline vec softplus_v(vec x) {
+    vec neg_abs = _mm256_or_ps(x, splat(-0.0f)); /* -|x|: set the sign bit */
+    return _mm256_add_ps(_mm256_max_ps(x, _mm256_setzero_ps()), log1p_v(exp_v(neg_abs)));
+}
+
+static inline vec sigmoid_v(vec x) {
+    return _mm256_div_ps(splat(1.0f), _mm256_add_ps(splat(1.0f), exp_v(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+/* The 12 texel rows (3 planes x 4 corners) and bilinear weights / 3 of one point, as in triplane.plane_corners. */
+typedef struct {
+    const float *row[PLANES * 4];
+    float weight[PLANES * 4];
+} Corners;
+
+static inline void corners(const float *pt, const float *batch_table, int64_t height, int64_t width, float scale,
+                           const int32_t *axes, Corners *out) {
+    const int64_t stride = width + 2;
+    const int64_t plane_rows = (height + 2) * stride;
+    const float size_x = (float)width, size_y = (float)height;
+    for (int k = 0; k < PLANES; ++k) {
+        /* align_corners=False, +1 for the zero border, clamped so that the far edge reads the border. */
+        float tx = ((pt[axes[k]] * scale + 1.0f) * size_x - 1.0f) * 0.5f + 1.0f;
+        float ty = ((pt[axes[PLANES + k]] * scale + 1.0f) * size_y - 1.0f) * 0.5f + 1.0f;
+        tx = tx < 0.0f ? 0.0f : (tx > size_x + 1.0f ? size_x + 1.0f : tx);
+        ty = ty < 0.0f ? 0.0f : (ty > size_y + 1.0f ? size_y + 1.0f : ty);
+        int64_t x0 = (int64_t)tx, y0 = (int64_t)ty; /* floor: both are >= 0 */
+        x0 = x0 > width ? width : x0;
+        y0 = y0 > height ? height : y0;
+        const float fx = tx - (float)x0, fy = ty - (float)y0;
+        const float third = 1.0f / 3.0f;
+        const float *row = batch_table + (k * plane_rows + y0 * stride + x0) * CH;
+        out->row[4 * k] = row;
+        out->row[4 * k + 1] = row + CH;
+        out->row[4 * k + 2] = row + stride * CH;
+        out->row[4 * k + 3] = row + (stride + 1) * CH;
+        out->weight[4 * k] = ((1.0f - fy) * (1.0f - fx)) * third;
+        out->weight[4 * k + 1] = ((1.0f - fy) * fx) * third;
+        out->weight[4 * k + 2] = (fy * (1.0f - fx)) * third;
+        out->weight[4 * k + 3] = (fy * fx) * third;
+    }
+}
+
+/*
+ * points:  n * m world points [n, m, 3]
+ * table:   n * PLANES * (height + 2) * (width + 2) texel rows of CH floats: the planes channels-last with a
+ *          one-texel zero border (eg3d_core.rendering.triplane.plane_table)
+ * axes:    grid x axis of the three planes, then their grid y axis (world axis indices)
+ * w0t, b0: hidden layer, transposed [CH][HID], bias [HID] (learning-rate gains applied)
+ * w1t, b1: output layer, transposed [HID][1 + OUT], bias [1 + OUT]
+ * sigma:   out [n * m] raw densities; rgb: out [n * m][OUT] colour features
+ */
+void eg3d_field(int64_t n, int64_t m, const float *restrict points, const float *restrict table, int64_t height,
+                int64_t width, float scale, const int32_t *restrict axes, const float *restrict w0t,
+                const float *restrict b0, const float *restrict w1t, const float *restrict b1, float *restrict sigma,
+                float *restrict rgb) {
+    const int64_t plane_floats = PLANES * (height + 2) * (width + 2) * CH;
+    /* The output layer split: density row [HID] and colour rows transposed [HID][OUT]. */
+    float w_sigma[HID], w_rgb[HID * OUT];
+    for (int c = 0; c < HID; ++c) {
+        w_sigma[c] = w1t[c * (1 + OUT)];
+        for (int o = 0; o < OUT; ++o) w_rgb[c * OUT + o] = w1t[c * (1 + OUT) + 1 + o];
+    }
+    Corners cur, next;
+    if (n * m > 0) corners(points, table, height, width, scale, axes, &next);
+    for (int64_t p = 0; p < n * m; ++p) {
+        cur = next;
+        /* The next point's texel rows are fetched while this point's decoder runs: the tables exceed the caches. */
+        if (p + 1 < n * m) {
+            corners(points + 3 * (p + 1), table + ((p + 1) / m) * plane_floats, height, width, scale, axes, &next);
+            for (int q = 0; q < PLANES * 4; ++q) {
+                _mm_prefetch((const char *)next.row[q], _MM_HINT_T0);
+                _mm_prefetch((const char *)(next.row[q] + 16), _MM_HINT_T0);
+            }
+        }
+        /* Features: the weighted sum of the 12 rows, in the PyTorch path's order. */
+        vec f[CH / 8];
+        for (int j = 0; j < CH / 8; ++j) f[j] = _mm256_setzero_ps();
+        for (int q = 0; q < PLANES * 4; ++q) {
+            vec wq = splat(cur.weight[q]);
+            for (int j = 0; j < CH / 8; ++j) f[j] = _mm256_fmadd_ps(wq, _mm256_loadu_ps(cur.row[q] + 8 * j), f[j]);
+        }
+        float feat[CH];
+        for (int j = 0; j < CH / 8; ++j) _mm256_storeu_ps(feat + 8 * j, f[j]);
+        /* Hidden layer + softplus; the density row's dot product as the activations come out. */
+        vec h[HID / 8];
+        for (int j = 0; j < HID / 8; ++j) h[j] = _mm256_loadu_ps(b0 + 8 * j);
+        for (int c = 0; c < CH; ++c) {
+            vec fc = splat(feat[c]);
+            for (int j = 0; j < HID / 8; ++j) h[j] = _mm256_fmadd_ps(fc, _mm256_loadu_ps(w0t + c * HID + 8 * j), h[j]);
+        }
+        float hidden[HID];
+        vec s = _mm256_setzero_ps();
+        for (int j = 0; j < HID / 8; ++j) {
+            vec a = softplus_v(h[j]);
+            s = _mm256_fmadd_ps(a, _mm256_loadu_ps(w_sigma + 8 * j), s);
+            _mm256_storeu_ps(hidden + 8 * j, a);
+        }
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        sigma[p] = _mm_cvtss_f32(s4) + b1[0];
+        /* Colours: two partial sums per output vector (even and odd inputs), so that 8 independent FMA chains keep
+         * both FMA units busy; then the widened sigmoid. */
+        vec o[OUT / 8], o2[OUT / 8];
+        for (int j = 0; j < OUT / 8; ++j) {
+            o[j] = _mm256_loadu_ps(b1 + 1 + 8 * j);
+            o2[j] = _mm256_setzero_ps();
+        }
+        for (int c = 0; c < HID; c += 2) {
+            vec hc = splat(hidden[c]), hd = splat(hidden[c + 1]);
+            for (int j = 0; j < OUT / 8; ++j) {
+                o[j] = _mm256_fmadd_ps(hc, _mm256_loadu_ps(w_rgb + c * OUT + 8 * j), o[j]);
+                o2[j] = _mm256_fmadd_ps(hd, _mm256_loadu_ps(w_rgb + (c + 1) * OUT + 8 * j), o2[j]);
+            }
+        }
+        float *colour = rgb + p * OUT;
+        for (int j = 0; j < OUT / 8; ++j)
+            _mm256_storeu_ps(colour + 8 * j, _mm256_fmsub_ps(sigmoid_v(_mm256_add_ps(o[j], o2[j])),
+                                                             splat(1.0f + 2.0f * 0.001f), splat(0.001f)));
+    }
+}

@@ -1,0 +1,90 @@
+"""The compiled radiance field (eg3d_core/rendering/field_kernel.c) against the PyTorch path it replaces."""
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from eg3d_core.rendering import native
+from eg3d_core.rendering.decoder import Decoder
+from eg3d_core.rendering.triplane import plane_table, sample_planes
+
+X86_AVX2 = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in (
+    "AVX2", "AVX512")
+
+
+@pytest.fixture
+def fresh_library():
+    """library() reads the environment once per process: forget it before and after the test."""
+    native.library.cache_clear()
+    yield
+    native.library.cache_clear()
+
+
+def _decoder(channels: int, seed: int = 0) -> Decoder:
+    torch.manual_seed(seed)
+    dec = Decoder(channels)
+    with torch.no_grad():
+        for q in dec.parameters():
+            q.normal_()
+    return dec
+
+
+def _close(got: dict, ref: dict) -> None:
+    for key in ("sigma", "rgb"):
+        assert got[key].shape == ref[key].shape
+        scale = 1 + ref[key].abs().max().item()
+        # Float32 rounding of two summation orders: observed ~2e-7 x scale.
+        assert (got[key] - ref[key]).abs().max().item() < 2e-6 * scale, key
+
+
+@pytest.mark.skipif(not X86_AVX2, reason="the kernel is written for x86-64 AVX2")
+def test_kernel_is_built_and_used_here():
+    assert native.library(32) is not None and native.library(16) is not None
+    planes = torch.randn(1, 3, 32, 8, 8)
+    with torch.no_grad():
+        assert native.field(torch.zeros(1, 4, 3), planes, 1.0, _decoder(32)) is not None
+
+
+@pytest.mark.skipif(not X86_AVX2, reason="the kernel is written for x86-64 AVX2")
+@pytest.mark.parametrize("channels", [32, 16])
+def test_kernel_matches_the_pytorch_path(channels):
+    torch.manual_seed(1)
+    dec = _decoder(channels)
+    # Two latents, non-square planes, points inside, on the edge of and far outside the box (they read zeros).
+    planes = torch.randn(2, 3, channels, 12, 20)
+    coords = (torch.rand(2, 3000, 3) - 0.5) * 1.4
+    coords[:, :8] = torch.tensor([0.5, -0.5, 0.0]) * torch.arange(8).reshape(8, 1) / 2
+    with torch.no_grad():
+        ref = dec(sample_planes(planes, coords, 1.2))
+        _close(native.field(coords, planes, 1.2, dec), ref)
+        _close(native.field(coords, planes, 1.2, dec, table=plane_table(planes)), ref)
+        # Large pre-activations: softplus and sigmoid saturate without overflow.
+        big = _decoder(channels, seed=3)
+        big.net[0].bias.mul_(30)
+        _close(native.field(coords, planes, 1.2, big), big(sample_planes(planes, coords, 1.2)))
+
+
+def test_pytorch_path_where_the_kernel_does_not_apply(fresh_library, monkeypatch):
+    dec = _decoder(32)
+    planes, coords = torch.randn(1, 3, 32, 8, 8), torch.rand(1, 10, 3) - 0.5
+    planes.requires_grad_(True)
+    assert native.field(coords, planes, 1.0, dec) is None  # autograd
+    with torch.no_grad():
+        assert native.field(coords, torch.randn(1, 3, 12, 8, 8), 1.0, _decoder(12)) is None  # not a multiple of 8
+        monkeypatch.setenv("EG3D_NATIVE", "0")
+        native.library.cache_clear()
+        assert native.field(coords, planes.detach(), 1.0, dec) is None
+
+
+def test_a_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, tmp_path):
+    monkeypatch.setenv("EG3D_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    if X86_AVX2:
+        with pytest.warns(RuntimeWarning, match="compiled radiance field unavailable"):
+            assert native.library(32) is None
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(OSError, match="no C compiler"):
+        native.build(32, tmp_path)
+    assert not list(tmp_path.glob("**/*.so"))  # nothing half-written left behind
