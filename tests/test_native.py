@@ -88,3 +88,17 @@ def test_a_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, tm
     with pytest.raises(OSError, match="no C compiler"):
         native.build(32, tmp_path)
     assert not list(tmp_path.glob("**/*.so"))  # nothing half-written left behind
+
+
+@pytest.mark.skipif(not X86_AVX2, reason="the kernel is written for x86-64 AVX2")
+def test_a_large_query_split_over_threads_matches():
+    dec = _decoder(32)
+    planes = torch.randn(3, 3, 32, 16, 16)
+    coords = (torch.rand(3, 12000, 3) - 0.5) * 1.1  # 36000 points: two parts, split inside the second latent
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            _close(native.field(coords, planes, 1.0, dec), dec(sample_planes(planes, coords, 1.0)))
+    finally:
+        torch.set_num_threads(threads)

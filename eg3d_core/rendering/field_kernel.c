@@ -102,6 +102,7 @@ static inline void corners(const float *pt, const float *batch_table, int64_t he
 }
 
 /*
+ * Evaluates points begin .. end - 1 of the n * m (callers split a large query across threads with these).
  * points:  n * m world points [n, m, 3]
  * table:   n * PLANES * (height + 2) * (width + 2) texel rows of CH floats: the planes channels-last with a
  *          one-texel zero border (eg3d_core.rendering.triplane.plane_table)
@@ -110,7 +111,7 @@ static inline void corners(const float *pt, const float *batch_table, int64_t he
  * w1t, b1: output layer, transposed [HID][1 + OUT], bias [1 + OUT]
  * sigma:   out [n * m] raw densities; rgb: out [n * m][OUT] colour features
  */
-void eg3d_field(int64_t n, int64_t m, const float *restrict points, const float *restrict table, int64_t height,
+void eg3d_field(int64_t n, int64_t m, int64_t begin, int64_t end, const float *restrict points, const float *restrict table, int64_t height,
                 int64_t width, float scale, const int32_t *restrict axes, const float *restrict w0t,
                 const float *restrict b0, const float *restrict w1t, const float *restrict b1, float *restrict sigma,
                 float *restrict rgb) {
@@ -121,12 +122,13 @@ void eg3d_field(int64_t n, int64_t m, const float *restrict points, const float 
         w_sigma[c] = w1t[c * (1 + OUT)];
         for (int o = 0; o < OUT; ++o) w_rgb[c * OUT + o] = w1t[c * (1 + OUT) + 1 + o];
     }
+    (void)n;
     Corners cur, next;
-    if (n * m > 0) corners(points, table, height, width, scale, axes, &next);
-    for (int64_t p = 0; p < n * m; ++p) {
+    if (begin < end) corners(points + 3 * begin, table + (begin / m) * plane_floats, height, width, scale, axes, &next);
+    for (int64_t p = begin; p < end; ++p) {
         cur = next;
         /* The next point's texel rows are fetched while this point's decoder runs: the tables exceed the caches. */
-        if (p + 1 < n * m) {
+        if (p + 1 < end) {
             corners(points + 3 * (p + 1), table + ((p + 1) / m) * plane_floats, height, width, scale, axes, &next);
             for (int q = 0; q < PLANES * 4; ++q) {
                 _mm_prefetch((const char *)next.row[q], _MM_HINT_T0);

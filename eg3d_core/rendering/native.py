@@ -18,7 +18,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,6 +34,8 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c99"]
 # The decoder sizes of the kernel (every EG3D model's); tri-plane channels are a compile-time choice, multiple of 8.
 HIDDEN, OUT = 64, 32
 MAX_CHANNELS = 128
+# Queries of at least twice this many points from the main thread run on several threads.
+SPLIT_POINTS = 16384
 
 _float_p = ctypes.POINTER(ctypes.c_float)
 
@@ -88,7 +92,7 @@ def library(channels: int = 32) -> ctypes.CDLL | None:
                       RuntimeWarning, stacklevel=2)
         return None
     i64, f32 = ctypes.c_int64, ctypes.c_float
-    lib.eg3d_field.argtypes = [i64, i64, _float_p, _float_p, i64, i64, f32, ctypes.POINTER(ctypes.c_int32),
+    lib.eg3d_field.argtypes = [i64, i64, i64, i64, _float_p, _float_p, i64, i64, f32, ctypes.POINTER(ctypes.c_int32),
                                _float_p, _float_p, _float_p, _float_p, _float_p, _float_p]
     lib.eg3d_field.restype = None
     return lib
@@ -125,7 +129,23 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
     axes = torch.tensor([a for a, _ in PLANE_AXES] + [b for _, b in PLANE_AXES], dtype=torch.int32)
     sigma = torch.empty(n, m, 1)
     rgb = torch.empty(n, m, OUT)
-    lib.eg3d_field(n, m, _ptr(points), _ptr(table), h, w, float(torch.tensor(2 / box_warp, dtype=torch.float32)),
-                   ctypes.cast(axes.data_ptr(), ctypes.POINTER(ctypes.c_int32)), _ptr(w0t), _ptr(b0), _ptr(w1t),
-                   _ptr(b1), _ptr(sigma), _ptr(rgb))
+    axes_p = ctypes.cast(axes.data_ptr(), ctypes.POINTER(ctypes.c_int32))
+    scale = float(torch.tensor(2 / box_warp, dtype=torch.float32))
+
+    def run(span: tuple[int, int]) -> None:
+        lib.eg3d_field(n, m, span[0], span[1], _ptr(points), _ptr(table), h, w, scale, axes_p, _ptr(w0t), _ptr(b0),
+                       _ptr(w1t), _ptr(b1), _ptr(sigma), _ptr(rgb))
+
+    total = n * m
+    # A large query from the main thread (mesh grids) is split over the intra-op threads; the renderer's chunk
+    # workers call from their own threads, one chunk each, and already keep the cores busy.
+    parts = torch.get_num_threads() if threading.current_thread() is threading.main_thread() else 1
+    parts = max(1, min(parts, total // SPLIT_POINTS))
+    bounds = [total * k // parts for k in range(parts + 1)]
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    if parts == 1:
+        run(spans[0])
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(run, spans))
     return {"sigma": sigma, "rgb": rgb}
