@@ -6,6 +6,7 @@ import platform
 import pytest
 import torch
 
+import eg3d_core.native
 from eg3d_core.rendering import native
 from eg3d_core.rendering.decoder import Decoder
 from eg3d_core.rendering.triplane import plane_table, sample_planes
@@ -16,10 +17,12 @@ X86_AVX2 = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.
 
 @pytest.fixture
 def fresh_library():
-    """library() reads the environment once per process: forget it before and after the test."""
+    """Kernels are loaded once per process: forget them before and after the test."""
     native.library.cache_clear()
+    eg3d_core.native.load.cache_clear()
     yield
     native.library.cache_clear()
+    eg3d_core.native.load.cache_clear()
 
 
 def _decoder(channels: int, seed: int = 0) -> Decoder:
@@ -75,6 +78,7 @@ def test_pytorch_path_where_the_kernel_does_not_apply(fresh_library, monkeypatch
         assert native.field(coords, torch.randn(1, 3, 12, 8, 8), 1.0, _decoder(12)) is None  # not a multiple of 8
         monkeypatch.setenv("EG3D_NATIVE", "0")
         native.library.cache_clear()
+        eg3d_core.native.load.cache_clear()
         assert native.field(coords, planes.detach(), 1.0, dec) is None
 
 
@@ -82,11 +86,11 @@ def test_a_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, tm
     monkeypatch.setenv("EG3D_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
     if X86_AVX2:
-        with pytest.warns(RuntimeWarning, match="compiled radiance field unavailable"):
+        with pytest.warns(RuntimeWarning, match="compiled kernel field_kernel.c unavailable"):
             assert native.library(32) is None
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.raises(OSError, match="no C compiler"):
-        native.build(32, tmp_path)
+        eg3d_core.native.build(native.SOURCE, (("CH", 32),), tmp_path)
     assert not list(tmp_path.glob("**/*.so"))  # nothing half-written left behind
 
 

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .winograd import conv3x3 as winograd_conv3x3
+from .winograd import use_winograd
+
 # The [1, 3, 3, 1] binomial filter of StyleGAN2, normalised to sum 1 (separable 1-D form).
 _FIR_1D = (1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8)
 
@@ -164,6 +167,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up:
         x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
+    elif n == 1 and kh == 3 and use_winograd(x, wgt):
+        x = winograd_conv3x3(x, wgt, conv_bias)
     else:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
     inplace = inplace_ok(x)

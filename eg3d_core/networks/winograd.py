@@ -1,0 +1,80 @@
+"""3x3 convolutions of one image by Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct convolution.
+
+The tile transforms are compiled loops (``winograd_kernel.c``, built by ``eg3d_core.native``); the 16 products
+between them are batched matrix products (``torch.bmm``). The transforms only add, subtract and halve, so the
+result equals the direct convolution to float32 rounding (tested against float64). Used for float32 CPU
+inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .. import native
+from ..native import float_ptr
+
+SOURCE = Path(__file__).with_name("winograd_kernel.c")
+# Tile rows per band: the transformed band ([16, tiles, channels]) should stay in the CPU caches.
+BAND_BYTES = 16 << 20
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The transforms, or None where compiled kernels cannot be used."""
+    lib = native.load(SOURCE)
+    if lib is not None:
+        i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
+        lib.wino_weights.argtypes = [i64, i64, fp, fp]
+        lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
+        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, i64, i64, fp]
+        for f in (lib.wino_weights, lib.wino_input, lib.wino_output):
+            f.restype = None
+    return lib
+
+
+def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``conv3x3`` serves ``F.conv2d(x, weight, padding=1)``: one float32 CPU image, channels-last, at least
+    128 channels in and out (multiples of 8) and 16 px, no autograd, kernels available. Measured on a 2-core AVX2
+    CPU against oneDNN's direct convolution: 1.1-1.8x from 128 channels and 16 px up (benchmarks/RESULTS.md)."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[0] == 1
+            and tuple(weight.shape[2:]) == (3, 3) and min(weight.shape[0], weight.shape[1]) >= 128
+            and weight.shape[0] % 8 == 0 and weight.shape[1] % 8 == 0
+            and min(x.shape[2], x.shape[3]) >= 16 and x.is_contiguous(memory_format=torch.channels_last)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and library() is not None)
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
+    -> [1, O, H, W] channels-last. Requires ``library()``."""
+    lib = library()
+    _, i, h, w = x.shape
+    o = weight.shape[0]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    src = x.contiguous(memory_format=torch.channels_last)
+    wgt = weight.contiguous(memory_format=torch.channels_last)  # [O][3][3][I] in memory
+    u = torch.empty(16, o, i)
+    lib.wino_weights(o, i, float_ptr(wgt), float_ptr(u))
+    ut = u.transpose(1, 2)  # [16, I, O], column-major: MKL's batched product prefers it
+    b = None if bias is None else bias.float().contiguous()
+    out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
+    band = max(1, min(th, BAND_BYTES // (16 * tw * max(i, o) * 4)))
+    v_flat = torch.empty(16 * band * tw * i)
+    m_flat = torch.empty(16 * band * tw * o)
+    bias_p = None if b is None else float_ptr(b)
+    parts = max(1, torch.get_num_threads())
+    with ThreadPoolExecutor(parts) as pool:
+        for t0 in range(0, th, band):
+            rows = min(band, th - t0)
+            v = v_flat[:16 * rows * tw * i].view(16, rows * tw, i)
+            m = m_flat[:16 * rows * tw * o].view(16, rows * tw, o)
+            # Each transform splits the band's tile rows over the threads (the C loops release the GIL).
+            spans = [(t0, rows, rows * k // parts, rows * (k + 1) // parts) for k in range(parts)]
+            list(pool.map(lambda sp, v=v: lib.wino_input(h, w, i, float_ptr(src), *sp, float_ptr(v)), spans))
+            torch.bmm(v, ut, out=m)
+            list(pool.map(lambda sp, m=m: lib.wino_output(h, w, o, float_ptr(m), bias_p, *sp, float_ptr(out)), spans))
+    return out

@@ -1,0 +1,62 @@
+"""Winograd F(2x2, 3x3) convolutions (eg3d_core/networks/winograd.py) against the direct convolution."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eg3d_core.networks import layers, winograd
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def test_kernels_are_available_here():
+    from test_native import X86_AVX2
+
+    assert (winograd.library() is not None) == X86_AVX2
+
+
+@pytest.mark.parametrize(("channels_in", "channels_out", "height", "width", "bias"),
+                         [(16, 24, 17, 23, True), (128, 128, 32, 32, False), (8, 8, 2, 3, True), (24, 8, 1, 1, False)])
+def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, channels_in, height, width))
+    w = _channels_last(torch.randn(channels_out, channels_in, 3, 3) / (3 * channels_in ** 0.5))
+    b = torch.randn(channels_out) if bias else None
+    exact = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
+    got = winograd.conv3x3(x, w, b)
+    direct = F.conv2d(x, w, b, padding=1)
+    assert got.shape == exact.shape and got.is_contiguous(memory_format=torch.channels_last)
+    # The transforms only add, subtract and halve: no worse than float32's direct convolution (plus an ulp or two).
+    err, err_direct = (got.double() - exact).abs().max().item(), (direct.double() - exact).abs().max().item()
+    assert err <= 2 * err_direct + 1e-6
+
+
+def test_synthesis_layer_same_with_and_without(monkeypatch):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    layer = layers.SynthesisLayer(128, 128, 64, 32, up=False, conv_clamp=256, noise_buffer=True)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.1)
+        x = _channels_last(torch.randn(1, 128, 32, 32))
+        w = torch.randn(1, 64)
+        assert winograd.use_winograd(x, layer.weight)
+        fast = layer(x, w, "const")
+        monkeypatch.setattr(layers, "use_winograd", lambda x, w: False)
+        direct = layer(x, w, "const")
+    assert (fast - direct).abs().max().item() < 1e-4 * (1 + direct.abs().max().item())
+
+
+def test_not_used_where_it_does_not_pay_or_cannot_work():
+    x = _channels_last(torch.randn(1, 128, 32, 32))
+    w = torch.randn(128, 128, 3, 3)
+    assert not winograd.use_winograd(x[:, :64], w[:64, :64])  # narrow layers: oneDNN's direct kernel
+    assert not winograd.use_winograd(x[:, :, :8, :8].contiguous(memory_format=torch.channels_last), w)  # small maps
+    assert not winograd.use_winograd(x.contiguous(), w)  # NCHW
+    assert not winograd.use_winograd(torch.cat([x, x]), w)  # a batch
+    assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
