@@ -14,19 +14,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
 import eg3d_core.generator as generator_module  # noqa: E402
+import eg3d_core.rendering.native as native_field  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.mesh import density_grid  # noqa: E402
+from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
@@ -64,6 +67,17 @@ def alternating(fns: list[Callable[[], object]], repeats: int) -> list[float]:
     return [statistics.median(s) for s in samples]
 
 
+@contextlib.contextmanager
+def patched(module: object, name: str, value: object) -> Iterator[None]:
+    """``module.name = value`` for the duration (the plain path of an optimisation, in the code that is timed)."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
 def density_query(G: Generator, planes: torch.Tensor, resolution: int = 256) -> None:
     """The raw density on the mesh extractor's full grid (what `eg3d mesh --dense` evaluates)."""
     density_grid(density_fn(G, planes), resolution, G.config.rendering.box_warp)
@@ -95,15 +109,16 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         plain = timed(lambda: G.set_memory_format(torch.contiguous_format).synthesis(ws, c), repeats)
         fast = timed(lambda: G.set_memory_format(None).synthesis(ws, c), repeats)
         rows[0]["ratio_channels_last"] = plain / fast
-        for key, name, reference in (("ratio_gather", "sample_planes", sample_planes_reference),
-                                     ("ratio_chunked", "render_rays", render_rays_reference)):
-            fast_fn = getattr(generator_module, name)
-            setattr(generator_module, name, reference)  # the plain path, in the generator that is timed
-            try:
-                plain = timed(lambda: G.render(planes, c), repeats)
-            finally:
-                setattr(generator_module, name, fast_fn)
-            rows[0][key] = plain / rows[0]["rendering"]
+        no_native = (native_field, "field", lambda *a, **k: None)  # the PyTorch field instead of the compiled one
+        with patched(*no_native):
+            render_torch = timed(lambda: G.render(planes, c), repeats)
+            with patched(generator_module, "sample_planes", sample_planes_reference):
+                rows[0]["ratio_gather"] = timed(lambda: G.render(planes, c), repeats) / render_torch
+        rows[0]["ratio_native"] = render_torch / rows[0]["rendering"]
+        with patched(generator_module, "render_rays", render_rays_reference):
+            rows[0]["ratio_chunked"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
+        with patched(layers, "use_winograd", lambda x, w: False):
+            rows[0]["ratio_winograd"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
         if reuse_freed_memory():
             def plain_malloc() -> None:
@@ -121,12 +136,13 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
            "| 256^3 density | full/cached | NCHW/per-block layout (full frame) | grid_sample/gather (rendering) "
-           "| unchunked/chunked renderer (rendering) | glibc malloc/reused memory (full frame) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| unchunked/chunked renderer (rendering) | PyTorch/compiled field (rendering) "
+           "| direct/Winograd convolutions (full frame) | glibc malloc/reused memory (full frame) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
-                  f"| {r['ratio_chunked']:.2f}x | {r.get('ratio_malloc', float('nan')):.2f}x" if "ratio_cached" in r
-                  else " | | | | ")
+                  f"| {r['ratio_chunked']:.2f}x | {r['ratio_native']:.2f}x | {r['ratio_winograd']:.2f}x "
+                  f"| {r.get('ratio_malloc', float('nan')):.2f}x" if "ratio_cached" in r else " | | | | | | ")
         out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")

@@ -9,10 +9,16 @@ front ends (viewer, web demo, CLIs, benchmarks) call ``reuse_freed_memory()`` at
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+# Threads that may spread their rendering over helper threads (see ``spread_work``).
+_SPREADING = threading.local()
 
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -54,3 +60,22 @@ def cache_dir() -> Path:
     if os.environ.get("EG3D_CACHE_DIR"):
         return Path(os.environ["EG3D_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eg3d_toolkit"
+
+
+def may_spread_work() -> bool:
+    """Whether rendering called from this thread may split its work over helper threads (one per intra-op thread):
+    on the main thread, and on a thread inside ``spread_work()``. Elsewhere, e.g. on a server's request threads, the
+    callers themselves keep the cores busy and helpers would only add threads and malloc arenas."""
+    return threading.current_thread() is threading.main_thread() or getattr(_SPREADING, "on", False)
+
+
+@contextlib.contextmanager
+def spread_work() -> Iterator[None]:
+    """Let this (non-main) thread's rendering use helper threads, as the main thread's does: for the one render
+    thread of an interactive program (the desktop viewer's worker)."""
+    before = getattr(_SPREADING, "on", False)
+    _SPREADING.on = True
+    try:
+        yield
+    finally:
+        _SPREADING.on = before

@@ -179,3 +179,43 @@ def test_softplus_linear_and_fused_sigmoid_match_float64():
     big = softplus_linear(x, w, b + 200)
     assert torch.isfinite(big).all()
     assert (big.double() - torch.nn.functional.softplus(x.double() @ w.double().t() + b.double() + 200)).abs().max() < 1e-3
+
+
+def test_helper_threads_only_where_the_caller_may_spread_work():
+    import threading
+
+    from eg3d_core.rendering.renderer import render_rays
+    from eg3d_core.runtime import may_spread_work, spread_work
+
+    def render_from(thread_body) -> set[str]:
+        names: set[str] = set()
+
+        def field(points):
+            names.add(threading.current_thread().name)
+            return {"sigma": torch.zeros(*points.shape[:2], 1), "rgb": torch.zeros(*points.shape[:2], 4)}
+
+        origins, dirs = torch.zeros(1, 4000, 3), torch.tensor([0.0, 0.0, 1.0]).expand(1, 4000, 3)
+        def render():
+            with torch.no_grad():  # grad mode is per thread
+                render_rays(field, origins, dirs, 0.1, 2.0, 16, 16, False)
+
+        t = threading.Thread(target=thread_body, args=(render,), name="caller")
+        t.start()
+        t.join()
+        return names
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert render_from(lambda render: render()) == {"caller"}  # e.g. a server's request thread
+
+        def inside(render):
+            with spread_work():
+                assert may_spread_work()
+                render()
+            assert not may_spread_work()
+
+        assert render_from(inside) == {"eg3d-render-0", "eg3d-render-1"}  # the viewer's render thread
+    finally:
+        torch.set_num_threads(threads)
+    assert may_spread_work()  # the main thread always may

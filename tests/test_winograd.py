@@ -20,15 +20,23 @@ def test_kernels_are_available_here():
 
 @pytest.mark.parametrize(("channels_in", "channels_out", "height", "width", "bias"),
                          [(16, 24, 17, 23, True), (128, 128, 32, 32, False), (8, 8, 2, 3, True), (24, 8, 1, 1, False)])
-def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias):
+@pytest.mark.parametrize("band_bytes", [winograd.BAND_BYTES, 3 << 14])  # one band; several bands on two threads
+def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias, band_bytes,
+                                                   monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
+    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     torch.manual_seed(0)
     x = _channels_last(torch.randn(1, channels_in, height, width))
     w = _channels_last(torch.randn(channels_out, channels_in, 3, 3) / (3 * channels_in ** 0.5))
     b = torch.randn(channels_out) if bias else None
     exact = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
-    got = winograd.conv3x3(x, w, b)
+    try:
+        got = winograd.conv3x3(x, w, b)
+    finally:
+        torch.set_num_threads(threads)
     direct = F.conv2d(x, w, b, padding=1)
     assert got.shape == exact.shape and got.is_contiguous(memory_format=torch.channels_last)
     # The transforms only add, subtract and halve: no worse than float32's direct convolution (plus an ulp or two).

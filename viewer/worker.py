@@ -21,6 +21,7 @@ from PIL import Image
 
 import eg3d_core
 from eg3d_core.mesh import save_mesh
+from eg3d_core.runtime import spread_work
 from eg3d_core.shapes import generator_mesh
 
 from . import directions as dirs
@@ -140,6 +141,13 @@ class RenderWorker(threading.Thread):
         # with few cores the UI keeps its frame rate while frames render.
         lower_thread_priority()
         torch.set_grad_enabled(False)
+        # The viewer's one render thread: its frames may use helper threads on both cores, like the main thread's.
+        with spread_work():
+            self._serve()
+        if self._renderer is not None:
+            self._renderer.close()
+
+    def _serve(self) -> None:
         while not self._closing.is_set():
             try:
                 self._load(self._jobs.get_nowait())
@@ -160,8 +168,6 @@ class RenderWorker(threading.Thread):
                 self.events.put(RenderFailed(_one_line(e)))
             finally:
                 self.slot.done()
-        if self._renderer is not None:
-            self._renderer.close()
 
     def _load(self, source: str) -> None:
         try:

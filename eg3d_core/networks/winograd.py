@@ -63,18 +63,33 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     band = max(1, min(th, BAND_BYTES // (16 * tw * max(i, o) * 4)))
-    v_flat = torch.empty(16 * band * tw * i)
-    m_flat = torch.empty(16 * band * tw * o)
     bias_p = None if b is None else float_ptr(b)
-    parts = max(1, torch.get_num_threads())
-    with ThreadPoolExecutor(parts) as pool:
-        for t0 in range(0, th, band):
-            rows = min(band, th - t0)
-            v = v_flat[:16 * rows * tw * i].view(16, rows * tw, i)
-            m = m_flat[:16 * rows * tw * o].view(16, rows * tw, o)
-            # Each transform splits the band's tile rows over the threads (the C loops release the GIL).
-            spans = [(t0, rows, rows * k // parts, rows * (k + 1) // parts) for k in range(parts)]
-            list(pool.map(lambda sp, v=v: lib.wino_input(h, w, i, float_ptr(src), *sp, float_ptr(v)), spans))
-            torch.bmm(v, ut, out=m)
-            list(pool.map(lambda sp, m=m: lib.wino_output(h, w, o, float_ptr(m), bias_p, *sp, float_ptr(out)), spans))
+    starts = list(range(0, th, band))
+    parts = max(1, min(torch.get_num_threads(), len(starts)))
+    threads = torch.get_num_threads()
+
+    def work(k: int) -> None:
+        # Bands k, k + parts, ...: each thread transforms, multiplies and writes back its own bands, single-threaded,
+        # so a band stays in its core's caches and no thread waits for another.
+        if parts > 1:
+            torch.set_num_threads(1)
+        try:
+            v_flat = torch.empty(16 * band * tw * i)
+            m_flat = torch.empty(16 * band * tw * o)
+            for t0 in starts[k::parts]:
+                rows = min(band, th - t0)
+                v = v_flat[:16 * rows * tw * i].view(16, rows * tw, i)
+                m = m_flat[:16 * rows * tw * o].view(16, rows * tw, o)
+                lib.wino_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
+                torch.bmm(v, ut, out=m)
+                lib.wino_output(h, w, o, float_ptr(m), bias_p, t0, rows, 0, rows, float_ptr(out))
+        finally:
+            if parts > 1:
+                torch.set_num_threads(threads)
+
+    if parts == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(work, range(parts)))
     return out

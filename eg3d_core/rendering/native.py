@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from .. import native
 from ..native import float_ptr as _ptr
+from ..runtime import may_spread_work
 from .triplane import PLANE_AXES, plane_table
 
 SOURCE = Path(__file__).with_name("field_kernel.c")
@@ -79,9 +79,9 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
                        _ptr(w1t), _ptr(b1), _ptr(sigma), _ptr(rgb))
 
     total = n * m
-    # A large query from the main thread (mesh grids) is split over the intra-op threads; the renderer's chunk
+    # A large query (mesh grids) is split over the intra-op threads where the caller allows it; the renderer's chunk
     # workers call from their own threads, one chunk each, and already keep the cores busy.
-    parts = torch.get_num_threads() if threading.current_thread() is threading.main_thread() else 1
+    parts = torch.get_num_threads() if may_spread_work() else 1
     parts = max(1, min(parts, total // SPLIT_POINTS))
     bounds = [total * k // parts for k in range(parts + 1)]
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))

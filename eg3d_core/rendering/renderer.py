@@ -8,6 +8,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
+from ..runtime import may_spread_work
 from .marcher import composite_weights, march
 
 # points [N, M, 3] -> {"sigma": [N, M, 1], "rgb": [N, M, C]}
@@ -179,18 +180,18 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ray_s
     (coarse jitter for all rays, then importance u for all rays), so chunking does not change them.
     ``field`` is called once per chunk (twice with importance sampling), so per-render setup such as
     ``plane_table`` belongs outside it. ``workers``: chunks rendered in parallel by single-threaded workers (see
-    ``_map_chunks``); None uses ``torch.get_num_threads()`` when called from the main thread on CPU without
-    autograd, else 1 (the chunks in turn, on the caller's threads). With several workers ``field`` must be
-    thread-safe and set up its own autocast, which is per thread.
+    ``_map_chunks``); None uses ``torch.get_num_threads()`` when called from the main thread (or inside
+    ``runtime.spread_work``) on CPU without autograd, else 1 (the chunks in turn, on the caller's threads). With
+    several workers ``field`` must be thread-safe and set up its own autocast, which is per thread.
     """
     n, r, _ = origins.shape
     if workers is None:
-        # Parallel workers only for a main-thread caller on CPU, without autograd. Concurrent callers (a server's
-        # request threads) keep the cores busy already, and worker threads spawned for each of their calls would
-        # each hold a malloc arena: measured +70 MB of resident memory per burst of 20 web requests.
-        main = threading.current_thread() is threading.main_thread()
+        # Parallel workers only where the calling thread may spread its work (the main thread, or one inside
+        # runtime.spread_work), on CPU, without autograd. Concurrent callers (a server's request threads) keep the
+        # cores busy already, and worker threads spawned for each of their calls would each hold a malloc arena:
+        # measured +70 MB of resident memory per burst of 20 web requests.
         cpu = origins.device.type == "cpu"
-        workers = torch.get_num_threads() if main and cpu and not torch.is_grad_enabled() else 1
+        workers = torch.get_num_threads() if may_spread_work() and cpu and not torch.is_grad_enabled() else 1
     depths = stratified_depths(n, r, ray_start, ray_end, depth_resolution, not deterministic, origins.device)
     u = None
     if depth_resolution_importance > 0 and not deterministic:
