@@ -68,3 +68,17 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     assert not winograd.use_winograd(x.contiguous(), w)  # NCHW
     assert not winograd.use_winograd(torch.cat([x, x]), w)  # a batch
     assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
+
+
+def test_fused_noise_activation_and_clamp_match_the_separate_operations():
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, 16, 9, 14))
+    w = _channels_last(torch.randn(24, 16, 3, 3) / 12)
+    b, noise = torch.randn(24), torch.randn(9, 14)
+    plain = winograd.conv3x3(x, w, b)
+    expected = torch.clamp(F.leaky_relu(plain + noise, 0.2), -0.5, 0.5)
+    got = winograd.conv3x3(x, w, b, noise=noise, slope=0.2, limit=0.5)
+    assert torch.equal(got, expected)  # same roundings, bit for bit
+    assert (got.abs() == 0.5).any() and (got < 0).any()  # the clamp and the negative slope were exercised

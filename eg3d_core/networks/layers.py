@@ -130,8 +130,9 @@ def clamp(x: torch.Tensor, limit: float | None) -> torch.Tensor:
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
                      up: bool, noise: torch.Tensor | None, bias: torch.Tensor | None = None,
-                     gain: float = 1.0) -> torch.Tensor:
-    """Style-modulated convolution, returning ``gain * (conv + noise + bias)`` (the input of the activation).
+                     gain: float = 1.0, activate: bool = False, limit: float | None = None) -> torch.Tensor:
+    """Style-modulated convolution, returning ``y = gain * (conv + noise + bias)``, or with ``activate`` the
+    synthesis layer's output ``clamp(leaky_relu(y, 0.2), -limit, limit)`` (fused into the Winograd path's last pass).
 
     x: [N, I, H, W], weight: [O, I, k, k], styles: [N, I], bias: [O] -> [N, O, H', W'] (H' = 2H when ``up``).
     Upsampling is a stride-2 transposed convolution (weights used unflipped) followed by the [1,3,3,1] filter,
@@ -167,8 +168,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up:
         x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
-    elif n == 1 and kh == 3 and use_winograd(x, wgt):
-        x = winograd_conv3x3(x, wgt, conv_bias)
+    elif n == 1 and kh == 3 and use_winograd(x, wgt) and (noise is None or noise.numel() == x.shape[2] * x.shape[3]):
+        return winograd_conv3x3(x, wgt, conv_bias, None if noise is None else noise * gain,
+                                0.2 if activate else 1.0, limit if activate else None)
     else:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
     inplace = inplace_ok(x)
@@ -180,6 +182,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x.add_(noise) if inplace else x + noise
     if b is not None and conv_bias is None:
         x = x.add_(b.reshape(1, -1, 1, 1)) if inplace else x + b.reshape(1, -1, 1, 1)
+    if activate:
+        x = clamp(F.leaky_relu(x, 0.2, inplace=inplace), limit)
     return x
 
 
@@ -207,9 +211,8 @@ class SynthesisLayer(nn.Module):
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         # lrelu(g * y) = g * lrelu(y) for g > 0, so the gain is applied inside the convolution.
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise, bias=self.bias,
-                             gain=math.sqrt(2))
-        return clamp(F.leaky_relu(x, 0.2, inplace=True), self.conv_clamp)
+        return modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise, bias=self.bias,
+                                gain=math.sqrt(2), activate=True, limit=self.conv_clamp)
 
 
 class ToRGB(nn.Module):

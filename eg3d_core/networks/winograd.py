@@ -30,7 +30,7 @@ def library() -> ctypes.CDLL | None:
         i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
         lib.wino_weights.argtypes = [i64, i64, fp, fp]
         lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
-        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, i64, i64, fp]
+        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, ctypes.c_float, ctypes.c_float, i64, i64, i64, i64, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output):
             f.restype = None
     return lib
@@ -48,9 +48,12 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and library() is not None)
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+            slope: float = 1.0, limit: float | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
-    -> [1, O, H, W] channels-last. Requires ``library()``."""
+    -> [1, O, H, W] channels-last, followed in the same pass by ``+ noise`` (noise [H, W], broadcast over channels),
+    a leaky ReLU of this ``slope`` (1: none) and a clamp to [-limit, limit] (None: none), each rounded as the
+    separate PyTorch operations would. Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
@@ -64,6 +67,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     band = max(1, min(th, BAND_BYTES // (16 * tw * max(i, o) * 4)))
     bias_p = None if b is None else float_ptr(b)
+    nz = None if noise is None else noise.float().reshape(h, w).contiguous()
+    noise_p = None if nz is None else float_ptr(nz)
+    post = (noise_p, slope, 0.0 if limit is None else float(limit))
     starts = list(range(0, th, band))
     parts = max(1, min(torch.get_num_threads(), len(starts)))
     threads = torch.get_num_threads()
@@ -82,7 +88,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
                 m = m_flat[:16 * rows * tw * o].view(16, rows * tw, o)
                 lib.wino_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
                 torch.bmm(v, ut, out=m)
-                lib.wino_output(h, w, o, float_ptr(m), bias_p, t0, rows, 0, rows, float_ptr(out))
+                lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, 0, rows, float_ptr(out))
         finally:
             if parts > 1:
                 torch.set_num_threads(threads)

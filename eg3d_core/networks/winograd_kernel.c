@@ -89,11 +89,14 @@ void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, 
 }
 
 /*
- * Output transform: m [16][band_rows * tw][O] -> y [H][W][O] (+ bias if not NULL) for the tile rows r0 .. r1 - 1
- * of the band starting at tile row ty0.
+ * Output transform: m [16][band_rows * tw][O] -> y [H][W][O] for the tile rows r0 .. r1 - 1 of the band starting at
+ * tile row ty0, with what a synthesis layer does next fused in, each step as PyTorch would do it:
+ * + bias[o] (if not NULL), + noise[y][x] (if not NULL), leaky ReLU with this slope (if slope != 1), clamp to
+ * [-limit, limit] (if limit > 0).
  */
 void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict bias,
-                 int64_t ty0, int64_t band_rows, int64_t r0, int64_t r1, float *restrict y) {
+                 const float *restrict noise, float slope, float limit, int64_t ty0, int64_t band_rows, int64_t r0,
+                 int64_t r1, float *restrict y) {
     const int64_t tw = (w + 1) / 2;
     const int64_t plane = band_rows * tw * o_count;
     for (int64_t ty = r0; ty < r1; ++ty) {
@@ -102,11 +105,14 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
             const int64_t y0 = 2 * (ty0 + ty), x0 = 2 * tx;
             float *out[2][2];
             int inside[2][2];
+            vec nz[2][2];
             for (int a = 0; a < 2; ++a)
                 for (int b = 0; b < 2; ++b) {
                     inside[a][b] = y0 + a < h && x0 + b < w; /* an odd edge drops the tile's last row/column */
                     out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
+                    nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
                 }
+            const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
             for (int64_t o = 0; o < o_count; o += 8) {
                 vec t[2][4]; /* A^T m: along the rows */
                 for (int c = 0; c < 4; ++c) {
@@ -119,10 +125,15 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
                 }
                 const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
                 for (int r = 0; r < 2; ++r) { /* ... A: along the columns */
-                    const vec y0v = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]), b);
-                    const vec y1v = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3]), b);
-                    if (inside[r][0]) _mm256_storeu_ps(out[r][0] + o, y0v);
-                    if (inside[r][1]) _mm256_storeu_ps(out[r][1] + o, y1v);
+                    vec v[2] = {_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]), b),
+                                _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3]), b)};
+                    for (int c = 0; c < 2; ++c) {
+                        if (!inside[r][c]) continue;
+                        if (noise) v[c] = _mm256_add_ps(v[c], nz[r][c]);
+                        if (slope != 1.0f) v[c] = _mm256_max_ps(v[c], _mm256_mul_ps(v[c], slope_v)); /* 0 < slope < 1 */
+                        if (limit > 0.0f) v[c] = _mm256_min_ps(_mm256_max_ps(v[c], lo), hi);
+                        _mm256_storeu_ps(out[r][c] + o, v[c]);
+                    }
                 }
             }
         }
