@@ -82,3 +82,42 @@ def test_fused_noise_activation_and_clamp_match_the_separate_operations():
     got = winograd.conv3x3(x, w, b, noise=noise, slope=0.2, limit=0.5)
     assert torch.equal(got, expected)  # same roundings, bit for bit
     assert (got.abs() == 0.5).any() and (got < 0).any()  # the clamp and the negative slope were exercised
+
+
+@pytest.mark.parametrize(("channels_in", "channels_out", "height", "width"),
+                         [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2)])
+@pytest.mark.parametrize("band_bytes", [winograd.BAND_BYTES, 3 << 14])
+def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, band_bytes, monkeypatch):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, channels_in, height, width))
+    w = torch.randn(channels_out, channels_in, 3, 3) / (3 * channels_in ** 0.5)  # convolution-shaped [O, I, 3, 3]
+    exact = F.conv_transpose2d(x.double(), w.double().transpose(0, 1), stride=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = winograd.conv_transpose3x3_up(x, w)
+    finally:
+        torch.set_num_threads(threads)
+    direct = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    assert got.shape == exact.shape == (1, channels_out, 2 * height + 1, 2 * width + 1)
+    err, err_direct = (got.double() - exact).abs().max().item(), (direct.double() - exact).abs().max().item()
+    assert err <= 2 * err_direct + 1e-6
+
+
+def test_upsampling_layer_same_with_and_without(monkeypatch):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    layer = layers.SynthesisLayer(64, 128, 64, 32, up=True, conv_clamp=None, noise_buffer=True)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.1)
+        x = _channels_last(torch.randn(1, 64, 16, 16))
+        w = torch.randn(1, 64)
+        fast = layer(x, w, "const")
+        monkeypatch.setattr(layers, "use_winograd_up", lambda x, w: False)
+        direct = layer(x, w, "const")
+    assert fast.shape == (1, 128, 32, 32)
+    assert (fast - direct).abs().max().item() < 1e-4 * (1 + direct.abs().max().item())

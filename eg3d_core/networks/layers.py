@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .winograd import conv3x3 as winograd_conv3x3
-from .winograd import use_winograd
+from .winograd import conv_transpose3x3_up as winograd_conv_transpose_up
+from .winograd import use_winograd, use_winograd_up
 
 # The [1, 3, 3, 1] binomial filter of StyleGAN2, normalised to sum 1 (separable 1-D form).
 _FIR_1D = (1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8)
@@ -166,7 +167,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         wgt = weight.to(x.dtype)
     conv_bias = b if n == 1 else None
     if up:
-        x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
+        if n == 1 and use_winograd_up(x, wgt):
+            x = winograd_conv_transpose_up(x, wgt)
+        else:
+            x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
     elif n == 1 and kh == 3 and use_winograd(x, wgt) and (noise is None or noise.numel() == x.shape[2] * x.shape[3]):
         return winograd_conv3x3(x, wgt, conv_bias, None if noise is None else noise * gain,

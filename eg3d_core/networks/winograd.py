@@ -3,12 +3,15 @@
 The tile transforms are compiled loops (``winograd_kernel.c``, built by ``eg3d_core.native``); the 16 products
 between them are batched matrix products (``torch.bmm``). The transforms only add, subtract and halve, so the
 result equals the direct convolution to float32 rounding (tested against float64). Used for float32 CPU
-inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``.
+inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The
+stride-2 transposed convolutions of the upsampling layers get the same treatment by output phase
+(``conv_transpose3x3_up``, ``use_winograd_up``).
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +34,11 @@ def library() -> ctypes.CDLL | None:
         lib.wino_weights.argtypes = [i64, i64, fp, fp]
         lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
         lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, ctypes.c_float, ctypes.c_float, i64, i64, i64, i64, fp]
-        for f in (lib.wino_weights, lib.wino_input, lib.wino_output):
+        lib.wino_up_weights.argtypes = [i64, i64, fp, fp]
+        lib.wino_up_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
+        lib.wino_up_output.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
+        for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
+                  lib.wino_up_output):
             f.restype = None
     return lib
 
@@ -44,6 +51,19 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and tuple(weight.shape[2:]) == (3, 3) and min(weight.shape[0], weight.shape[1]) >= 128
             and weight.shape[0] % 8 == 0 and weight.shape[1] % 8 == 0
             and min(x.shape[2], x.shape[3]) >= 16 and x.is_contiguous(memory_format=torch.channels_last)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and library() is not None)
+
+
+def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``conv_transpose3x3_up`` serves the stride-2 transposed convolution of x by the convolution-shaped
+    weight [O, I, 3, 3]: as ``use_winograd`` but from 32 channels in, 128 out (multiples of 8) and inputs of 16 to
+    128 px. Measured on a 2-core AVX2 CPU against oneDNN: 1.1-1.9x there; even or slower at 256 px and at 8 px."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[0] == 1
+            and tuple(weight.shape[2:]) == (3, 3) and weight.shape[0] >= 128 and weight.shape[1] >= 32
+            and weight.shape[0] % 8 == 0 and weight.shape[1] % 8 == 0
+            and min(x.shape[2], x.shape[3]) >= 16 and max(x.shape[2], x.shape[3]) <= 128
+            and x.is_contiguous(memory_format=torch.channels_last)
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and library() is not None)
 
@@ -70,25 +90,62 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
     noise_p = None if nz is None else float_ptr(nz)
     post = (noise_p, slope, 0.0 if limit is None else float(limit))
+
+    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
+        lib.wino_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
+        torch.bmm(v, ut, out=m)
+        lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, 0, rows, float_ptr(out))
+
+    _by_bands(th, tw, band, 16, i, o, band_job)
+    return out
+
+
+def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
+    convolution-shaped weight [O, I, 3, 3] -> [1, O, 2H+1, 2W+1] channels-last, by its four output phases with
+    Winograd F(2x2, 2x2) / F(2, 2): 25 products per 3x3 input patch instead of 36 (see winograd_kernel.c).
+    Requires ``library()``."""
+    lib = library()
+    _, i, h, w = x.shape
+    o = weight.shape[0]
+    th, tw = (h + 2) // 2, (w + 2) // 2
+    src = x.contiguous(memory_format=torch.channels_last)
+    wgt = weight.permute(0, 2, 3, 1).contiguous()  # [O][3][3][I]
+    u = torch.empty(25, o, i)
+    lib.wino_up_weights(o, i, float_ptr(wgt), float_ptr(u))
+    ut = u.transpose(1, 2)
+    out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
+    band = max(1, min(th, BAND_BYTES // (25 * tw * max(i, o) * 4)))
+
+    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
+        lib.wino_up_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
+        torch.bmm(v, ut, out=m)
+        lib.wino_up_output(h, w, o, float_ptr(m), t0, rows, 0, rows, float_ptr(out))
+
+    _by_bands(th, tw, band, 25, i, o, band_job)
+    return out
+
+
+def _by_bands(th: int, tw: int, band: int, slots: int, i: int, o: int,
+              job: Callable[[int, int, torch.Tensor, torch.Tensor], None]) -> None:
+    """Run ``job(first tile row, rows, v [slots, rows * tw, i], m [slots, rows * tw, o])`` for every band of ``band``
+    tile rows. Bands k, k + T, ... go to thread k of T (the intra-op thread count): each thread transforms, multiplies
+    (single-threaded) and writes back its own bands, so a band stays in its core's caches and no thread waits for
+    another."""
     starts = list(range(0, th, band))
     parts = max(1, min(torch.get_num_threads(), len(starts)))
     threads = torch.get_num_threads()
 
     def work(k: int) -> None:
-        # Bands k, k + parts, ...: each thread transforms, multiplies and writes back its own bands, single-threaded,
-        # so a band stays in its core's caches and no thread waits for another.
         if parts > 1:
             torch.set_num_threads(1)
         try:
-            v_flat = torch.empty(16 * band * tw * i)
-            m_flat = torch.empty(16 * band * tw * o)
+            v_flat = torch.empty(slots * band * tw * i)
+            m_flat = torch.empty(slots * band * tw * o)
             for t0 in starts[k::parts]:
                 rows = min(band, th - t0)
-                v = v_flat[:16 * rows * tw * i].view(16, rows * tw, i)
-                m = m_flat[:16 * rows * tw * o].view(16, rows * tw, o)
-                lib.wino_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
-                torch.bmm(v, ut, out=m)
-                lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, 0, rows, float_ptr(out))
+                job(t0, rows, v_flat[:slots * rows * tw * i].view(slots, rows * tw, i),
+                    m_flat[:slots * rows * tw * o].view(slots, rows * tw, o))
         finally:
             if parts > 1:
                 torch.set_num_threads(threads)
@@ -98,4 +155,3 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     else:
         with ThreadPoolExecutor(parts) as pool:
             list(pool.map(work, range(parts)))
-    return out

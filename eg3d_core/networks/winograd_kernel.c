@@ -139,3 +139,146 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
         }
     }
 }
+
+/*
+ * Stride-2 transposed 3x3 convolution (weights unflipped; output 2H+1 square) by its four output phases:
+ * y[2a][2b] is a 2x2 correlation of x (taps W[2-2u][2-2v] on x[a-1+u][b-1+v]), y[2a][2b+1] and y[2a+1][2b] are
+ * 2-tap ones (rows, resp. columns), y[2a+1][2b+1] = W[1][1] x[a][b]. Winograd F(2x2, 2x2) for the first and
+ * F(2, 2) along the 2-tap axis for the next two give a 2x2 block of a's and b's (a 4x4 output block) from one 3x3
+ * input patch with 25 products instead of 36:
+ *   F(2, 2): B^T = [1 -1 0; 0 1 0; 0 -1 1], G = [1 0; 1 1; 0 1], A^T = [1 1 0; 0 1 1].
+ * Slots: 0-8 phase (0,0) [3x3], 9-14 phase (0,1) [3 rows x 2 columns], 15-20 phase (1,0) [2 rows x 3 columns],
+ * 21-24 phase (1,1) [2x2].
+ */
+
+/* Filter transform: weight [O][3][3][I] (channels-last view of the convolution's [O, I, 3, 3]) -> u [25][O][I]. */
+void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict weight, float *restrict u) {
+    const int64_t plane = o_count * i_count;
+    for (int64_t o = 0; o < o_count; ++o) {
+        const float *g = weight + o * 9 * i_count;
+        float *dst = u + o * i_count;
+#define W(ky, kx) _mm256_loadu_ps(g + ((ky) * 3 + (kx)) * i_count + i)
+#define PUT(slot, value) _mm256_storeu_ps(dst + (slot) * plane + i, (value))
+        for (int64_t i = 0; i < i_count; i += 8) {
+            /* Phase (0,0): k[u][v] = W[2-2u][2-2v]; G k G^T. */
+            const vec k00 = W(2, 2), k01 = W(2, 0), k10 = W(0, 2), k11 = W(0, 0);
+            const vec t[3][2] = {{k00, k01}, {_mm256_add_ps(k00, k10), _mm256_add_ps(k01, k11)}, {k10, k11}};
+            for (int r = 0; r < 3; ++r) {
+                PUT(3 * r + 0, t[r][0]);
+                PUT(3 * r + 1, _mm256_add_ps(t[r][0], t[r][1]));
+                PUT(3 * r + 2, t[r][1]);
+            }
+            /* Phase (0,1): rows k0 = W[2][1], k1 = W[0][1]; the same for both columns. */
+            const vec a0 = W(2, 1), a1 = W(0, 1);
+            const vec ra[3] = {a0, _mm256_add_ps(a0, a1), a1};
+            /* Phase (1,0): columns k0 = W[1][2], k1 = W[1][0]; the same for both rows. */
+            const vec b0 = W(1, 2), b1 = W(1, 0);
+            const vec cb[3] = {b0, _mm256_add_ps(b0, b1), b1};
+            for (int r = 0; r < 3; ++r)
+                for (int c = 0; c < 2; ++c) PUT(9 + 2 * r + c, ra[r]);
+            for (int r = 0; r < 2; ++r)
+                for (int c = 0; c < 3; ++c) PUT(15 + 3 * r + c, cb[c]);
+            for (int s = 21; s < 25; ++s) PUT(s, W(1, 1));
+        }
+#undef W
+#undef PUT
+    }
+}
+
+/* Input transform of tile rows r0 .. r1 - 1 of the band at tile row ty0: x [H][W][I] -> v [25][band_rows * tw][I],
+ * tw = (W + 2) / 2; tile (ta, tb) reads x[2ta-1 .. 2ta+1][2tb-1 .. 2tb+1] (zero outside). */
+void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, int64_t ty0, int64_t band_rows,
+                   int64_t r0, int64_t r1, float *restrict v) {
+    const int64_t tw = (w + 2) / 2;
+    const int64_t plane = band_rows * tw * i_count;
+    const vec zero = _mm256_setzero_ps();
+    for (int64_t ty = r0; ty < r1; ++ty) {
+        for (int64_t tx = 0; tx < tw; ++tx) {
+            const float *d[3][3];
+            int inside[3][3];
+            for (int r = 0; r < 3; ++r)
+                for (int c = 0; c < 3; ++c) {
+                    const int64_t yy = 2 * (ty0 + ty) - 1 + r, xx = 2 * tx - 1 + c;
+                    inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                    d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
+                }
+            float *dst = v + (ty * tw + tx) * i_count;
+            for (int64_t i = 0; i < i_count; i += 8) {
+                vec p[3][3];
+                for (int r = 0; r < 3; ++r)
+                    for (int c = 0; c < 3; ++c) p[r][c] = inside[r][c] ? _mm256_loadu_ps(d[r][c] + i) : zero;
+                vec t[3][3]; /* B^T along the rows */
+                for (int c = 0; c < 3; ++c) {
+                    t[0][c] = _mm256_sub_ps(p[0][c], p[1][c]);
+                    t[1][c] = p[1][c];
+                    t[2][c] = _mm256_sub_ps(p[2][c], p[1][c]);
+                }
+                for (int r = 0; r < 3; ++r) { /* phase (0,0): ... and B along the columns */
+                    _mm256_storeu_ps(dst + (3 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][1]));
+                    _mm256_storeu_ps(dst + (3 * r + 1) * plane + i, t[r][1]);
+                    _mm256_storeu_ps(dst + (3 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
+                }
+                for (int r = 0; r < 3; ++r) /* phase (0,1): rows transformed, columns b, b+1 */
+                    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (9 + 2 * r + c) * plane + i, t[r][1 + c]);
+                for (int r = 0; r < 2; ++r) { /* phase (1,0): rows a, a+1, columns transformed */
+                    const vec *e = p[1 + r];
+                    _mm256_storeu_ps(dst + (15 + 3 * r + 0) * plane + i, _mm256_sub_ps(e[0], e[1]));
+                    _mm256_storeu_ps(dst + (15 + 3 * r + 1) * plane + i, e[1]);
+                    _mm256_storeu_ps(dst + (15 + 3 * r + 2) * plane + i, _mm256_sub_ps(e[2], e[1]));
+                }
+                for (int r = 0; r < 2; ++r) /* phase (1,1) */
+                    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (21 + 2 * r + c) * plane + i, p[1 + r][1 + c]);
+            }
+        }
+    }
+}
+
+/* Output transform of tile rows r0 .. r1 - 1 of the band at tile row ty0: m [25][band_rows * tw][O] ->
+ * y [2H+1][2W+1][O]; tile (ta, tb) writes the output block rows 4ta .. 4ta+3, columns 4tb .. 4tb+3 (those inside). */
+void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, int64_t ty0, int64_t band_rows,
+                    int64_t r0, int64_t r1, float *restrict y) {
+    const int64_t tw = (w + 2) / 2;
+    const int64_t plane = band_rows * tw * o_count;
+    const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
+    for (int64_t ty = r0; ty < r1; ++ty) {
+        for (int64_t tx = 0; tx < tw; ++tx) {
+            const float *src = m + (ty * tw + tx) * o_count;
+            const int64_t y0 = 4 * (ty0 + ty), x0 = 4 * tx;
+            float *out[4][4];
+            int inside[4][4];
+            for (int a = 0; a < 4; ++a)
+                for (int b = 0; b < 4; ++b) {
+                    inside[a][b] = y0 + a < oh && x0 + b < ow;
+                    out[a][b] = y + ((y0 + a) * ow + x0 + b) * o_count;
+                }
+            for (int64_t o = 0; o < o_count; o += 8) {
+#define M(slot) _mm256_loadu_ps(src + (slot) * plane + o)
+#define PUT(a, b, value) if (inside[a][b]) _mm256_storeu_ps(out[a][b] + o, (value))
+                vec s[2][3]; /* phase (0,0): A^T along the rows, then A along the columns */
+                for (int c = 0; c < 3; ++c) {
+                    const vec m0 = M(c), m1 = M(3 + c), m2 = M(6 + c);
+                    s[0][c] = _mm256_add_ps(m0, m1);
+                    s[1][c] = _mm256_add_ps(m1, m2);
+                }
+                for (int i = 0; i < 2; ++i) {
+                    PUT(2 * i, 0, _mm256_add_ps(s[i][0], s[i][1]));
+                    PUT(2 * i, 2, _mm256_add_ps(s[i][1], s[i][2]));
+                }
+                for (int c = 0; c < 2; ++c) { /* phase (0,1): A^T along the rows */
+                    const vec m0 = M(9 + c), m1 = M(11 + c), m2 = M(13 + c);
+                    PUT(0, 2 * c + 1, _mm256_add_ps(m0, m1));
+                    PUT(2, 2 * c + 1, _mm256_add_ps(m1, m2));
+                }
+                for (int r = 0; r < 2; ++r) { /* phase (1,0): A along the columns */
+                    const vec m0 = M(15 + 3 * r), m1 = M(16 + 3 * r), m2 = M(17 + 3 * r);
+                    PUT(2 * r + 1, 0, _mm256_add_ps(m0, m1));
+                    PUT(2 * r + 1, 2, _mm256_add_ps(m1, m2));
+                }
+                for (int r = 0; r < 2; ++r) /* phase (1,1) */
+                    for (int c = 0; c < 2; ++c) PUT(2 * r + 1, 2 * c + 1, M(21 + 2 * r + c));
+#undef M
+#undef PUT
+            }
+        }
+    }
+}
