@@ -172,6 +172,15 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         else:
             x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
+    elif (n == 1 and kh == 1 and o >= 16 and x.is_contiguous(memory_format=torch.channels_last)
+          and x.device.type == "cpu" and x.dtype == wgt.dtype == torch.float32
+          and not (torch.is_grad_enabled() and (x.requires_grad or wgt.requires_grad))):
+        # A 1x1 convolution of a channels-last image is a matrix product over its pixels (oneDNN's linear kernel:
+        # ~1.6x faster than its convolution for the backbone's 96-channel ToRGB layers).
+        h, w = x.shape[2:]
+        rows = x.permute(0, 2, 3, 1).reshape(h * w, i)
+        y = linear(rows, wgt.reshape(o, i), conv_bias if conv_bias is not None else wgt.new_zeros(o))
+        x = y.reshape(1, h, w, o).permute(0, 3, 1, 2)
     elif n == 1 and kh == 3 and use_winograd(x, wgt) and (noise is None or noise.numel() == x.shape[2] * x.shape[3]):
         return winograd_conv3x3(x, wgt, conv_bias, None if noise is None else noise * gain,
                                 0.2 if activate else 1.0, limit if activate else None)
