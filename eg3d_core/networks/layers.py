@@ -146,7 +146,15 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     n, i = x.shape[:2]
     o, _, kh, _ = weight.shape
     b = None if bias is None else (bias * gain).to(x.dtype)
-    if n == 1:
+    if n == 1 and kh == 3 and not up and use_winograd(x, weight) and (noise is None or noise.numel() == x[0, 0].numel()):
+        # Modulation, demodulation and gain happen in the filter transform; noise, activation and clamp in the
+        # output transform.
+        return winograd_conv3x3(x, weight, b, None if noise is None else noise * gain, 0.2 if activate else 1.0,
+                                limit if activate else None, styles.reshape(i), demodulate, gain)
+    winograd_up = n == 1 and up and use_winograd_up(x, weight)
+    if winograd_up:
+        wgt = weight  # modulated in the filter transform
+    elif n == 1:
         if not up and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # Modulated weights laid out like the activations ([O, k, k, I] in memory), so that the
             # convolution does not copy them into its own layout (transposed convolutions always copy).
@@ -167,8 +175,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         wgt = weight.to(x.dtype)
     conv_bias = b if n == 1 else None
     if up:
-        if n == 1 and use_winograd_up(x, wgt):
-            x = winograd_conv_transpose_up(x, wgt)
+        if winograd_up:
+            x = winograd_conv_transpose_up(x, weight, styles.reshape(i), demodulate, gain)
         else:
             x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
@@ -181,9 +189,6 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         rows = x.permute(0, 2, 3, 1).reshape(h * w, i)
         y = linear(rows, wgt.reshape(o, i), conv_bias if conv_bias is not None else wgt.new_zeros(o))
         x = y.reshape(1, h, w, o).permute(0, 3, 1, 2)
-    elif n == 1 and kh == 3 and use_winograd(x, wgt) and (noise is None or noise.numel() == x.shape[2] * x.shape[3]):
-        return winograd_conv3x3(x, wgt, conv_bias, None if noise is None else noise * gain,
-                                0.2 if activate else 1.0, limit if activate else None)
     else:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
     inplace = inplace_ok(x)

@@ -31,10 +31,11 @@ def library() -> ctypes.CDLL | None:
     lib = native.load(SOURCE)
     if lib is not None:
         i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
-        lib.wino_weights.argtypes = [i64, i64, fp, fp]
+        i32, f32 = ctypes.c_int, ctypes.c_float
+        lib.wino_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
         lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
         lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, ctypes.c_float, ctypes.c_float, i64, i64, i64, i64, fp]
-        lib.wino_up_weights.argtypes = [i64, i64, fp, fp]
+        lib.wino_up_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
         lib.wino_up_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
         lib.wino_up_output.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
@@ -69,20 +70,20 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-            slope: float = 1.0, limit: float | None = None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
+            slope: float = 1.0, limit: float | None = None, styles: torch.Tensor | None = None,
+            demodulate: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """``F.conv2d(x, weight', bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
     -> [1, O, H, W] channels-last, followed in the same pass by ``+ noise`` (noise [H, W], broadcast over channels),
     a leaky ReLU of this ``slope`` (1: none) and a clamp to [-limit, limit] (None: none), each rounded as the
-    separate PyTorch operations would. Requires ``library()``."""
+    separate PyTorch operations would. weight' is ``weight`` modulated as in ``layers.modulated_conv2d``: times
+    ``styles`` [I] (None: ones), demodulated per output channel if ``demodulate``, times ``gain``; the filter
+    transform does this on the fly. Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
     th, tw = (h + 1) // 2, (w + 1) // 2
     src = x.contiguous(memory_format=torch.channels_last)
-    wgt = weight.contiguous(memory_format=torch.channels_last)  # [O][3][3][I] in memory
-    u = torch.empty(16, o, i)
-    lib.wino_weights(o, i, float_ptr(wgt), float_ptr(u))
-    ut = u.transpose(1, 2)  # [16, I, O], column-major: MKL's batched product prefers it
+    ut = _filters(lib.wino_weights, 16, weight, styles, demodulate, gain)
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     band = max(1, min(th, BAND_BYTES // (16 * tw * max(i, o) * 4)))
@@ -100,20 +101,18 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return out
 
 
-def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
-    convolution-shaped weight [O, I, 3, 3] -> [1, O, 2H+1, 2W+1] channels-last, by its four output phases with
-    Winograd F(2x2, 2x2) / F(2, 2): 25 products per 3x3 input patch instead of 36 (see winograd_kernel.c).
-    Requires ``library()``."""
+def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor | None = None,
+                         demodulate: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight'.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
+    convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``) -> [1, O, 2H+1, 2W+1]
+    channels-last, by its four output phases with Winograd F(2x2, 2x2) / F(2, 2): 25 products per 3x3 input patch
+    instead of 36 (see winograd_kernel.c). Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
     th, tw = (h + 2) // 2, (w + 2) // 2
     src = x.contiguous(memory_format=torch.channels_last)
-    wgt = weight.permute(0, 2, 3, 1).contiguous()  # [O][3][3][I]
-    u = torch.empty(25, o, i)
-    lib.wino_up_weights(o, i, float_ptr(wgt), float_ptr(u))
-    ut = u.transpose(1, 2)
+    ut = _filters(lib.wino_up_weights, 25, weight, styles, demodulate, gain)
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
     band = max(1, min(th, BAND_BYTES // (25 * tw * max(i, o) * 4)))
 
@@ -124,6 +123,28 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     _by_bands(th, tw, band, 25, i, o, band_job)
     return out
+
+
+def _filters(transform: Callable, slots: int, weight: torch.Tensor, styles: torch.Tensor | None, demodulate: bool,
+             gain: float) -> torch.Tensor:
+    """The modulated, transformed filters [slots, I, O] (a column-major view, which MKL's batched product prefers),
+    output channels split over the intra-op threads."""
+    o, i = weight.shape[:2]
+    wgt = weight.float().contiguous()
+    sty = None if styles is None else styles.float().reshape(i).contiguous()
+    u = torch.empty(slots, o, i)
+    parts = max(1, min(torch.get_num_threads(), o // 64))
+
+    def run(k: int) -> None:
+        transform(o, i, float_ptr(wgt), None if sty is None else float_ptr(sty), gain, int(demodulate),
+                  o * k // parts, o * (k + 1) // parts, float_ptr(u))
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(run, range(parts)))
+    return u.transpose(1, 2)
 
 
 def _by_bands(th: int, tw: int, band: int, slots: int, i: int, o: int,

@@ -15,12 +15,35 @@
 
 typedef __m256 vec;
 
-/* Filter transform: weight [O][3][3][I] (channels-last) -> u [16][O][I]. */
-void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight, float *restrict u) {
+/*
+ * One output channel's modulated weights, laid out channels-last: t[k][i] = w[i][k] * styles[i] * scale for the 9
+ * taps k of weight [I][3][3] (the convolution's own layout), with scale = gain / sqrt(sum of squares + 1e-8) when
+ * demodulating, else gain (styles NULL: all ones). What modulated_conv2d computes in PyTorch before convolving.
+ */
+static void modulate(const float *restrict w, const float *restrict styles, int64_t i_count, float gain,
+                     int demodulate, float *restrict t) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < i_count; ++i) {
+        const float s = styles ? styles[i] : 1.0f;
+        for (int k = 0; k < 9; ++k) {
+            const float v = w[i * 9 + k] * s;
+            t[k * i_count + i] = v;
+            sum += (double)v * v;
+        }
+    }
+    const float scale = demodulate ? (float)(gain / __builtin_sqrt(sum + 1e-8)) : gain;
+    for (int64_t j = 0; j < 9 * i_count; ++j) t[j] *= scale;
+}
+
+/* Filter transform of the modulated weights (see modulate): weight [O][I][3][3] -> u [16][O][I], for output channels
+ * o0 .. o1 - 1. */
+void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight, const float *restrict styles,
+                  float gain, int demodulate, int64_t o0, int64_t o1, float *restrict u) {
     const int64_t plane = o_count * i_count;
     const vec half = _mm256_set1_ps(0.5f);
-    for (int64_t o = 0; o < o_count; ++o) {
-        const float *g = weight + o * 9 * i_count;
+    float g[9 * i_count];
+    for (int64_t o = o0; o < o1; ++o) {
+        modulate(weight + o * 9 * i_count, styles, i_count, gain, demodulate, g);
         float *dst = u + o * i_count;
         for (int64_t i = 0; i < i_count; i += 8) {
             vec t[4][3]; /* G g: the 4x3 intermediate */
@@ -151,11 +174,14 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
  * 21-24 phase (1,1) [2x2].
  */
 
-/* Filter transform: weight [O][3][3][I] (channels-last view of the convolution's [O, I, 3, 3]) -> u [25][O][I]. */
-void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict weight, float *restrict u) {
+/* Filter transform of the modulated weights (see modulate): weight [O][I][3][3] -> u [25][O][I], for output channels
+ * o0 .. o1 - 1. */
+void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict weight, const float *restrict styles,
+                     float gain, int demodulate, int64_t o0, int64_t o1, float *restrict u) {
     const int64_t plane = o_count * i_count;
-    for (int64_t o = 0; o < o_count; ++o) {
-        const float *g = weight + o * 9 * i_count;
+    float g[9 * i_count];
+    for (int64_t o = o0; o < o1; ++o) {
+        modulate(weight + o * 9 * i_count, styles, i_count, gain, demodulate, g);
         float *dst = u + o * i_count;
 #define W(ky, kx) _mm256_loadu_ps(g + ((ky) * 3 + (kx)) * i_count + i)
 #define PUT(slot, value) _mm256_storeu_ps(dst + (slot) * plane + i, (value))
