@@ -50,6 +50,14 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(samples)
 
 
+def sgemm_gflops() -> float:
+    """This machine's float32 matrix-product speed right now (2048^3, best of 10): on a shared VM it varies by a third
+    with the neighbours' load, so it is printed with the results."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    return 2 * 2048 ** 3 / min(timed(lambda: a @ b, 1) for _ in range(10)) / 1e9
+
+
 def glibc_default_malloc() -> None:
     """Undo ``reuse_freed_memory``: glibc's settings as its dynamic mmap threshold leaves them at their most
     favourable (blocks above 32 MiB mapped and unmapped per allocation, 64 MiB trim threshold)."""
@@ -156,11 +164,14 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args()
     reuse_freed_memory()
+    speed_before = sgemm_gflops()
     rows = [r for name in args.presets for r in bench_preset(name, args.repeats)]
+    speed_after = sgemm_gflops()
     load = os.getloadavg()[0]
     header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
-              f"load average at the end {load:.1f}. Median of {args.repeats} runs after a warm-up.")
+              f"load average at the end {load:.1f}; float32 matrix product (2048^3) at {speed_before:.0f} GFLOPS before "
+              f"and {speed_after:.0f} after the run. Median of {args.repeats} runs after a warm-up.")
     text = f"{header}\n\n{table(rows)}\n"
     print(text)
     if args.write:
