@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import eg3d_core  # noqa: E402
+from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 from viewer import actions  # noqa: E402
 from viewer.model_info import ModelInfo  # noqa: E402
 from viewer.renderer import ViewerRenderer  # noqa: E402
@@ -131,6 +132,7 @@ def main() -> None:
     p.add_argument("--target-fps", type=float, default=20.0, help="target of the adaptive preview resolution")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args()
+    reuse_freed_memory()  # as launch_viewer.py does
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
