@@ -10,6 +10,7 @@ parameter and its allowed range, instead of a component's internal exception.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import math
 import shutil
@@ -31,6 +32,7 @@ from . import cameras, visualize
 from .generator import Generator
 from .mesh import Mesh, save_mesh
 from .presets import PRESETS
+from .runtime import spread_work
 from .shapes import generator_mesh
 
 OUTPUTS = ("image", "raw", "depth", "all")
@@ -262,14 +264,21 @@ class ModelThreads:
     concurrency limits (one job per kind at a time) make these queues short.
     """
 
-    def __init__(self, kinds: tuple[str, ...] = ("render", "heavy")) -> None:
+    def __init__(self, kinds: tuple[str, ...] = ("render", "heavy"), spread: tuple[str, ...] = ("render",)) -> None:
         self._pools = {k: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eg3d-{k}") for k in kinds}
+        self._spread = spread
 
     def run(self, kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn on the thread of ``kind`` and wait for it. Context variables go along, so that a progress
-        callback bound to the caller's request still reports to it."""
+        callback bound to the caller's request still reports to it. Jobs of the ``spread`` kinds (quick renders,
+        one at a time) may use helper threads on all cores (``runtime.spread_work``), as the desktop viewer's do."""
         context = contextvars.copy_context()
-        return self._pools[kind].submit(context.run, fn, *args, **kwargs).result()
+        return self._pools[kind].submit(context.run, self._call, kind in self._spread, fn, *args, **kwargs).result()
+
+    @staticmethod
+    def _call(spread: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with spread_work() if spread else contextlib.nullcontext():
+            return fn(*args, **kwargs)
 
     def shutdown(self) -> None:
         for pool in self._pools.values():

@@ -158,5 +158,9 @@ def test_model_threads_pin_work_and_carry_context() -> None:
         assert threads.run("heavy", threading.current_thread).name != next(iter(seen))[0]
         with pytest.raises(InputError):
             threads.run("render", parse_render, Limits(), "abc")  # errors reach the caller
+        # Quick renders (one at a time) may use helper threads on all cores; heavy jobs keep to their thread.
+        from eg3d_core.runtime import may_spread_work
+
+        assert threads.run("render", may_spread_work) and not threads.run("heavy", may_spread_work)
     finally:
         threads.shutdown()
