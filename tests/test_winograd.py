@@ -121,3 +121,21 @@ def test_upsampling_layer_same_with_and_without(monkeypatch):
         direct = layer(x, w, "const")
     assert fast.shape == (1, 128, 32, 32)
     assert (fast - direct).abs().max().item() < 1e-4 * (1 + direct.abs().max().item())
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    layer = layers.SynthesisLayer(128, 128, 64, 32, up=up, conv_clamp=256, noise_buffer=True)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.1)
+        x = _channels_last(torch.randn(3, 128, 16 if up else 32, 16 if up else 32))
+        w = torch.randn(3, 64)
+        fast = layer(x, w, "const")
+        monkeypatch.setattr(layers, "use_winograd", lambda x, w: False)
+        monkeypatch.setattr(layers, "use_winograd_up", lambda x, w: False)
+        batched = layer(x, w, "const")  # the plain batch path: shared-weight convolution, per-image scales
+    assert fast.shape == batched.shape == (3, 128, 32, 32)
+    assert (fast - batched).abs().max().item() < 1e-4 * (1 + batched.abs().max().item())

@@ -145,6 +145,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """
     n, i = x.shape[:2]
     o, _, kh, _ = weight.shape
+    if n > 1 and kh == 3 and (use_winograd_up if up else use_winograd)(x[:1], weight):
+        # A batch of images for the Winograd path (e.g. FID sampling): one at a time, each with its own styles.
+        per_noise = (lambda k: noise[k:k + 1]) if noise is not None and noise.ndim == 4 else (lambda k: noise)
+        return torch.cat([modulated_conv2d(x[k:k + 1], weight, styles[k:k + 1], demodulate, up, per_noise(k), bias,
+                                           gain, activate, limit) for k in range(n)])
     b = None if bias is None else (bias * gain).to(x.dtype)
     if n == 1 and kh == 3 and not up and use_winograd(x, weight) and (noise is None or noise.numel() == x[0, 0].numel()):
         # Modulation, demodulation and gain happen in the filter transform; noise, activation and clamp in the
