@@ -106,3 +106,19 @@ def test_a_large_query_split_over_threads_matches():
             _close(native.field(coords, planes, 1.0, dec), dec(sample_planes(planes, coords, 1.0)))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_every_kernel_source_ships_with_the_package():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text()
+    section = text[text.index("[tool.setuptools.package-data]"):]
+    section = section[:section.find("\n[", 1)] if "\n[" in section[1:] else section
+    sources = sorted((root / "eg3d_core").rglob("*.c"))
+    assert len(sources) >= 2
+    for source in sources:
+        package = ".".join(source.parent.relative_to(root).parts)
+        entry = re.search(rf'^"{re.escape(package)}" = \[(.*)\]$', section, re.MULTILINE)
+        assert entry and '"*.c"' in entry.group(1), f"{source} is not in package-data"
