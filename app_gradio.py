@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-size", type=int, default=8, help="tri-plane sets kept (LRU)")
     ap.add_argument("--queue-size", type=int, default=64, help="requests waiting before new ones are refused")
     args = ap.parse_args(argv)
-    # Renders run one at a time but on any of the server's pool threads: two arenas bound what freed memory stays.
+    # Model work runs on two long-lived threads (webapp.ModelThreads) and their short-lived helpers: two malloc arenas
+    # bound how much freed memory all of them keep.
     reuse_freed_memory(max_arenas=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal start-up request otherwise

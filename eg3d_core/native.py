@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -75,6 +77,24 @@ def load(source: Path, defines: tuple[tuple[str, int], ...] = ()) -> ctypes.CDLL
         warnings.warn(f"compiled kernel {source.name} unavailable, using PyTorch ({e} {detail})", RuntimeWarning,
                       stacklevel=2)
         return None
+
+
+def float32_cpu_inference(*tensors: torch.Tensor) -> bool:
+    """Whether these tensors are float32 on the CPU, with no autograd to serve and no CPU autocast active: the case
+    the CPU fast paths (compiled kernels, oneDNN's fused operations) are written for."""
+    return (not torch.is_autocast_enabled("cpu")
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+
+
+def run_parts(fn: Callable[[int], None], parts: int) -> None:
+    """fn(0), ..., fn(parts - 1): on ``parts`` threads when more than one (compiled kernels release the GIL), else
+    here."""
+    if parts <= 1:
+        fn(0)
+        return
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(fn, range(parts)))
 
 
 def float_ptr(t: torch.Tensor) -> ctypes.c_void_p:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..native import float32_cpu_inference
 from .winograd import conv3x3 as winograd_conv3x3
 from .winograd import conv_transpose3x3_up as winograd_conv_transpose_up
 from .winograd import use_winograd, use_winograd_up
@@ -48,9 +49,7 @@ _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkld
 
 def _onednn_linear_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
     """Whether ``linear`` may take oneDNN's kernel: float32 CPU inference on a 2-D input."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32 and x.ndim == 2
-            and _ONEDNN_LINEAR and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)))
+    return x.ndim == 2 and _ONEDNN_LINEAR and float32_cpu_inference(x, weight, bias)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
@@ -156,10 +155,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # output transform.
         return winograd_conv3x3(x, weight, b, None if noise is None else noise * gain, 0.2 if activate else 1.0,
                                 limit if activate else None, styles.reshape(i), demodulate, gain)
-    winograd_up = n == 1 and up and use_winograd_up(x, weight)
-    if winograd_up:
-        wgt = weight  # modulated in the filter transform
-    elif n == 1:
+    winograd_up = n == 1 and up and use_winograd_up(x, weight)  # modulates the weights in its filter transform
+    if n == 1 and not winograd_up:
         if not up and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # Modulated weights laid out like the activations ([O, k, k, I] in memory), so that the
             # convolution does not copy them into its own layout (transposed convolutions always copy).
@@ -172,7 +169,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             norm = torch.linalg.vector_norm(wgt, dim=(1, 2, 3))
             scale = (norm.square() + 1e-8).rsqrt().reshape(o, 1, 1, 1) * gain
         wgt = (wgt.mul_(scale) if inplace_ok(wgt) else wgt * scale).to(x.dtype)
-    else:
+    elif n > 1:
         dcoef = None
         if demodulate:
             dcoef = ((weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
@@ -185,9 +182,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         else:
             x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
-    elif (n == 1 and kh == 1 and o >= 16 and x.is_contiguous(memory_format=torch.channels_last)
-          and x.device.type == "cpu" and x.dtype == wgt.dtype == torch.float32
-          and not (torch.is_grad_enabled() and (x.requires_grad or wgt.requires_grad))):
+    elif n == 1 and kh == 1 and o >= 16 and x.is_contiguous(memory_format=torch.channels_last) \
+            and float32_cpu_inference(x, wgt):
         # A 1x1 convolution of a channels-last image is a matrix product over its pixels (oneDNN's linear kernel:
         # ~1.6x faster than its convolution for the backbone's 96-channel ToRGB layers).
         h, w = x.shape[2:]

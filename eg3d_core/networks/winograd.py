@@ -12,13 +12,12 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from .. import native
-from ..native import float_ptr
+from ..native import float32_cpu_inference, float_ptr, run_parts
 
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
 # Tile rows per band: the transformed band ([16, tiles, channels]) should stay in the CPU caches.
@@ -33,40 +32,39 @@ def library() -> ctypes.CDLL | None:
         i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
         i32, f32 = ctypes.c_int, ctypes.c_float
         lib.wino_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
-        lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
-        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, ctypes.c_float, ctypes.c_float, i64, i64, i64, i64, fp]
+        lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, fp]
+        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, f32, f32, i64, i64, fp]
         lib.wino_up_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
-        lib.wino_up_input.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
-        lib.wino_up_output.argtypes = [i64, i64, i64, fp, i64, i64, i64, i64, fp]
+        lib.wino_up_input.argtypes = [i64, i64, i64, fp, i64, i64, fp]
+        lib.wino_up_output.argtypes = [i64, i64, i64, fp, i64, i64, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
                   lib.wino_up_output):
             f.restype = None
     return lib
 
 
+def _single_image(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """What both Winograd paths need: one channels-last image, a 3x3 weight with channel counts that are multiples of
+    8, float32 CPU inference, the kernels available."""
+    return (x.shape[0] == 1 and tuple(weight.shape[2:]) == (3, 3) and weight.shape[0] % 8 == 0
+            and weight.shape[1] % 8 == 0 and x.is_contiguous(memory_format=torch.channels_last)
+            and float32_cpu_inference(x, weight) and library() is not None)
+
+
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv3x3`` serves ``F.conv2d(x, weight, padding=1)``: one float32 CPU image, channels-last, at least
-    128 channels in and out (multiples of 8) and 16 px, no autograd, kernels available. Measured on a 2-core AVX2
-    CPU against oneDNN's direct convolution: 1.1-1.8x from 128 channels and 16 px up (benchmarks/RESULTS.md)."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[0] == 1
-            and tuple(weight.shape[2:]) == (3, 3) and min(weight.shape[0], weight.shape[1]) >= 128
-            and weight.shape[0] % 8 == 0 and weight.shape[1] % 8 == 0
-            and min(x.shape[2], x.shape[3]) >= 16 and x.is_contiguous(memory_format=torch.channels_last)
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and library() is not None)
+    128 channels in and out (multiples of 8) and 16 px, no autograd or autocast, kernels available. Measured on a
+    2-core AVX2 CPU against oneDNN's direct convolution: 1.1-1.8x from 128 channels and 16 px up
+    (benchmarks/RESULTS.md)."""
+    return min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 and _single_image(x, weight)
 
 
 def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv_transpose3x3_up`` serves the stride-2 transposed convolution of x by the convolution-shaped
     weight [O, I, 3, 3]: as ``use_winograd`` but from 32 channels in, 128 out (multiples of 8) and inputs of 16 to
     128 px. Measured on a 2-core AVX2 CPU against oneDNN: 1.1-1.9x there; even or slower at 256 px and at 8 px."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[0] == 1
-            and tuple(weight.shape[2:]) == (3, 3) and weight.shape[0] >= 128 and weight.shape[1] >= 32
-            and weight.shape[0] % 8 == 0 and weight.shape[1] % 8 == 0
-            and min(x.shape[2], x.shape[3]) >= 16 and max(x.shape[2], x.shape[3]) <= 128
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and library() is not None)
+    return (weight.shape[0] >= 128 and weight.shape[1] >= 32 and 16 <= min(x.shape[2], x.shape[3])
+            and max(x.shape[2], x.shape[3]) <= 128 and _single_image(x, weight))
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -93,9 +91,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     post = (noise_p, slope, 0.0 if limit is None else float(limit))
 
     def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
-        lib.wino_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
+        lib.wino_input(h, w, i, float_ptr(src), t0, rows, float_ptr(v))
         torch.bmm(v, ut, out=m)
-        lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, 0, rows, float_ptr(out))
+        lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, float_ptr(out))
 
     _by_bands(th, tw, band, 16, i, o, band_job)
     return out
@@ -117,9 +115,9 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     band = max(1, min(th, BAND_BYTES // (25 * tw * max(i, o) * 4)))
 
     def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
-        lib.wino_up_input(h, w, i, float_ptr(src), t0, rows, 0, rows, float_ptr(v))
+        lib.wino_up_input(h, w, i, float_ptr(src), t0, rows, float_ptr(v))
         torch.bmm(v, ut, out=m)
-        lib.wino_up_output(h, w, o, float_ptr(m), t0, rows, 0, rows, float_ptr(out))
+        lib.wino_up_output(h, w, o, float_ptr(m), t0, rows, float_ptr(out))
 
     _by_bands(th, tw, band, 25, i, o, band_job)
     return out
@@ -139,11 +137,7 @@ def _filters(transform: Callable, slots: int, weight: torch.Tensor, styles: torc
         transform(o, i, float_ptr(wgt), None if sty is None else float_ptr(sty), gain, int(demodulate),
                   o * k // parts, o * (k + 1) // parts, float_ptr(u))
 
-    if parts == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(parts) as pool:
-            list(pool.map(run, range(parts)))
+    run_parts(run, parts)
     return u.transpose(1, 2)
 
 
@@ -171,8 +165,4 @@ def _by_bands(th: int, tw: int, band: int, slots: int, i: int, o: int,
             if parts > 1:
                 torch.set_num_threads(threads)
 
-    if parts == 1:
-        work(0)
-    else:
-        with ThreadPoolExecutor(parts) as pool:
-            list(pool.map(work, range(parts)))
+    run_parts(work, parts)

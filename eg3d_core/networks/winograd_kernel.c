@@ -7,8 +7,8 @@
  *   A^T = [1 1 1 0; 0 1 -1 -1],
  * where the 16 element-wise products over all tiles and input channels are 16 matrix products
  * [tiles, I] @ [I, O]. The loops run over channels, innermost and contiguous, 8 at a time (AVX2); channel counts
- * must be multiples of 8. The input and output transforms take a range of a band's tile rows, so that callers can
- * split a band over threads.
+ * must be multiples of 8. The input and output transforms work on a band of tile rows at a time, so that a caller
+ * keeps the transformed band in cache and can give each thread bands of its own.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -69,15 +69,15 @@ void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight
 }
 
 /*
- * Input transform: x [H][W][I] (zero padding 1) -> v [16][band_rows * tw][I] for the tile rows r0 .. r1 - 1 of the
- * band starting at tile row ty0.
+ * Input transform: x [H][W][I] (zero padding 1) -> v [16][rows * tw][I] for the band of tile rows
+ * ty0 .. ty0 + rows - 1.
  */
-void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, int64_t ty0, int64_t band_rows,
-                int64_t r0, int64_t r1, float *restrict v) {
+void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, int64_t ty0, int64_t rows,
+                float *restrict v) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = band_rows * tw * i_count;
+    const int64_t plane = rows * tw * i_count;
     const vec zero = _mm256_setzero_ps();
-    for (int64_t ty = r0; ty < r1; ++ty) {
+    for (int64_t ty = 0; ty < rows; ++ty) {
         for (int64_t tx = 0; tx < tw; ++tx) {
             const float *d[4][4];
             int inside[4][4];
@@ -112,17 +112,17 @@ void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, 
 }
 
 /*
- * Output transform: m [16][band_rows * tw][O] -> y [H][W][O] for the tile rows r0 .. r1 - 1 of the band starting at
- * tile row ty0, with what a synthesis layer does next fused in, each step as PyTorch would do it:
+ * Output transform: m [16][rows * tw][O] -> y [H][W][O] for the band of tile rows ty0 .. ty0 + rows - 1, with what a
+ * synthesis layer does next fused in, each step as PyTorch would do it:
  * + bias[o] (if not NULL), + noise[y][x] (if not NULL), leaky ReLU with this slope (if slope != 1), clamp to
  * [-limit, limit] (if limit > 0).
  */
 void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict bias,
-                 const float *restrict noise, float slope, float limit, int64_t ty0, int64_t band_rows, int64_t r0,
-                 int64_t r1, float *restrict y) {
+                 const float *restrict noise, float slope, float limit, int64_t ty0, int64_t rows,
+                 float *restrict y) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = band_rows * tw * o_count;
-    for (int64_t ty = r0; ty < r1; ++ty) {
+    const int64_t plane = rows * tw * o_count;
+    for (int64_t ty = 0; ty < rows; ++ty) {
         for (int64_t tx = 0; tx < tw; ++tx) {
             const float *src = m + (ty * tw + tx) * o_count;
             const int64_t y0 = 2 * (ty0 + ty), x0 = 2 * tx;
@@ -211,14 +211,14 @@ void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict wei
     }
 }
 
-/* Input transform of tile rows r0 .. r1 - 1 of the band at tile row ty0: x [H][W][I] -> v [25][band_rows * tw][I],
+/* Input transform of the band of tile rows ty0 .. ty0 + rows - 1: x [H][W][I] -> v [25][rows * tw][I],
  * tw = (W + 2) / 2; tile (ta, tb) reads x[2ta-1 .. 2ta+1][2tb-1 .. 2tb+1] (zero outside). */
-void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, int64_t ty0, int64_t band_rows,
-                   int64_t r0, int64_t r1, float *restrict v) {
+void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, int64_t ty0, int64_t rows,
+                   float *restrict v) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = band_rows * tw * i_count;
+    const int64_t plane = rows * tw * i_count;
     const vec zero = _mm256_setzero_ps();
-    for (int64_t ty = r0; ty < r1; ++ty) {
+    for (int64_t ty = 0; ty < rows; ++ty) {
         for (int64_t tx = 0; tx < tw; ++tx) {
             const float *d[3][3];
             int inside[3][3];
@@ -259,14 +259,14 @@ void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict 
     }
 }
 
-/* Output transform of tile rows r0 .. r1 - 1 of the band at tile row ty0: m [25][band_rows * tw][O] ->
+/* Output transform of the band of tile rows ty0 .. ty0 + rows - 1: m [25][rows * tw][O] ->
  * y [2H+1][2W+1][O]; tile (ta, tb) writes the output block rows 4ta .. 4ta+3, columns 4tb .. 4tb+3 (those inside). */
-void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, int64_t ty0, int64_t band_rows,
-                    int64_t r0, int64_t r1, float *restrict y) {
+void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, int64_t ty0, int64_t rows,
+                    float *restrict y) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = band_rows * tw * o_count;
+    const int64_t plane = rows * tw * o_count;
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
-    for (int64_t ty = r0; ty < r1; ++ty) {
+    for (int64_t ty = 0; ty < rows; ++ty) {
         for (int64_t tx = 0; tx < tw; ++tx) {
             const float *src = m + (ty * tw + tx) * o_count;
             const int64_t y0 = 4 * (ty0 + ty), x0 = 4 * tx;

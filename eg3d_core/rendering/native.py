@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -53,10 +52,9 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
     """
     fc0, _, fc1 = decoder.net
     n, p, ch, h, w = planes.shape
-    if (coords.device.type != "cpu" or planes.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-            or (fc0.weight.shape[0], fc1.weight.shape[0]) != (HIDDEN, 1 + OUT) or p != len(PLANE_AXES)
-            or (torch.is_grad_enabled() and (coords.requires_grad or planes.requires_grad
-                                             or any(q.requires_grad for q in decoder.parameters())))):
+    if (coords.device.type != "cpu" or (torch.is_grad_enabled() and coords.requires_grad)
+            or not native.float32_cpu_inference(planes, *decoder.parameters())
+            or (fc0.weight.shape[0], fc1.weight.shape[0]) != (HIDDEN, 1 + OUT) or p != len(PLANE_AXES)):
         return None
     lib = library(ch)
     if lib is None:
@@ -74,20 +72,15 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
     axes_p = ctypes.cast(axes.data_ptr(), ctypes.POINTER(ctypes.c_int32))
     scale = float(torch.tensor(2 / box_warp, dtype=torch.float32))
 
-    def run(span: tuple[int, int]) -> None:
-        lib.eg3d_field(n, m, span[0], span[1], _ptr(points), _ptr(table), h, w, scale, axes_p, _ptr(w0t), _ptr(b0),
-                       _ptr(w1t), _ptr(b1), _ptr(sigma), _ptr(rgb))
-
     total = n * m
     # A large query (mesh grids) is split over the intra-op threads where the caller allows it; the renderer's chunk
     # workers call from their own threads, one chunk each, and already keep the cores busy.
     parts = torch.get_num_threads() if may_spread_work() else 1
     parts = max(1, min(parts, total // SPLIT_POINTS))
-    bounds = [total * k // parts for k in range(parts + 1)]
-    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
-    if parts == 1:
-        run(spans[0])
-    else:
-        with ThreadPoolExecutor(parts) as pool:
-            list(pool.map(run, spans))
+
+    def run(k: int) -> None:  # points of part k
+        lib.eg3d_field(n, m, total * k // parts, total * (k + 1) // parts, _ptr(points), _ptr(table), h, w, scale,
+                       axes_p, _ptr(w0t), _ptr(b0), _ptr(w1t), _ptr(b1), _ptr(sigma), _ptr(rgb))
+
+    native.run_parts(run, parts)
     return {"sigma": sigma, "rgb": rgb}
