@@ -67,6 +67,8 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     assert not winograd.use_winograd(x[:, :, :8, :8].contiguous(memory_format=torch.channels_last), w)  # small maps
     assert not winograd.use_winograd(x.contiguous(), w)  # NCHW
     assert not winograd.use_winograd(torch.cat([x, x]), w)  # a batch
+    assert winograd.use_winograd_up(x, w)
+    assert not winograd.use_winograd_up(x[:, :, :16, :16].contiguous(memory_format=torch.channels_last), w)  # 16 px
     assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
 
 
@@ -111,15 +113,16 @@ def test_upsampling_layer_same_with_and_without(monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     torch.manual_seed(0)
-    layer = layers.SynthesisLayer(64, 128, 64, 32, up=True, conv_clamp=None, noise_buffer=True)
+    layer = layers.SynthesisLayer(64, 128, 64, 64, up=True, conv_clamp=None, noise_buffer=True)
     with torch.no_grad():
         layer.noise_strength.fill_(0.1)
-        x = _channels_last(torch.randn(1, 64, 16, 16))
+        x = _channels_last(torch.randn(1, 64, 32, 32))
         w = torch.randn(1, 64)
+        assert winograd.use_winograd_up(x, layer.weight)
         fast = layer(x, w, "const")
         monkeypatch.setattr(layers, "use_winograd_up", lambda x, w: False)
         direct = layer(x, w, "const")
-    assert fast.shape == (1, 128, 32, 32)
+    assert fast.shape == (1, 128, 64, 64)
     assert (fast - direct).abs().max().item() < 1e-4 * (1 + direct.abs().max().item())
 
 
@@ -128,14 +131,15 @@ def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     torch.manual_seed(0)
-    layer = layers.SynthesisLayer(128, 128, 64, 32, up=up, conv_clamp=256, noise_buffer=True)
+    layer = layers.SynthesisLayer(128, 128, 64, 64, up=up, conv_clamp=256, noise_buffer=True)
     with torch.no_grad():
         layer.noise_strength.fill_(0.1)
-        x = _channels_last(torch.randn(3, 128, 16 if up else 32, 16 if up else 32))
+        x = _channels_last(torch.randn(3, 128, 32 if up else 64, 32 if up else 64))
         w = torch.randn(3, 64)
+        assert (winograd.use_winograd_up if up else winograd.use_winograd)(x[:1], layer.weight)
         fast = layer(x, w, "const")
         monkeypatch.setattr(layers, "use_winograd", lambda x, w: False)
         monkeypatch.setattr(layers, "use_winograd_up", lambda x, w: False)
         batched = layer(x, w, "const")  # the plain batch path: shared-weight convolution, per-image scales
-    assert fast.shape == batched.shape == (3, 128, 32, 32)
+    assert fast.shape == batched.shape == (3, 128, 64, 64)
     assert (fast - batched).abs().max().item() < 1e-4 * (1 + batched.abs().max().item())
