@@ -143,3 +143,58 @@ def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
         batched = layer(x, w, "const")  # the plain batch path: shared-weight convolution, per-image scales
     assert fast.shape == batched.shape == (3, 128, 64, 64)
     assert (fast - batched).abs().max().item() < 1e-4 * (1 + batched.abs().max().item())
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_modulated_and_demodulated_matches_float64(up):
+    """Styles scale the input transform, demodulation and gain the output transform, around the raw weight's filters:
+    still no worse than float32's direct convolution of the modulated weight."""
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, 128, 20, 18))
+    w = torch.randn(136, 128, 3, 3)
+    styles = torch.rand(128) * 2 + 0.1
+    gain = 2 ** 0.5
+    wd = w.double() * styles.double().reshape(1, -1, 1, 1)
+    wd = wd * (wd.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
+    wf = w * styles.reshape(1, -1, 1, 1)
+    wf = wf * (wf.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
+    if up:
+        exact = F.conv_transpose2d(x.double(), wd.transpose(0, 1), stride=2)
+        direct = F.conv_transpose2d(x, wf.transpose(0, 1), stride=2)
+        got = winograd.conv_transpose3x3_up(x, w, styles, True, gain)
+    else:
+        exact = F.conv2d(x.double(), wd, padding=1)
+        direct = F.conv2d(x, wf, padding=1)
+        got = winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=gain)
+    assert got.shape == exact.shape
+    err, err_direct = (got.double() - exact).abs().max().item(), (direct.double() - exact).abs().max().item()
+    assert err <= 2 * err_direct + 1e-6
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_cached_filters_are_reused_until_the_weight_changes(up):
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, 32, 12, 12))
+    w = torch.nn.Parameter(torch.randn(16, 32, 3, 3))
+    styles = torch.rand(32) + 0.5
+
+    def conv(cache: dict | None) -> torch.Tensor:
+        with torch.no_grad():
+            if up:
+                return winograd.conv_transpose3x3_up(x, w, styles, True, 1.5, cache)
+            return winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=1.5, cache=cache)
+
+    cache: dict = {}
+    first = conv(cache)
+    (entry,) = cache.values()
+    assert torch.equal(conv(cache), first) and next(iter(cache.values())) is entry  # reused, same result
+    assert torch.equal(first, conv(None))
+    with torch.no_grad():
+        w.mul_(-0.5)  # changed in place (as load_state_dict does)
+    changed = conv(cache)
+    assert next(iter(cache.values())) is not entry
+    assert torch.equal(changed, conv(None)) and not torch.allclose(changed, first)

@@ -130,7 +130,8 @@ def clamp(x: torch.Tensor, limit: float | None) -> torch.Tensor:
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
                      up: bool, noise: torch.Tensor | None, bias: torch.Tensor | None = None,
-                     gain: float = 1.0, activate: bool = False, limit: float | None = None) -> torch.Tensor:
+                     gain: float = 1.0, activate: bool = False, limit: float | None = None,
+                     cache: dict | None = None) -> torch.Tensor:
     """Style-modulated convolution, returning ``y = gain * (conv + noise + bias)``, or with ``activate`` the
     synthesis layer's output ``clamp(leaky_relu(y, 0.2), -limit, limit)`` (fused into the Winograd path's last pass).
 
@@ -140,7 +141,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     convolution itself (only the noise is added afterwards); a batch scales the input and output around one
     shared-weight convolution instead of the original's grouped convolution. Both equal it up to rounding and
     keep x's memory format. Without autograd the passes after the convolution work in place: a fresh tensor the
-    size of a large activation costs more (page faults) than the arithmetic.
+    size of a large activation costs more (page faults) than the arithmetic. ``cache`` (a dict per layer, or None)
+    lets the Winograd paths keep their transformed filters while the weight is unchanged.
     """
     n, i = x.shape[:2]
     o, _, kh, _ = weight.shape
@@ -148,14 +150,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # A batch of images for the Winograd path (e.g. FID sampling): one at a time, each with its own styles.
         per_noise = (lambda k: noise[k:k + 1]) if noise is not None and noise.ndim == 4 else (lambda k: noise)
         return torch.cat([modulated_conv2d(x[k:k + 1], weight, styles[k:k + 1], demodulate, up, per_noise(k), bias,
-                                           gain, activate, limit) for k in range(n)])
+                                           gain, activate, limit, cache) for k in range(n)])
     b = None if bias is None else (bias * gain).to(x.dtype)
     if n == 1 and kh == 3 and not up and use_winograd(x, weight) and (noise is None or noise.numel() == x[0, 0].numel()):
-        # Modulation, demodulation and gain happen in the filter transform; noise, activation and clamp in the
-        # output transform.
+        # Modulation in the input transform; demodulation, gain, noise, activation and clamp in the output transform.
         return winograd_conv3x3(x, weight, b, None if noise is None else noise * gain, 0.2 if activate else 1.0,
-                                limit if activate else None, styles.reshape(i), demodulate, gain)
-    winograd_up = n == 1 and up and use_winograd_up(x, weight)  # modulates the weights in its filter transform
+                                limit if activate else None, styles.reshape(i), demodulate, gain, cache)
+    winograd_up = n == 1 and up and use_winograd_up(x, weight)  # modulates in its input and output transforms
     if n == 1 and not winograd_up:
         if not up and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # Modulated weights laid out like the activations ([O, k, k, I] in memory), so that the
@@ -178,7 +179,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     conv_bias = b if n == 1 else None
     if up:
         if winograd_up:
-            x = winograd_conv_transpose_up(x, weight, styles.reshape(i), demodulate, gain)
+            x = winograd_conv_transpose_up(x, weight, styles.reshape(i), demodulate, gain, cache)
         else:
             x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
@@ -221,6 +222,7 @@ class SynthesisLayer(nn.Module):
         self.resolution = resolution
         self.up = up
         self.conv_clamp = conv_clamp
+        self.winograd_cache: dict = {}  # the Winograd paths' transformed filters (not part of the state dict)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         styles = self.affine(w)
@@ -231,7 +233,7 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         # lrelu(g * y) = g * lrelu(y) for g > 0, so the gain is applied inside the convolution.
         return modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise, bias=self.bias,
-                                gain=math.sqrt(2), activate=True, limit=self.conv_clamp)
+                                gain=math.sqrt(2), activate=True, limit=self.conv_clamp, cache=self.winograd_cache)
 
 
 class ToRGB(nn.Module):

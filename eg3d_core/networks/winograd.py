@@ -1,7 +1,7 @@
 """3x3 convolutions of one image by Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct convolution.
 
-The tile transforms are compiled loops (``winograd_kernel.c``, built by ``eg3d_core.native``); the 16 products
-between them are batched matrix products (``torch.bmm``). The transforms only add, subtract and halve, so the
+The tile transforms and the 16 matrix products between them are compiled loops (``winograd_kernel.c``, built by
+``eg3d_core.native``). The transforms only add, subtract and halve, so the
 result equals the direct convolution to float32 rounding (tested against float64). Used for float32 CPU
 inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The
 stride-2 transposed convolutions of the upsampling layers get the same treatment by output phase
@@ -30,15 +30,16 @@ def library() -> ctypes.CDLL | None:
     lib = native.load(SOURCE)
     if lib is not None:
         i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
-        i32, f32 = ctypes.c_int, ctypes.c_float
-        lib.wino_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
-        lib.wino_input.argtypes = [i64, i64, i64, fp, i64, i64, fp]
-        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, f32, f32, i64, i64, fp]
-        lib.wino_up_weights.argtypes = [i64, i64, fp, fp, f32, i32, i64, i64, fp]
-        lib.wino_up_input.argtypes = [i64, i64, i64, fp, i64, i64, fp]
-        lib.wino_up_output.argtypes = [i64, i64, i64, fp, i64, i64, fp]
+        f32 = ctypes.c_float
+        lib.wino_weights.argtypes = [i64, i64, fp, i64, i64, fp]
+        lib.wino_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
+        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp]
+        lib.wino_up_weights.argtypes = [i64, i64, fp, i64, i64, fp]
+        lib.wino_up_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
+        lib.wino_up_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
+        lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
-                  lib.wino_up_output):
+                  lib.wino_up_output, lib.wino_gemm):
             f.restype = None
     return lib
 
@@ -70,100 +71,134 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
             slope: float = 1.0, limit: float | None = None, styles: torch.Tensor | None = None,
-            demodulate: bool = False, gain: float = 1.0) -> torch.Tensor:
+            demodulate: bool = False, gain: float = 1.0, cache: dict | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight', bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
     -> [1, O, H, W] channels-last, followed in the same pass by ``+ noise`` (noise [H, W], broadcast over channels),
     a leaky ReLU of this ``slope`` (1: none) and a clamp to [-limit, limit] (None: none), each rounded as the
     separate PyTorch operations would. weight' is ``weight`` modulated as in ``layers.modulated_conv2d``: times
-    ``styles`` [I] (None: ones), demodulated per output channel if ``demodulate``, times ``gain``; the filter
-    transform does this on the fly. Requires ``library()``."""
+    ``styles`` [I] (None: ones), demodulated per output channel if ``demodulate``, times ``gain``. The convolution is
+    linear in each input and output channel, so the styles scale the input in its transform and the demodulation and
+    gain the output in its transform, around the filters of the raw weight, which ``cache`` (a dict, e.g. one per
+    layer; None: none) keeps from call to call while the weight is unchanged. Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
     th, tw = (h + 1) // 2, (w + 1) // 2
     src = x.contiguous(memory_format=torch.channels_last)
-    ut = _filters(lib.wino_weights, 16, weight, styles, demodulate, gain)
+    u, scale_in, scale_out = _prepare(lib.wino_weights, 16, weight, styles, demodulate, gain, cache)
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
-    band = max(1, min(th, BAND_BYTES // (16 * tw * max(i, o) * 4)))
-    bias_p = None if b is None else float_ptr(b)
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
-    noise_p = None if nz is None else float_ptr(nz)
-    post = (noise_p, slope, 0.0 if limit is None else float(limit))
+    post = (_ptr(scale_out), _ptr(b), _ptr(nz), slope, 0.0 if limit is None else float(limit))
 
-    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
-        lib.wino_input(h, w, i, float_ptr(src), t0, rows, float_ptr(v))
-        torch.bmm(v, ut, out=m)
-        lib.wino_output(h, w, o, float_ptr(m), bias_p, *post, t0, rows, float_ptr(out))
+    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
+        lib.wino_input(h, w, i, float_ptr(src), _ptr(scale_in), t0, rows, float_ptr(v))
+        _products(v, u, m, parts)
+        lib.wino_output(h, w, o, float_ptr(m), *post, t0, rows, float_ptr(out))
 
-    _by_bands(th, tw, band, 16, i, o, band_job)
+    _by_bands(th, tw, 16, i, o, band_job)
     return out
 
 
 def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor | None = None,
-                         demodulate: bool = False, gain: float = 1.0) -> torch.Tensor:
+                         demodulate: bool = False, gain: float = 1.0, cache: dict | None = None) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight'.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
-    convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``) -> [1, O, 2H+1, 2W+1]
-    channels-last, by its four output phases with Winograd F(2x2, 2x2) / F(2, 2): 25 products per 3x3 input patch
-    instead of 36 (see winograd_kernel.c). Requires ``library()``."""
+    convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``, ``cache`` as there) ->
+    [1, O, 2H+1, 2W+1] channels-last, by its four output phases with Winograd F(2x2, 2x2) / F(2, 2): 25 products per
+    3x3 input patch instead of 36 (see winograd_kernel.c). Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
     th, tw = (h + 2) // 2, (w + 2) // 2
     src = x.contiguous(memory_format=torch.channels_last)
-    ut = _filters(lib.wino_up_weights, 25, weight, styles, demodulate, gain)
+    u, scale_in, scale_out = _prepare(lib.wino_up_weights, 25, weight, styles, demodulate, gain, cache)
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
-    band = max(1, min(th, BAND_BYTES // (25 * tw * max(i, o) * 4)))
 
-    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor) -> None:
-        lib.wino_up_input(h, w, i, float_ptr(src), t0, rows, float_ptr(v))
-        torch.bmm(v, ut, out=m)
-        lib.wino_up_output(h, w, o, float_ptr(m), t0, rows, float_ptr(out))
+    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
+        lib.wino_up_input(h, w, i, float_ptr(src), _ptr(scale_in), t0, rows, float_ptr(v))
+        _products(v, u, m, parts)
+        lib.wino_up_output(h, w, o, float_ptr(m), _ptr(scale_out), t0, rows, float_ptr(out))
 
-    _by_bands(th, tw, band, 25, i, o, band_job)
+    _by_bands(th, tw, 25, i, o, band_job)
     return out
 
 
-def _filters(transform: Callable, slots: int, weight: torch.Tensor, styles: torch.Tensor | None, demodulate: bool,
-             gain: float) -> torch.Tensor:
-    """The modulated, transformed filters [slots, I, O] (a column-major view, which MKL's batched product prefers),
-    output channels split over the intra-op threads."""
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
+    """``float_ptr``, None for None (a NULL argument)."""
+    return None if t is None else float_ptr(t)
+
+
+def _prepare(transform: Callable, slots: int, weight: torch.Tensor, styles: torch.Tensor | None, demodulate: bool,
+             gain: float, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The packed filters [slots, O * I] of the raw weight (from ``cache`` while the weight is unchanged), the input
+    scale [I] (the styles; None: ones) and the output scale [O]: gain, over the modulated weight's norm per output
+    channel when demodulating (sum over i of styles[i]^2 * sum of weight[o, i]^2, as the modulated weight's sum of
+    squares)."""
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    entry = None if cache is None else cache.get(slots)
+    if entry is None or entry[0] != key:
+        wgt = weight.float().contiguous()
+        entry = (key, _filters(transform, slots, wgt), wgt.square().sum(dim=(2, 3)))
+        if cache is not None:
+            cache[slots] = entry
+    _, u, sumsq = entry
+    s = None if styles is None else styles.float().reshape(-1).contiguous()
+    if demodulate:
+        scale_out = (sumsq @ (s.square() if s is not None else sumsq.new_ones(sumsq.shape[1])) + 1e-8).rsqrt() * gain
+    else:
+        scale_out = torch.full((weight.shape[0],), float(gain))
+    return u, s, scale_out.contiguous()
+
+
+def _filters(transform: Callable, slots: int, weight: torch.Tensor) -> torch.Tensor:
+    """The transformed filters of weight [O, I, 3, 3] (float32, contiguous): [slots, O * I], packed for ``wino_gemm``
+    (see winograd_kernel.c), output channels split over the intra-op threads."""
     o, i = weight.shape[:2]
-    wgt = weight.float().contiguous()
-    sty = None if styles is None else styles.float().reshape(i).contiguous()
-    u = torch.empty(slots, o, i)
+    u = torch.empty(slots, o * i)
     parts = max(1, min(torch.get_num_threads(), o // 64))
 
     def run(k: int) -> None:
-        transform(o, i, float_ptr(wgt), None if sty is None else float_ptr(sty), gain, int(demodulate),
-                  o * k // parts, o * (k + 1) // parts, float_ptr(u))
+        transform(o, i, float_ptr(weight), o // 8 * k // parts * 8, o // 8 * (k + 1) // parts * 8, float_ptr(u))
 
     run_parts(run, parts)
-    return u.transpose(1, 2)
+    return u
 
 
-def _by_bands(th: int, tw: int, band: int, slots: int, i: int, o: int,
-              job: Callable[[int, int, torch.Tensor, torch.Tensor], None]) -> None:
-    """Run ``job(first tile row, rows, v [slots, rows * tw, i], m [slots, rows * tw, o])`` for every band of ``band``
-    tile rows. Bands k, k + T, ... go to thread k of T (the intra-op thread count): each thread transforms, multiplies
-    (single-threaded) and writes back its own bands, so a band stays in its core's caches and no thread waits for
-    another."""
-    starts = list(range(0, th, band))
-    parts = max(1, min(torch.get_num_threads(), len(starts)))
+def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int) -> None:
+    """m [slots, M, O] = v [slots, M, I] @ the packed filters u [slots, O * I] of each slot (``wino_gemm``), the output
+    channels split over ``parts`` threads (so that each reads only its share of the filters)."""
+    slots, rows, i = v.shape
+    o = m.shape[2]
+    panels = -(-o // 16)
+
+    def run(k: int) -> None:
+        n0, n1 = 16 * (panels * k // parts), min(o, 16 * (panels * (k + 1) // parts))
+        library().wino_gemm(slots, rows, i, o, n0, n1, float_ptr(v), float_ptr(u), float_ptr(m))
+
+    run_parts(run, parts)
+
+
+def _by_bands(th: int, tw: int, slots: int, i: int, o: int,
+              job: Callable[[int, int, torch.Tensor, torch.Tensor, int], None]) -> None:
+    """Run ``job(first tile row, rows, v [slots, rows * tw, i], m [slots, rows * tw, o], threads for the products)``
+    for bands of tile rows that cover all ``th`` rows, each at most BAND_BYTES of transformed tiles. Where there are
+    several, bands k, k + T, ... go to thread k of T (the intra-op thread count): each thread transforms, multiplies
+    and writes back its own bands, so a band stays in its core's caches and no thread waits for another. A small
+    image is one band, whose products are split over the threads by output channel."""
     threads = torch.get_num_threads()
+    band = max(1, min(th, BAND_BYTES // (slots * tw * max(i, o) * 4)))
+    if band >= th or threads == 1:
+        job(0, th, torch.empty(slots, th * tw, i), torch.empty(slots, th * tw, o), threads)
+        return
+    starts = list(range(0, th, band))
+    parts = min(threads, len(starts))
 
     def work(k: int) -> None:
-        if parts > 1:
-            torch.set_num_threads(1)
-        try:
-            v_flat = torch.empty(slots * band * tw * i)
-            m_flat = torch.empty(slots * band * tw * o)
-            for t0 in starts[k::parts]:
-                rows = min(band, th - t0)
-                job(t0, rows, v_flat[:slots * rows * tw * i].view(slots, rows * tw, i),
-                    m_flat[:slots * rows * tw * o].view(slots, rows * tw, o))
-        finally:
-            if parts > 1:
-                torch.set_num_threads(threads)
+        v_flat = torch.empty(slots * band * tw * i)
+        m_flat = torch.empty(slots * band * tw * o)
+        for t0 in starts[k::parts]:
+            rows = min(band, th - t0)
+            job(t0, rows, v_flat[:slots * rows * tw * i].view(slots, rows * tw, i),
+                m_flat[:slots * rows * tw * o].view(slots, rows * tw, o), 1)
 
     run_parts(work, parts)
