@@ -1,8 +1,14 @@
-"""Per-layer speed of the Winograd convolutions (eg3d_core.networks.winograd) against oneDNN's direct ones.
+"""Per-layer speed of the synthesis layers' CPU fast paths against the plain ones, on the released generators' shapes.
 
-The layer shapes of the released generators (single image, float32, channels-last, modulated weights as the
-generator passes them): 3x3 convolutions and the upsampling layers' stride-2 transposed convolutions. Each pair is
-timed alternately in the same process (best of ``--repeats``), with the maximum error of both against float64.
+Three tables, each pair timed alternately in the same process (best of ``--repeats``), single image, float32:
+
+* Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
+  upsampling layers' stride-2 transposed convolutions, with the maximum error of both against float64;
+* the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one band, one
+  thread (as each thread runs its bands);
+* the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
+  PyTorch's separate operations, and the backbone's 4-8 px layers as one matrix product with the raw weight
+  (``layers.small_image_conv3x3``) against modulating the weight for oneDNN.
 
     python benchmarks/bench_winograd.py [--repeats 5] [--write]
 """
@@ -13,6 +19,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -20,7 +27,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from eg3d_core.networks import winograd  # noqa: E402
+from eg3d_core.native import float_ptr  # noqa: E402
+from eg3d_core.networks import fir, layers, winograd  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -34,23 +42,119 @@ LAYERS = [
     ("3x3", 128, 128, 256, "backbone b256"),
     ("3x3", 256, 256, 256, "FFHQ/AFHQ super-resolution, 256 px"),
     ("3x3", 128, 128, 512, "FFHQ/AFHQ super-resolution, 512 px"),
-    ("up", 512, 512, 16, "backbone b32 (not used: even or slower)"),
+    ("up", 512, 512, 16, "backbone b32"),
     ("up", 512, 512, 32, "backbone b64"),
     ("up", 512, 256, 64, "backbone b128"),
     ("up", 256, 128, 128, "backbone b256"),
     ("up", 32, 256, 128, "FFHQ super-resolution block 0"),
-    ("up", 256, 128, 256, "FFHQ super-resolution block 1 (not used: even)"),
+    ("up", 256, 128, 256, "FFHQ super-resolution block 1"),
 ]
+SMALL = [("3x3", 4, "backbone b4"), ("up", 4, "backbone b8"), ("3x3", 8, "backbone b8"), ("up", 8, "backbone b16")]
 
 
-def best(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def alternating(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Best wall time of each function, called in turn ``repeats`` times after a warm-up (so that load drifts on a
+    shared machine hit all alike)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return [min(t) for t in times]
+
+
+def modulated(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """weight * styles, demodulated per output channel (what the plain path convolves with)."""
+    m = weight * styles.to(weight.dtype).reshape(1, -1, 1, 1)
+    return m * (m.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt()
+
+
+def plain_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: bool) -> torch.Tensor:
+    """Modulate the weight, then oneDNN's direct (or stride-2 transposed) convolution."""
+    w = modulated(weight, styles)
+    if up:
+        return F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        w = w.contiguous(memory_format=torch.channels_last)  # laid out like the activations, as the generator does
+    return F.conv2d(x, w, padding=1)
+
+
+def winograd_table(repeats: int) -> list[str]:
+    rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd | speed-up | max error direct / Winograd "
+            "(vs float64) |", "|---|---|---:|---:|---:|---:|---|"]
+    for kind, cin, cout, size, where in LAYERS:
+        up = kind == "up"
+        x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(cout, cin, 3, 3) / (3 * cin ** 0.5)
+        styles = torch.rand(cin) + 0.5
+        fast_fn = winograd.conv_transpose3x3_up if up else winograd.conv3x3
+        # The transformed filters are kept per layer, as the generator does.
+        fast = functools.partial(fast_fn, x, w, styles=styles, demodulate=True, cache={})
+        direct = functools.partial(plain_conv, x, w, styles, up)
+        exact = plain_conv(x.double(), w.double(), styles, up)
+        err_d = (direct().double() - exact).abs().max().item()
+        err_w = (fast().double() - exact).abs().max().item()
+        td, tw = alternating([direct, fast], repeats)
+        label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
+        rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {tw * 1e3:.1f} ms "
+                    f"| {td / tw:.2f}x | {err_d:.1e} / {err_w:.1e} |")
+    return rows
+
+
+def products_table(repeats: int) -> list[str]:
+    lib = winograd.library()
+    rows = ["| layer | products (slots x tiles x in -> out) | torch.bmm | own kernel | speed-up |", "|---|---|---:|---:|---:|"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for kind, cin, cout, size, where in LAYERS:
+            slots = 25 if kind == "up" else 16
+            tw = (size + (2 if kind == "up" else 1)) // 2
+            rows_per_band = max(1, min(tw, winograd.BAND_BYTES // (slots * tw * max(cin, cout) * 4)))
+            m = rows_per_band * tw
+            v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
+            u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers
+            out = torch.empty(slots, m, cout)
+            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, float_ptr(v), float_ptr(u),
+                                    float_ptr(out))
+            tb, to = alternating([functools.partial(torch.bmm, v, u_bmm, out=out), own], repeats)
+            rows.append(f"| {where} ({kind}) | {slots} x {m} x {cin} -> {cout} | {tb * 1e3:.1f} ms | {to * 1e3:.1f} ms "
+                        f"| {tb / to:.2f}x |")
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def plain_tail(y: torch.Tensor, bias: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The upsampling tail as separate PyTorch operations (in place where possible, as the plain path does)."""
+    o = y.shape[1]
+    z = F.conv2d(y, layers.fir_kernel(o, 4.0, y.device, y.dtype), bias=bias, padding=1, groups=o)
+    return layers.clamp(F.leaky_relu(z.add_(noise), 0.2, inplace=True), 256.0)
+
+
+def tail_and_small_table(repeats: int) -> list[str]:
+    rows = ["| step | layer | shape | plain | fast | speed-up |", "|---|---|---|---:|---:|---:|"]
+    for kind, _cin, cout, size, where in LAYERS:
+        if kind != "up":
+            continue
+        y = torch.randn(1, cout, 2 * size + 1, 2 * size + 1).contiguous(memory_format=torch.channels_last)
+        bias, noise = torch.randn(cout), torch.randn(2 * size, 2 * size)
+        tp, tf = alternating([functools.partial(plain_tail, y, bias, noise),
+                              functools.partial(fir.upsample_tail, y, bias, noise, 0.2, 256.0)], repeats)
+        rows.append(f"| upsampling tail (filter, bias, noise, activation, clamp) | {where} | {cout} x {2 * size + 1}^2 "
+                    f"| {tp * 1e3:.1f} ms | {tf * 1e3:.1f} ms | {tp / tf:.2f}x |")
+    for kind, size, where in SMALL:
+        up = kind == "up"
+        x, w, styles = torch.randn(1, 512, size, size), torch.randn(512, 512, 3, 3), torch.rand(512) + 0.5
+        tp, tf = alternating([functools.partial(plain_conv, x, w, styles, up),
+                              functools.partial(layers.small_image_conv3x3, x, w, styles, True, up, 1.0, {})], repeats)
+        label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
+        rows.append(f"| small image: {label} as one matrix product | {where} | 512 -> 512, {size} px "
+                    f"| {tp * 1e3:.1f} ms | {tf * 1e3:.1f} ms | {tp / tf:.2f}x |")
+    return rows
 
 
 def main() -> None:
@@ -58,41 +162,23 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args()
-    if winograd.library() is None:
+    if winograd.library() is None or fir.library() is None:
         raise SystemExit("compiled kernels unavailable here (x86-64 AVX2 and a C compiler are needed)")
     reuse_freed_memory()
     torch.manual_seed(0)
-    rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd | speed-up | max error direct / Winograd "
-            "(vs float64) |", "|---|---|---:|---:|---:|---:|---|"]
     with torch.no_grad():
-        for kind, cin, cout, size, where in LAYERS:
-            x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
-            w = torch.randn(cout, cin, 3, 3) / (3 * cin ** 0.5)
-            styles = torch.rand(cin) + 0.5
-            mod = w * styles.reshape(1, cin, 1, 1)
-            mod = mod * (mod.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt()
-            mod_cl = mod.contiguous(memory_format=torch.channels_last)
-            if kind == "3x3":
-                direct = lambda: F.conv2d(x, mod_cl, padding=1)  # noqa: E731, B023
-                fast = lambda: winograd.conv3x3(x, w, styles=styles, demodulate=True)  # noqa: E731, B023
-                exact = F.conv2d(x.double(), mod.double(), padding=1)
-            else:
-                direct = lambda: F.conv_transpose2d(x, mod.transpose(0, 1), stride=2)  # noqa: E731, B023
-                fast = lambda: winograd.conv_transpose3x3_up(x, w, styles=styles, demodulate=True)  # noqa: E731, B023
-                exact = F.conv_transpose2d(x.double(), mod.double().transpose(0, 1), stride=2)
-            err_d = (direct().double() - exact).abs().max().item()
-            err_w = (fast().double() - exact).abs().max().item()
-            td, tw = best(direct, args.repeats), best(fast, args.repeats)
-            label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
-            rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {tw * 1e3:.1f} ms "
-                        f"| {td / tw:.2f}x | {err_d:.1e} / {err_w:.1e} |")
-    text = (f"{torch.get_num_threads()} threads, best of {args.repeats}; weights modulated and demodulated like the "
-            "generator's (the Winograd times include that, done in its filter transform; the direct times do not).\n\n"
-            + "\n".join(rows) + "\n")
+        wino, products, other = winograd_table(args.repeats), products_table(args.repeats), \
+            tail_and_small_table(args.repeats)
+    text = (f"{torch.get_num_threads()} threads, best of {args.repeats}, each pair alternating; weights modulated and "
+            "demodulated like the generator's (the Winograd times include that: styles applied in its input "
+            "transform, demodulation in its output transform, around the raw weight's filters, which it keeps per "
+            "layer as the generator does; the direct times include modulating the weight).\n\n"
+            + "\n".join(wino) + "\n\nThe Winograd products alone (one band, one thread, as each thread runs its "
+            "bands):\n\n" + "\n".join(products) + "\n\nThe other per-layer fast paths:\n\n" + "\n".join(other) + "\n")
     print(text)
     if args.write:
         old = RESULTS.read_text()
-        block = f"{BEGIN}\n## Winograd convolutions per layer (`python benchmarks/bench_winograd.py --write`)\n\n{text}{END}"
+        block = f"{BEGIN}\n## Synthesis layers (`python benchmarks/bench_winograd.py --write`)\n\n{text}{END}"
         if BEGIN in old:
             new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
         else:

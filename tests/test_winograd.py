@@ -68,7 +68,7 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     assert not winograd.use_winograd(x.contiguous(), w)  # NCHW
     assert not winograd.use_winograd(torch.cat([x, x]), w)  # a batch
     assert winograd.use_winograd_up(x, w)
-    assert not winograd.use_winograd_up(x[:, :, :16, :16].contiguous(memory_format=torch.channels_last), w)  # 16 px
+    assert not winograd.use_winograd_up(x[:, :, :8, :8].contiguous(memory_format=torch.channels_last), w)  # 8 px
     assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
 
 
@@ -146,15 +146,18 @@ def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
 
 
 @pytest.mark.parametrize("up", [False, True])
-def test_modulated_and_demodulated_matches_float64(up):
+@pytest.mark.parametrize(("channels_in", "channels_out", "size"), [(128, 136, (20, 18)), (256, 128, (128, 128))])
+def test_modulated_and_demodulated_matches_float64(up, channels_in, channels_out, size):
     """Styles scale the input transform, demodulation and gain the output transform, around the raw weight's filters:
-    still no worse than float32's direct convolution of the modulated weight."""
+    still no worse than float32's direct convolution of the modulated weight. The second case is the backbone's
+    b256 upsampling layer, where oneDNN's transposed convolution is unusually exact (1e-6) and the products' long sums
+    over 256 channels must be split to stay within the bound."""
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     torch.manual_seed(0)
-    x = _channels_last(torch.randn(1, 128, 20, 18))
-    w = torch.randn(136, 128, 3, 3)
-    styles = torch.rand(128) * 2 + 0.1
+    x = _channels_last(torch.randn(1, channels_in, *size))
+    w = torch.randn(channels_out, channels_in, 3, 3)
+    styles = torch.rand(channels_in) * 2 + 0.1
     gain = 2 ** 0.5
     wd = w.double() * styles.double().reshape(1, -1, 1, 1)
     wd = wd * (wd.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..native import float32_cpu_inference
+from .fir import upsample_tail, use_fused_tail
 from .winograd import conv3x3 as winograd_conv3x3
 from .winograd import conv_transpose3x3_up as winograd_conv_transpose_up
 from .winograd import use_winograd, use_winograd_up
@@ -128,6 +129,46 @@ def clamp(x: torch.Tensor, limit: float | None) -> torch.Tensor:
     return x.clamp_(-limit, limit) if inplace_ok(x) else x.clamp(-limit, limit)
 
 
+def use_small_image_product(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``small_image_conv3x3`` serves this 3x3 layer: one float32 CPU image of at most 8x8 pixels and a weight
+    of at least 256 x 256 channels (the backbone's 4-8 px layers), where modulating the 9.4 MB weight costs more
+    than the convolution itself (measured 2-4x slower than the matrix product, benchmarks/RESULTS.md)."""
+    return (x.shape[0] == 1 and x.shape[2] * x.shape[3] <= 64 and weight.shape[0] * weight.shape[1] >= 256 * 256
+            and float32_cpu_inference(x, weight))
+
+
+def small_image_conv3x3(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: bool,
+                        gain: float, cache: dict | None = None) -> torch.Tensor:
+    """The modulated 3x3 convolution of ``modulated_conv2d`` (padding 1, or with ``up`` the stride-2 transposed one,
+    before its filter), without bias, as one matrix product with the raw weight: x [1, I, H, W], weight [O, I, 3, 3],
+    styles [I] -> [1, O, H, W] (up: [1, O, 2H+1, 2W+1]), NCHW.
+
+    The convolution is linear in each channel, so the styles scale the input and the demodulation and gain the
+    output; the weight is read once, in the layout ``cache`` (a dict per layer, or None) keeps while it is unchanged,
+    instead of being modulated, demodulated and reordered into a fresh copy first.
+    """
+    _, i, h, w = x.shape
+    o = weight.shape[0]
+    key = (weight.data_ptr(), weight._version, up)
+    entry = None if cache is None else cache.get("small")
+    if entry is None or entry[0] != key:
+        w32 = weight.float()
+        # up: [I, O * 9] (input channel -> each output channel's 9 taps); else [O, I * 9], as unfold orders patches.
+        mat = w32.reshape(o, i, 9).transpose(0, 1).reshape(i, o * 9).contiguous() if up else w32.reshape(o, i * 9)
+        entry = (key, mat, w32.square().sum(dim=(2, 3)))
+        if cache is not None:
+            cache["small"] = entry
+    _, mat, sumsq = entry
+    scale = (sumsq @ styles.float().square() + 1e-8).rsqrt() * gain if demodulate else torch.full((o,), float(gain))
+    xs = x * styles.to(x.dtype).reshape(1, i, 1, 1)
+    if up:  # each input pixel's 3x3 output patch, then the overlapping patches summed (stride 2)
+        patches = xs.reshape(i, h * w).t() @ mat
+        y = F.fold(patches.t().unsqueeze(0), (2 * h + 1, 2 * w + 1), kernel_size=3, stride=2)
+    else:
+        y = (mat @ F.unfold(xs, 3, padding=1)[0]).reshape(1, o, h, w)
+    return y.mul_(scale.reshape(1, o, 1, 1))
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
                      up: bool, noise: torch.Tensor | None, bias: torch.Tensor | None = None,
                      gain: float = 1.0, activate: bool = False, limit: float | None = None,
@@ -157,7 +198,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         return winograd_conv3x3(x, weight, b, None if noise is None else noise * gain, 0.2 if activate else 1.0,
                                 limit if activate else None, styles.reshape(i), demodulate, gain, cache)
     winograd_up = n == 1 and up and use_winograd_up(x, weight)  # modulates in its input and output transforms
-    if n == 1 and not winograd_up:
+    small = n == 1 and kh == 3 and not winograd_up and use_small_image_product(x, weight)
+    if n == 1 and not (winograd_up or small):
         if not up and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # Modulated weights laid out like the activations ([O, k, k, I] in memory), so that the
             # convolution does not copy them into its own layout (transposed convolutions always copy).
@@ -176,12 +218,18 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             dcoef = ((weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         x = x * styles.to(x.dtype).reshape(n, i, 1, 1)
         wgt = weight.to(x.dtype)
-    conv_bias = b if n == 1 else None
+    conv_bias = b if n == 1 and not small else None
+    if small:
+        x = small_image_conv3x3(x, weight, styles.reshape(i), demodulate, up, gain, cache)
     if up:
         if winograd_up:
             x = winograd_conv_transpose_up(x, weight, styles.reshape(i), demodulate, gain, cache)
-        else:
+        elif not small:
             x = F.conv_transpose2d(x, wgt.transpose(0, 1), stride=2)
+        if n == 1 and use_fused_tail(x) and (noise is None or noise.numel() == (x.shape[2] - 1) * (x.shape[3] - 1)):
+            # The low-pass filter, bias, noise, activation and clamp in one pass over the activation.
+            return upsample_tail(x, b, None if noise is None else noise * gain, 0.2 if activate else 1.0,
+                                 limit if activate else None)
         x = F.conv2d(x, fir_kernel(o, 4.0, x.device, x.dtype), bias=conv_bias, padding=1, groups=o)
     elif n == 1 and kh == 1 and o >= 16 and x.is_contiguous(memory_format=torch.channels_last) \
             and float32_cpu_inference(x, wgt):
@@ -191,7 +239,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         rows = x.permute(0, 2, 3, 1).reshape(h * w, i)
         y = linear(rows, wgt.reshape(o, i), conv_bias if conv_bias is not None else wgt.new_zeros(o))
         x = y.reshape(1, h, w, o).permute(0, 3, 1, 2)
-    else:
+    elif not small:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)
     inplace = inplace_ok(x)
     if n != 1:

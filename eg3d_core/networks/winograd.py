@@ -62,11 +62,11 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv_transpose3x3_up`` serves the stride-2 transposed convolution of x by the convolution-shaped
-    weight [O, I, 3, 3]: as ``use_winograd`` but from 32 channels in, 128 out (multiples of 8) and inputs of 32 to
-    128 px. Measured on a 2-core AVX2 CPU against oneDNN (benchmarks/bench_winograd.py): up to 1.7x there (about even
-    for 512 -> 256 channels at 64 px); even or slower at 256 px and at 16 px and below."""
-    return (weight.shape[0] >= 128 and weight.shape[1] >= 32 and 32 <= min(x.shape[2], x.shape[3])
-            and max(x.shape[2], x.shape[3]) <= 128 and _single_image(x, weight))
+    weight [O, I, 3, 3]: as ``use_winograd`` but from 32 channels in, 128 out (multiples of 8) and inputs of 16 to
+    256 px. Measured on a 2-core AVX2 CPU against oneDNN (benchmarks/bench_winograd.py): 1.1-2.4x, least (about
+    even) for the super-resolution's 256 px layer, where it is still 3x more exact."""
+    return (weight.shape[0] >= 128 and weight.shape[1] >= 32 and 16 <= min(x.shape[2], x.shape[3])
+            and max(x.shape[2], x.shape[3]) <= 256 and _single_image(x, weight))
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,

@@ -348,12 +348,14 @@ void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict
 /*
  * The products between the transforms: for each of `slots`, c [m][n] = a [m][k] @ b, with b packed as the filter
  * transforms store it (panels of 16 output channels, the last one 8 wide if n is not a multiple of 16); only the
- * columns n0 .. n1 - 1 (n0 a multiple of 16, n1 one of 16 or n). A register
- * block of 6 rows x one panel accumulates over k (at most KC at a time; a longer k adds into c); MC rows of a are
- * reused from the first-level caches across all panels of b. For the narrow shapes here (k, n of 128-512) this runs
- * 1.1-1.3x faster than MKL's batched product, which spends a larger share of the time packing.
+ * columns n0 .. n1 - 1 (n0 a multiple of 16, n1 one of 16 or n). A register block of 6 rows x one panel accumulates
+ * over KC values of k at a time, each such partial sum then added into c: shorter running sums than one over all of k
+ * (256-512 here), which keeps the rounding error below that of oneDNN's direct convolution (with KC = 256 it was not,
+ * for the backbone's b256 upsampling layer) for a few per cent of speed. MC rows of a are reused from the first-level
+ * caches across all panels of b. For the narrow shapes here (k, n of 128-512) this runs faster than MKL's batched
+ * product, which spends a larger share of the time packing.
  */
-enum { MR = 6, MC = 48, KC = 256 };
+enum { MR = 6, MC = 48, KC = 64 };
 
 /* c [rows][width] (row stride ldc) = (c if add else 0) + a [rows][k] (row stride lda) @ b [k][width], for rows <= MR
  * and a panel width of 16 (nv = 2 vectors) or 8 (nv = 1). Constant arguments let the compiler specialise it. */
