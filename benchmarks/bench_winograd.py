@@ -4,8 +4,8 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
 
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with the maximum error of both against float64;
-* the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one band, one
-  thread (as each thread runs its bands);
+* the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
+  tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
   PyTorch's separate operations, and the backbone's 4-8 px layers as one matrix product with the raw weight
   (``layers.small_image_conv3x3``) against modulating the weight for oneDNN.
@@ -113,8 +113,7 @@ def products_table(repeats: int) -> list[str]:
         for kind, cin, cout, size, where in LAYERS:
             slots = 25 if kind == "up" else 16
             tw = (size + (2 if kind == "up" else 1)) // 2
-            rows_per_band = max(1, min(tw, winograd.BAND_BYTES // (slots * tw * max(cin, cout) * 4)))
-            m = rows_per_band * tw
+            m = winograd.chunk_tiles(tw * tw, slots, cin, cout, 2)  # as in a layer's chunk (two threads)
             v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
             u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers
             out = torch.empty(slots, m, cout)
@@ -173,8 +172,8 @@ def main() -> None:
             "demodulated like the generator's (the Winograd times include that: styles applied in its input "
             "transform, demodulation in its output transform, around the raw weight's filters, which it keeps per "
             "layer as the generator does; the direct times include modulating the weight).\n\n"
-            + "\n".join(wino) + "\n\nThe Winograd products alone (one band, one thread, as each thread runs its "
-            "bands):\n\n" + "\n".join(products) + "\n\nThe other per-layer fast paths:\n\n" + "\n".join(other) + "\n")
+            + "\n".join(wino) + "\n\nThe Winograd products alone (one chunk of tiles, one thread, as each thread "
+            "runs its chunks):\n\n" + "\n".join(products) + "\n\nThe other per-layer fast paths:\n\n" + "\n".join(other) + "\n")
     print(text)
     if args.write:
         old = RESULTS.read_text()

@@ -12,6 +12,13 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _force_chunks(monkeypatch: pytest.MonkeyPatch, chunked: bool) -> None:
+    """With ``chunked``, even small images take the fused path, in chunks of a few tiles (the last one partial)."""
+    if chunked:
+        monkeypatch.setattr(winograd, "WHOLE_BYTES", 0)
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", 3 << 14)
+
+
 def test_kernels_are_available_here():
     from test_native import X86_AVX2
 
@@ -20,12 +27,12 @@ def test_kernels_are_available_here():
 
 @pytest.mark.parametrize(("channels_in", "channels_out", "height", "width", "bias"),
                          [(16, 24, 17, 23, True), (128, 128, 32, 32, False), (8, 8, 2, 3, True), (24, 8, 1, 1, False)])
-@pytest.mark.parametrize("band_bytes", [winograd.BAND_BYTES, 3 << 14])  # one band; several bands on two threads
-def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias, band_bytes,
+@pytest.mark.parametrize("chunked", [False, True])  # in three passes; in small chunks, tile ranges on two threads
+def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias, chunked,
                                                    monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
-    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    _force_chunks(monkeypatch, chunked)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -88,11 +95,11 @@ def test_fused_noise_activation_and_clamp_match_the_separate_operations():
 
 @pytest.mark.parametrize(("channels_in", "channels_out", "height", "width"),
                          [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2)])
-@pytest.mark.parametrize("band_bytes", [winograd.BAND_BYTES, 3 << 14])
-def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, band_bytes, monkeypatch):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, chunked, monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
-    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    _force_chunks(monkeypatch, chunked)
     torch.manual_seed(0)
     x = _channels_last(torch.randn(1, channels_in, height, width))
     w = torch.randn(channels_out, channels_in, 3, 3) / (3 * channels_in ** 0.5)  # convolution-shaped [O, I, 3, 3]

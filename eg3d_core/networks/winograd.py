@@ -20,8 +20,10 @@ from .. import native
 from ..native import float32_cpu_inference, float_ptr, run_parts
 
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
-# Tile rows per band: the transformed band ([16, tiles, channels]) should stay in the CPU caches.
-BAND_BYTES = 16 << 20
+# Images whose transformed tiles ([slots, tiles, channels]) take at most this are run in three passes (see _run).
+WHOLE_BYTES = 16 << 20
+# Transformed tiles and products per chunk of the fused path: small enough to stay in a core's caches.
+CHUNK_BYTES = 1 << 20
 
 
 @functools.cache
@@ -38,8 +40,10 @@ def library() -> ctypes.CDLL | None:
         lib.wino_up_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_up_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp]
+        lib.wino_conv.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
+        lib.wino_up_conv.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
-                  lib.wino_up_output, lib.wino_gemm):
+                  lib.wino_up_output, lib.wino_gemm, lib.wino_conv, lib.wino_up_conv):
             f.restype = None
     return lib
 
@@ -91,12 +95,16 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
     post = (_ptr(scale_out), _ptr(b), _ptr(nz), slope, 0.0 if limit is None else float(limit))
 
-    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_input(h, w, i, float_ptr(src), _ptr(scale_in), t0, rows, float_ptr(v))
+    def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
+        lib.wino_input(h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, parts)
-        lib.wino_output(h, w, o, float_ptr(m), *post, t0, rows, float_ptr(out))
+        lib.wino_output(h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
 
-    _by_bands(th, tw, 16, i, o, band_job)
+    def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
+        lib.wino_conv(h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
+                      float_ptr(scratch), float_ptr(out))
+
+    _run(th * tw, 16, i, o, in_passes, fused)
     return out
 
 
@@ -114,12 +122,16 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     u, scale_in, scale_out = _prepare(lib.wino_up_weights, 25, weight, styles, demodulate, gain, cache)
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
 
-    def band_job(t0: int, rows: int, v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_up_input(h, w, i, float_ptr(src), _ptr(scale_in), t0, rows, float_ptr(v))
+    def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
+        lib.wino_up_input(h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, parts)
-        lib.wino_up_output(h, w, o, float_ptr(m), _ptr(scale_out), t0, rows, float_ptr(out))
+        lib.wino_up_output(h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
 
-    _by_bands(th, tw, 25, i, o, band_job)
+    def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
+        lib.wino_up_conv(h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), _ptr(scale_out), first, count,
+                         chunk, float_ptr(scratch), float_ptr(out))
+
+    _run(th * tw, 25, i, o, in_passes, fused)
     return out
 
 
@@ -178,27 +190,33 @@ def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int) -> 
     run_parts(run, parts)
 
 
-def _by_bands(th: int, tw: int, slots: int, i: int, o: int,
-              job: Callable[[int, int, torch.Tensor, torch.Tensor, int], None]) -> None:
-    """Run ``job(first tile row, rows, v [slots, rows * tw, i], m [slots, rows * tw, o], threads for the products)``
-    for bands of tile rows that cover all ``th`` rows, each at most BAND_BYTES of transformed tiles. Where there are
-    several, bands k, k + T, ... go to thread k of T (the intra-op thread count): each thread transforms, multiplies
-    and writes back its own bands, so a band stays in its core's caches and no thread waits for another. A small
-    image is one band, whose products are split over the threads by output channel."""
+def chunk_tiles(tiles: int, slots: int, i: int, o: int, parts: int) -> int:
+    """Tiles per chunk of the fused path: CHUNK_BYTES of transformed tiles and products, but at least twice as many
+    tiles as channels (so that streaming the filters, which outgrow the caches at 512 channels, is paid by enough
+    products) and at most a thread's share of the ``tiles``."""
+    return min(max(CHUNK_BYTES // (slots * (i + o) * 4), 2 * max(i, o)), -(-tiles // parts))
+
+
+def _run(tiles: int, slots: int, i: int, o: int, in_passes: Callable[[torch.Tensor, torch.Tensor, int], None],
+         fused: Callable[[int, int, int, torch.Tensor], None]) -> None:
+    """Run a convolution of ``tiles`` tiles on the intra-op threads, in one of two ways.
+
+    A small image (transformed tiles of at most WHOLE_BYTES) in three passes, ``in_passes(v [slots, tiles, i],
+    m [slots, tiles, o], threads)``: the transforms on this thread, the products split over the threads by output
+    channel (so that each reads only its share of the filters, which outweigh the tiles here). A larger one split into
+    one range of tiles per thread, each run by ``fused(first tile, count, chunk, scratch)`` a chunk of tiles at a time
+    (CHUNK_BYTES of transformed tiles and products, in ``scratch``), so that the transformed data never leaves the
+    core's caches.
+    """
     threads = torch.get_num_threads()
-    band = max(1, min(th, BAND_BYTES // (slots * tw * max(i, o) * 4)))
-    if band >= th or threads == 1:
-        job(0, th, torch.empty(slots, th * tw, i), torch.empty(slots, th * tw, o), threads)
+    if slots * tiles * max(i, o) * 4 <= WHOLE_BYTES:
+        in_passes(torch.empty(slots, tiles, i), torch.empty(slots, tiles, o), threads)
         return
-    starts = list(range(0, th, band))
-    parts = min(threads, len(starts))
+    parts = max(1, min(threads, tiles // 6))
+    chunk = chunk_tiles(tiles, slots, i, o, parts)
 
     def work(k: int) -> None:
-        v_flat = torch.empty(slots * band * tw * i)
-        m_flat = torch.empty(slots * band * tw * o)
-        for t0 in starts[k::parts]:
-            rows = min(band, th - t0)
-            job(t0, rows, v_flat[:slots * rows * tw * i].view(slots, rows * tw, i),
-                m_flat[:slots * rows * tw * o].view(slots, rows * tw, o), 1)
+        first, last = tiles * k // parts, tiles * (k + 1) // parts
+        fused(first, last - first, chunk, torch.empty(slots * chunk * (i + o)))
 
     run_parts(work, parts)

@@ -1,17 +1,17 @@
 /*
- * The transforms of a Winograd F(2x2, 3x3) convolution for one channels-last image; the 16 products between them
- * are batched matrix products done by the caller (eg3d_core/networks/winograd.py).
+ * Winograd F(2x2, 3x3) convolutions of one channels-last image (called from eg3d_core/networks/winograd.py): the
+ * tile transforms, the products between them, and a driver that runs them chunk by chunk.
  *
  * Each 2x2 output tile comes from a 4x4 input tile d: Y = A^T [ (G g G^T) .* (B^T d B) ] A, with
  *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
  *   A^T = [1 1 1 0; 0 1 -1 -1],
  * where the 16 element-wise products over all tiles and input channels are 16 matrix products
  * [tiles, I] @ [I, O] (wino_gemm). The loops run over channels, innermost and contiguous, 8 at a time (AVX2); channel
- * counts must be multiples of 8. The input and output transforms work on a band of tile rows at a time, so that a
- * caller keeps the transformed band in cache and can give each thread bands of its own.
+ * counts must be multiples of 8. The transforms work on a range of tiles at a time; wino_conv runs a thread's range in
+ * chunks, each transformed, multiplied and transformed back while it is still in the caches.
  *
  * The transformed filters are stored packed for the products: for each slot, output channels in panels of 16 (the
- * last one 8 wide when O is not a multiple of 16), each panel [I][width] (see put_filter).
+ * last one 8 wide when O is not a multiple of 16), each panel [I][width] (see put_filters).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -98,96 +98,94 @@ void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight
 }
 
 /*
- * Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [16][rows * tw][I] for the band
- * of tile rows ty0 .. ty0 + rows - 1.
+ * Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [16][count][I] for the tiles
+ * first .. first + count - 1 (numbered row by row, tw = (W + 1) / 2 to a row).
  */
 void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                int64_t ty0, int64_t rows, float *restrict v) {
+                int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = rows * tw * i_count;
+    const int64_t plane = count * i_count;
     const vec zero = _mm256_setzero_ps();
-    for (int64_t ty = 0; ty < rows; ++ty) {
-        for (int64_t tx = 0; tx < tw; ++tx) {
-            const float *d[4][4];
-            int inside[4][4];
-            for (int r = 0; r < 4; ++r) {
-                const int64_t y = 2 * (ty0 + ty) - 1 + r;
-                for (int c = 0; c < 4; ++c) {
-                    const int64_t xx = 2 * tx - 1 + c;
-                    inside[r][c] = y >= 0 && y < h && xx >= 0 && xx < w;
-                    d[r][c] = inside[r][c] ? x + (y * w + xx) * i_count : x;
-                }
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *d[4][4];
+        int inside[4][4];
+        for (int r = 0; r < 4; ++r) {
+            const int64_t y = 2 * ty - 1 + r;
+            for (int c = 0; c < 4; ++c) {
+                const int64_t xx = 2 * tx - 1 + c;
+                inside[r][c] = y >= 0 && y < h && xx >= 0 && xx < w;
+                d[r][c] = inside[r][c] ? x + (y * w + xx) * i_count : x;
             }
-            float *dst = v + (ty * tw + tx) * i_count;
-            for (int64_t i = 0; i < i_count; i += 8) {
-                const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
-                vec t[4][4]; /* B^T d: along the rows */
-                for (int c = 0; c < 4; ++c) {
-                    vec dd[4];
-                    for (int r = 0; r < 4; ++r) dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
-                    t[0][c] = _mm256_sub_ps(dd[0], dd[2]);
-                    t[1][c] = _mm256_add_ps(dd[1], dd[2]);
-                    t[2][c] = _mm256_sub_ps(dd[2], dd[1]);
-                    t[3][c] = _mm256_sub_ps(dd[1], dd[3]);
-                }
-                for (int r = 0; r < 4; ++r) { /* ... B: along the columns */
-                    _mm256_storeu_ps(dst + (4 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][2]));
-                    _mm256_storeu_ps(dst + (4 * r + 1) * plane + i, _mm256_add_ps(t[r][1], t[r][2]));
-                    _mm256_storeu_ps(dst + (4 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
-                    _mm256_storeu_ps(dst + (4 * r + 3) * plane + i, _mm256_sub_ps(t[r][1], t[r][3]));
-                }
+        }
+        float *dst = v + tile * i_count;
+        for (int64_t i = 0; i < i_count; i += 8) {
+            const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
+            vec t[4][4]; /* B^T d: along the rows */
+            for (int c = 0; c < 4; ++c) {
+                vec dd[4];
+                for (int r = 0; r < 4; ++r) dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
+                t[0][c] = _mm256_sub_ps(dd[0], dd[2]);
+                t[1][c] = _mm256_add_ps(dd[1], dd[2]);
+                t[2][c] = _mm256_sub_ps(dd[2], dd[1]);
+                t[3][c] = _mm256_sub_ps(dd[1], dd[3]);
+            }
+            for (int r = 0; r < 4; ++r) { /* ... B: along the columns */
+                _mm256_storeu_ps(dst + (4 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][2]));
+                _mm256_storeu_ps(dst + (4 * r + 1) * plane + i, _mm256_add_ps(t[r][1], t[r][2]));
+                _mm256_storeu_ps(dst + (4 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
+                _mm256_storeu_ps(dst + (4 * r + 3) * plane + i, _mm256_sub_ps(t[r][1], t[r][3]));
             }
         }
     }
 }
 
 /*
- * Output transform: m [16][rows * tw][O] -> y [H][W][O] for the band of tile rows ty0 .. ty0 + rows - 1, with what a
+ * Output transform: m [16][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, with what a
  * synthesis layer does next fused in, each step as PyTorch would do it: times scale[o] (if not NULL),
  * + bias[o] (if not NULL), + noise[y][x] (if not NULL), leaky ReLU with this slope (if slope != 1), clamp to
  * [-limit, limit] (if limit > 0).
  */
 void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                 const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t ty0,
-                 int64_t rows, float *restrict y) {
+                 const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
+                 int64_t count, float *restrict y) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = rows * tw * o_count;
-    for (int64_t ty = 0; ty < rows; ++ty) {
-        for (int64_t tx = 0; tx < tw; ++tx) {
-            const float *src = m + (ty * tw + tx) * o_count;
-            const int64_t y0 = 2 * (ty0 + ty), x0 = 2 * tx;
-            float *out[2][2];
-            int inside[2][2];
-            vec nz[2][2];
-            for (int a = 0; a < 2; ++a)
-                for (int b = 0; b < 2; ++b) {
-                    inside[a][b] = y0 + a < h && x0 + b < w; /* an odd edge drops the tile's last row/column */
-                    out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
-                    nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
-                }
-            const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
-            for (int64_t o = 0; o < o_count; o += 8) {
-                vec t[2][4]; /* A^T m: along the rows */
-                for (int c = 0; c < 4; ++c) {
-                    const vec m0 = _mm256_loadu_ps(src + (0 + c) * plane + o);
-                    const vec m1 = _mm256_loadu_ps(src + (4 + c) * plane + o);
-                    const vec m2 = _mm256_loadu_ps(src + (8 + c) * plane + o);
-                    const vec m3 = _mm256_loadu_ps(src + (12 + c) * plane + o);
-                    t[0][c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                    t[1][c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-                }
-                const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
-                const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
-                for (int r = 0; r < 2; ++r) { /* ... A: along the columns */
-                    vec v[2] = {_mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]), sc), b),
-                                _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3]), sc), b)};
-                    for (int c = 0; c < 2; ++c) {
-                        if (!inside[r][c]) continue;
-                        if (noise) v[c] = _mm256_add_ps(v[c], nz[r][c]);
-                        if (slope != 1.0f) v[c] = _mm256_max_ps(v[c], _mm256_mul_ps(v[c], slope_v)); /* 0 < slope < 1 */
-                        if (limit > 0.0f) v[c] = _mm256_min_ps(_mm256_max_ps(v[c], lo), hi);
-                        _mm256_storeu_ps(out[r][c] + o, v[c]);
-                    }
+    const int64_t plane = count * o_count;
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *src = m + tile * o_count;
+        const int64_t y0 = 2 * ty, x0 = 2 * tx;
+        float *out[2][2];
+        int inside[2][2];
+        vec nz[2][2];
+        for (int a = 0; a < 2; ++a)
+            for (int b = 0; b < 2; ++b) {
+                inside[a][b] = y0 + a < h && x0 + b < w; /* an odd edge drops the tile's last row/column */
+                out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
+                nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
+            }
+        const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
+        for (int64_t o = 0; o < o_count; o += 8) {
+            vec t[2][4]; /* A^T m: along the rows */
+            for (int c = 0; c < 4; ++c) {
+                const vec m0 = _mm256_loadu_ps(src + (0 + c) * plane + o);
+                const vec m1 = _mm256_loadu_ps(src + (4 + c) * plane + o);
+                const vec m2 = _mm256_loadu_ps(src + (8 + c) * plane + o);
+                const vec m3 = _mm256_loadu_ps(src + (12 + c) * plane + o);
+                t[0][c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                t[1][c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+            }
+            const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
+            const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
+            for (int r = 0; r < 2; ++r) { /* ... A: along the columns */
+                vec v[2] = {_mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]), sc), b),
+                            _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3]), sc), b)};
+                for (int c = 0; c < 2; ++c) {
+                    if (!inside[r][c]) continue;
+                    if (noise) v[c] = _mm256_add_ps(v[c], nz[r][c]);
+                    if (slope != 1.0f) v[c] = _mm256_max_ps(v[c], _mm256_mul_ps(v[c], slope_v)); /* 0 < slope < 1 */
+                    if (limit > 0.0f) v[c] = _mm256_min_ps(_mm256_max_ps(v[c], lo), hi);
+                    _mm256_storeu_ps(out[r][c] + o, v[c]);
                 }
             }
         }
@@ -243,104 +241,101 @@ void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict wei
     free(scratch);
 }
 
-/* Input transform of the band of tile rows ty0 .. ty0 + rows - 1: x [H][W][I] times scale[i] (if not NULL) ->
- * v [25][rows * tw][I], tw = (W + 2) / 2; tile (ta, tb) reads x[2ta-1 .. 2ta+1][2tb-1 .. 2tb+1] (zero outside). */
+/* Input transform of the tiles first .. first + count - 1 (row by row, tw = (W + 2) / 2 to a row): x [H][W][I] times
+ * scale[i] (if not NULL) -> v [25][count][I]; tile (ta, tb) reads x[2ta-1 .. 2ta+1][2tb-1 .. 2tb+1] (zero outside). */
 void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                   int64_t ty0, int64_t rows, float *restrict v) {
+                   int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = rows * tw * i_count;
+    const int64_t plane = count * i_count;
     const vec zero = _mm256_setzero_ps();
-    for (int64_t ty = 0; ty < rows; ++ty) {
-        for (int64_t tx = 0; tx < tw; ++tx) {
-            const float *d[3][3];
-            int inside[3][3];
-            for (int r = 0; r < 3; ++r)
-                for (int c = 0; c < 3; ++c) {
-                    const int64_t yy = 2 * (ty0 + ty) - 1 + r, xx = 2 * tx - 1 + c;
-                    inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
-                    d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
-                }
-            float *dst = v + (ty * tw + tx) * i_count;
-            for (int64_t i = 0; i < i_count; i += 8) {
-                const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
-                vec p[3][3];
-                for (int r = 0; r < 3; ++r)
-                    for (int c = 0; c < 3; ++c)
-                        p[r][c] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
-                vec t[3][3]; /* B^T along the rows */
-                for (int c = 0; c < 3; ++c) {
-                    t[0][c] = _mm256_sub_ps(p[0][c], p[1][c]);
-                    t[1][c] = p[1][c];
-                    t[2][c] = _mm256_sub_ps(p[2][c], p[1][c]);
-                }
-                for (int r = 0; r < 3; ++r) { /* phase (0,0): ... and B along the columns */
-                    _mm256_storeu_ps(dst + (3 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][1]));
-                    _mm256_storeu_ps(dst + (3 * r + 1) * plane + i, t[r][1]);
-                    _mm256_storeu_ps(dst + (3 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
-                }
-                for (int r = 0; r < 3; ++r) /* phase (0,1): rows transformed, columns b, b+1 */
-                    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (9 + 2 * r + c) * plane + i, t[r][1 + c]);
-                for (int r = 0; r < 2; ++r) { /* phase (1,0): rows a, a+1, columns transformed */
-                    const vec *e = p[1 + r];
-                    _mm256_storeu_ps(dst + (15 + 3 * r + 0) * plane + i, _mm256_sub_ps(e[0], e[1]));
-                    _mm256_storeu_ps(dst + (15 + 3 * r + 1) * plane + i, e[1]);
-                    _mm256_storeu_ps(dst + (15 + 3 * r + 2) * plane + i, _mm256_sub_ps(e[2], e[1]));
-                }
-                for (int r = 0; r < 2; ++r) /* phase (1,1) */
-                    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (21 + 2 * r + c) * plane + i, p[1 + r][1 + c]);
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *d[3][3];
+        int inside[3][3];
+        for (int r = 0; r < 3; ++r)
+            for (int c = 0; c < 3; ++c) {
+                const int64_t yy = 2 * ty - 1 + r, xx = 2 * tx - 1 + c;
+                inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
             }
+        float *dst = v + tile * i_count;
+        for (int64_t i = 0; i < i_count; i += 8) {
+            const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
+            vec p[3][3];
+            for (int r = 0; r < 3; ++r)
+                for (int c = 0; c < 3; ++c)
+                    p[r][c] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
+            vec t[3][3]; /* B^T along the rows */
+            for (int c = 0; c < 3; ++c) {
+                t[0][c] = _mm256_sub_ps(p[0][c], p[1][c]);
+                t[1][c] = p[1][c];
+                t[2][c] = _mm256_sub_ps(p[2][c], p[1][c]);
+            }
+            for (int r = 0; r < 3; ++r) { /* phase (0,0): ... and B along the columns */
+                _mm256_storeu_ps(dst + (3 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][1]));
+                _mm256_storeu_ps(dst + (3 * r + 1) * plane + i, t[r][1]);
+                _mm256_storeu_ps(dst + (3 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
+            }
+            for (int r = 0; r < 3; ++r) /* phase (0,1): rows transformed, columns b, b+1 */
+                for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (9 + 2 * r + c) * plane + i, t[r][1 + c]);
+            for (int r = 0; r < 2; ++r) { /* phase (1,0): rows a, a+1, columns transformed */
+                const vec *e = p[1 + r];
+                _mm256_storeu_ps(dst + (15 + 3 * r + 0) * plane + i, _mm256_sub_ps(e[0], e[1]));
+                _mm256_storeu_ps(dst + (15 + 3 * r + 1) * plane + i, e[1]);
+                _mm256_storeu_ps(dst + (15 + 3 * r + 2) * plane + i, _mm256_sub_ps(e[2], e[1]));
+            }
+            for (int r = 0; r < 2; ++r) /* phase (1,1) */
+                for (int c = 0; c < 2; ++c) _mm256_storeu_ps(dst + (21 + 2 * r + c) * plane + i, p[1 + r][1 + c]);
         }
     }
 }
 
-/* Output transform of the band of tile rows ty0 .. ty0 + rows - 1: m [25][rows * tw][O] ->
- * y [2H+1][2W+1][O], times scale[o] (if not NULL); tile (ta, tb) writes the output block rows 4ta .. 4ta+3, columns
- * 4tb .. 4tb+3 (those inside). */
+/* Output transform of the tiles first .. first + count - 1: m [25][count][O] -> y [2H+1][2W+1][O], times scale[o] (if
+ * not NULL); tile (ta, tb) writes the output block rows 4ta .. 4ta+3, columns 4tb .. 4tb+3 (those inside). */
 void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                    int64_t ty0, int64_t rows, float *restrict y) {
+                    int64_t first, int64_t count, float *restrict y) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = rows * tw * o_count;
+    const int64_t plane = count * o_count;
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
-    for (int64_t ty = 0; ty < rows; ++ty) {
-        for (int64_t tx = 0; tx < tw; ++tx) {
-            const float *src = m + (ty * tw + tx) * o_count;
-            const int64_t y0 = 4 * (ty0 + ty), x0 = 4 * tx;
-            float *out[4][4];
-            int inside[4][4];
-            for (int a = 0; a < 4; ++a)
-                for (int b = 0; b < 4; ++b) {
-                    inside[a][b] = y0 + a < oh && x0 + b < ow;
-                    out[a][b] = y + ((y0 + a) * ow + x0 + b) * o_count;
-                }
-            for (int64_t o = 0; o < o_count; o += 8) {
-                const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *src = m + tile * o_count;
+        const int64_t y0 = 4 * ty, x0 = 4 * tx;
+        float *out[4][4];
+        int inside[4][4];
+        for (int a = 0; a < 4; ++a)
+            for (int b = 0; b < 4; ++b) {
+                inside[a][b] = y0 + a < oh && x0 + b < ow;
+                out[a][b] = y + ((y0 + a) * ow + x0 + b) * o_count;
+            }
+        for (int64_t o = 0; o < o_count; o += 8) {
+            const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
 #define M(slot) _mm256_loadu_ps(src + (slot) * plane + o)
 #define PUT(a, b, value) if (inside[a][b]) _mm256_storeu_ps(out[a][b] + o, _mm256_mul_ps((value), sc))
-                vec s[2][3]; /* phase (0,0): A^T along the rows, then A along the columns */
-                for (int c = 0; c < 3; ++c) {
-                    const vec m0 = M(c), m1 = M(3 + c), m2 = M(6 + c);
-                    s[0][c] = _mm256_add_ps(m0, m1);
-                    s[1][c] = _mm256_add_ps(m1, m2);
-                }
-                for (int i = 0; i < 2; ++i) {
-                    PUT(2 * i, 0, _mm256_add_ps(s[i][0], s[i][1]));
-                    PUT(2 * i, 2, _mm256_add_ps(s[i][1], s[i][2]));
-                }
-                for (int c = 0; c < 2; ++c) { /* phase (0,1): A^T along the rows */
-                    const vec m0 = M(9 + c), m1 = M(11 + c), m2 = M(13 + c);
-                    PUT(0, 2 * c + 1, _mm256_add_ps(m0, m1));
-                    PUT(2, 2 * c + 1, _mm256_add_ps(m1, m2));
-                }
-                for (int r = 0; r < 2; ++r) { /* phase (1,0): A along the columns */
-                    const vec m0 = M(15 + 3 * r), m1 = M(16 + 3 * r), m2 = M(17 + 3 * r);
-                    PUT(2 * r + 1, 0, _mm256_add_ps(m0, m1));
-                    PUT(2 * r + 1, 2, _mm256_add_ps(m1, m2));
-                }
-                for (int r = 0; r < 2; ++r) /* phase (1,1) */
-                    for (int c = 0; c < 2; ++c) PUT(2 * r + 1, 2 * c + 1, M(21 + 2 * r + c));
+            vec s[2][3]; /* phase (0,0): A^T along the rows, then A along the columns */
+            for (int c = 0; c < 3; ++c) {
+                const vec m0 = M(c), m1 = M(3 + c), m2 = M(6 + c);
+                s[0][c] = _mm256_add_ps(m0, m1);
+                s[1][c] = _mm256_add_ps(m1, m2);
+            }
+            for (int i = 0; i < 2; ++i) {
+                PUT(2 * i, 0, _mm256_add_ps(s[i][0], s[i][1]));
+                PUT(2 * i, 2, _mm256_add_ps(s[i][1], s[i][2]));
+            }
+            for (int c = 0; c < 2; ++c) { /* phase (0,1): A^T along the rows */
+                const vec m0 = M(9 + c), m1 = M(11 + c), m2 = M(13 + c);
+                PUT(0, 2 * c + 1, _mm256_add_ps(m0, m1));
+                PUT(2, 2 * c + 1, _mm256_add_ps(m1, m2));
+            }
+            for (int r = 0; r < 2; ++r) { /* phase (1,0): A along the columns */
+                const vec m0 = M(15 + 3 * r), m1 = M(16 + 3 * r), m2 = M(17 + 3 * r);
+                PUT(2 * r + 1, 0, _mm256_add_ps(m0, m1));
+                PUT(2 * r + 1, 2, _mm256_add_ps(m1, m2));
+            }
+            for (int r = 0; r < 2; ++r) /* phase (1,1) */
+                for (int c = 0; c < 2; ++c) PUT(2 * r + 1, 2 * c + 1, M(21 + 2 * r + c));
 #undef M
 #undef PUT
-            }
         }
     }
 }
@@ -412,5 +407,38 @@ void wino_gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0, int64
                 }
             }
         }
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/*
+ * A whole F(2x2, 3x3) convolution over the tiles first .. first + count - 1, `chunk` tiles at a time: each chunk is
+ * transformed into v [16][chunk][I], multiplied into m [16][chunk][O] and transformed back into y (with the steps of
+ * wino_output) while both are still in the core's caches; scratch holds v and then m. u: the packed filters.
+ */
+void wino_conv(int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
+               const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
+               const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
+               int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
+    float *v = scratch, *m = scratch + 16 * chunk * i_count;
+    for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
+        const int64_t n = min64(chunk, first + count - c0);
+        wino_input(h, w, i_count, x, scale_in, c0, n, v);
+        wino_gemm(16, n, i_count, o_count, 0, o_count, v, u, m);
+        wino_output(h, w, o_count, m, scale_out, bias, noise, slope, limit, c0, n, y);
+    }
+}
+
+/* The same for the stride-2 transposed convolution (25 slots; see wino_up_input and wino_up_output). */
+void wino_up_conv(int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
+                  const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
+                  int64_t first, int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
+    float *v = scratch, *m = scratch + 25 * chunk * i_count;
+    for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
+        const int64_t n = min64(chunk, first + count - c0);
+        wino_up_input(h, w, i_count, x, scale_in, c0, n, v);
+        wino_gemm(25, n, i_count, o_count, 0, o_count, v, u, m);
+        wino_up_output(h, w, o_count, m, scale_out, c0, n, y);
     }
 }
