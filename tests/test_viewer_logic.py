@@ -217,6 +217,23 @@ def test_scheduler_previews_while_moving_and_renders_full_once_after_rest(state,
     assert serials[1] > serials[0]
 
 
+def test_scheduler_renders_full_as_soon_as_a_drag_ends(state, info) -> None:
+    sch = RenderScheduler()
+    prev, full = quality_pair(state)
+    delay = 0.25
+    assert sch.update(scene_of(state, info), prev, full, 0.0, delay).quality.preview
+    state.camera.yaw = 0.1
+    assert sch.update(scene_of(state, info), prev, full, 0.05, delay).quality.preview  # dragging
+    r = sch.update(scene_of(state, info), prev, full, 0.06, delay, released=True)  # let go: at rest now
+    assert r is not None and not r.quality.preview and r.cancellable and r.quality == full
+    assert sch.update(scene_of(state, info), prev, full, 0.07, delay, released=True) is None  # once
+    state.camera.yaw = 0.2
+    r = sch.update(scene_of(state, info), prev, full, 0.1, delay, released=True)  # moved in the releasing frame
+    assert r is not None and r.quality.preview  # the change wins; the full frame then waits for the rest delay
+    assert sch.update(scene_of(state, info), prev, full, 0.11, delay) is None
+    assert sch.update(scene_of(state, info), prev, full, 0.1 + delay + 0.01, delay).quality == full
+
+
 def test_scheduler_rerequests_a_cancelled_full_frame(state, info) -> None:
     sch = RenderScheduler()
     prev, full = quality_pair(state)

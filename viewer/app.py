@@ -114,6 +114,7 @@ class ViewerApp:
         self.worker = RenderWorker(self.events, options.device, options.cache_dir)
         self.exporter = ExportWorker(self.events)
         self.scheduler = RenderScheduler()
+        self._view_released = False  # the mouse let go of the view this frame (see _view_input)
         self.textures = {"image": Texture(), "raw": Texture(), "depth": Texture()}
         self.info: ModelInfo | None = None
         self.generator: eg3d_core.Generator | None = None  # only handed to export jobs; the UI thread never runs it
@@ -291,7 +292,8 @@ class ViewerApp:
         r = self.state.render
         res = self.preview_resolution if r.preview_auto else r.preview_resolution
         request = self.scheduler.update(self._current_scene(), preview_quality(r, res), full_quality(r), now,
-                                        r.rest_delay, r.progressive)
+                                        r.rest_delay, r.progressive, released=self._view_released)
+        self._view_released = False
         if request is not None:
             self.worker.submit(request)
 
@@ -428,6 +430,8 @@ class ViewerApp:
             return
         io = imgui.get_io()
         cam, lim = self.state.camera, self.limits
+        # Letting go of the view ends a drag: the camera is at rest, so the full frame need not wait for rest_delay.
+        self._view_released = self._view_released or imgui.is_item_deactivated()
         dx, dy = io.mouse_delta.x, io.mouse_delta.y
         if imgui.is_item_active() and (dx or dy):
             if imgui.is_mouse_dragging(imgui.MouseButton_.left) and not io.key_shift:

@@ -15,7 +15,8 @@ class RenderScheduler:
     """Decides, once per UI frame, whether to submit a preview, a full frame, or nothing.
 
     * The scene changed since the last frame -> a preview request (when progressive), restarting the rest timer.
-    * The scene has not changed for ``rest_delay`` seconds and no full frame was requested for it yet -> a full one.
+    * The scene has not changed for ``rest_delay`` seconds and no full frame was requested for it yet -> a full one;
+      at once when the user let go of the view (``released``: the end of a drag is the camera's rest).
     * A full frame that was cancelled is requested again on the next rest (``full_cancelled``).
     """
 
@@ -27,8 +28,8 @@ class RenderScheduler:
         self._serial = 0
 
     def update(self, scene: Scene, preview: Quality, full: Quality, now: float, rest_delay: float,
-               progressive: bool = True) -> RenderRequest | None:
-        """The request to submit this frame, or None."""
+               progressive: bool = True, released: bool = False) -> RenderRequest | None:
+        """The request to submit this frame, or None. ``released``: the mouse let go of the view this frame."""
         if scene != self._scene or full != self._full_quality:
             self._scene, self._full_quality, self._changed_at = scene, full, now
             self._full_sent = False
@@ -38,7 +39,7 @@ class RenderScheduler:
                 # The preview settings are the full settings: the "preview" already is the final frame.
                 return self._full(scene, full, cancellable=False)
             return self._make(scene, preview, cancellable=False)
-        if not self._full_sent and now - self._changed_at >= rest_delay:
+        if not self._full_sent and (released or now - self._changed_at >= rest_delay):
             return self._full(scene, full, cancellable=True)
         return None
 
