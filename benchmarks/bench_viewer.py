@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["ffhq", "demo"],
                    help="ffhq (FFHQ-512 architecture, random weights), demo, or checkpoint paths")
     p.add_argument("--repeats", type=int, default=5, help="preview frames timed per setting")
-    p.add_argument("--full-repeats", type=int, default=1, help="full-quality frames timed (slow for FFHQ on a CPU)")
+    p.add_argument("--full-repeats", type=int, default=3, help="full-quality frames timed (median; slow for FFHQ on a CPU)")
     p.add_argument("--target-fps", type=float, default=20.0, help="target of the adaptive preview resolution")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = p.parse_args()
