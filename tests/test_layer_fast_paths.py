@@ -1,4 +1,5 @@
-"""The backbone's small-image layers as matrix products with the raw weight (eg3d_core/networks/layers.py)."""
+"""Fast paths of the synthesis layers in eg3d_core/networks/layers.py: the backbone's small-image layers and the
+1x1 ToRGB layers as matrix products."""
 from __future__ import annotations
 
 import pytest
@@ -58,3 +59,23 @@ def test_small_layers_same_with_and_without(monkeypatch):
                 direct = layer(x, w, "const")
         assert fast.shape == direct.shape == (1, 256, res, res)
         assert (fast - direct).abs().max().item() < 1e-4 * (1 + direct.abs().max().item())
+
+
+@pytest.mark.parametrize("channels_out", [3, 96])
+def test_torgb_of_a_channels_last_image_is_a_matrix_product(channels_out, monkeypatch):
+    """ToRGB of a channels-last image (from 32 px up) goes through a matrix product over its pixels (oneDNN's linear
+    kernel from 16 channels, MKL's product below); an NCHW image through the convolution. Both agree to rounding."""
+    torch.manual_seed(0)
+    layer = layers.ToRGB(64, channels_out, 32, conv_clamp=None)
+    with torch.no_grad():
+        layer.bias.normal_()
+        x, w = torch.randn(1, 64, 40, 40), torch.randn(1, 32)
+        with monkeypatch.context() as m:
+            m.setattr(layers.F, "conv2d", lambda *a, **k: pytest.fail("the convolution was used"))
+            fast = layer(x.contiguous(memory_format=torch.channels_last), w)
+        plain = layer(x, w)
+        styles = layer.affine(w) * layer.weight_gain
+        expected = F.conv2d(x, layer.weight * styles.reshape(1, -1, 1, 1), layer.bias)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and not plain.is_contiguous(
+        memory_format=torch.channels_last)
+    assert (fast - expected).abs().max().item() < 1e-5 and (plain - expected).abs().max().item() < 1e-5
