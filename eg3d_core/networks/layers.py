@@ -183,7 +183,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     shared-weight convolution instead of the original's grouped convolution. Both equal it up to rounding and
     keep x's memory format. Without autograd the passes after the convolution work in place: a fresh tensor the
     size of a large activation costs more (page faults) than the arithmetic. ``cache`` (a dict per layer, or None)
-    lets the Winograd paths keep their transformed filters while the weight is unchanged.
+    lets the Winograd and small-image paths keep their prepared weights while the weight is unchanged.
     """
     n, i = x.shape[:2]
     o, _, kh, _ = weight.shape
@@ -274,7 +274,7 @@ class SynthesisLayer(nn.Module):
         self.resolution = resolution
         self.up = up
         self.conv_clamp = conv_clamp
-        self.winograd_cache: dict = {}  # the Winograd paths' transformed filters (not part of the state dict)
+        self.fast_path_cache: dict = {}  # prepared weights of the fast paths (see modulated_conv2d; not in the state dict)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         styles = self.affine(w)
@@ -285,7 +285,7 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         # lrelu(g * y) = g * lrelu(y) for g > 0, so the gain is applied inside the convolution.
         return modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, noise=noise, bias=self.bias,
-                                gain=math.sqrt(2), activate=True, limit=self.conv_clamp, cache=self.winograd_cache)
+                                gain=math.sqrt(2), activate=True, limit=self.conv_clamp, cache=self.fast_path_cache)
 
 
 class ToRGB(nn.Module):

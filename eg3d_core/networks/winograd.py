@@ -1,9 +1,10 @@
 """3x3 convolutions of one image by Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct convolution.
 
 The tile transforms and the 16 matrix products between them are compiled loops (``winograd_kernel.c``, built by
-``eg3d_core.native``). The transforms only add, subtract and halve, so the
-result equals the direct convolution to float32 rounding (tested against float64). Used for float32 CPU
-inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The
+``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
+transforms only add, subtract and halve, and the products sum in short runs, so the result equals the direct
+convolution to float32 rounding (tested against float64: no worse than oneDNN's direct convolution). Used for float32
+CPU inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The
 stride-2 transposed convolutions of the upsampling layers get the same treatment by output phase
 (``conv_transpose3x3_up``, ``use_winograd_up``).
 """
@@ -22,7 +23,7 @@ from ..native import float32_cpu_inference, float_ptr, run_parts
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
 # Images whose transformed tiles ([slots, tiles, channels]) take at most this are run in three passes (see _run).
 WHOLE_BYTES = 16 << 20
-# Transformed tiles and products per chunk of the fused path: small enough to stay in a core's caches.
+# Transformed tiles and products per chunk of the fused path (a floor; see chunk_tiles): they stay in the CPU caches.
 CHUNK_BYTES = 1 << 20
 
 
@@ -205,8 +206,8 @@ def _run(tiles: int, slots: int, i: int, o: int, in_passes: Callable[[torch.Tens
     m [slots, tiles, o], threads)``: the transforms on this thread, the products split over the threads by output
     channel (so that each reads only its share of the filters, which outweigh the tiles here). A larger one split into
     one range of tiles per thread, each run by ``fused(first tile, count, chunk, scratch)`` a chunk of tiles at a time
-    (CHUNK_BYTES of transformed tiles and products, in ``scratch``), so that the transformed data never leaves the
-    core's caches.
+    (``chunk_tiles``; transformed tiles and products in ``scratch``), so that the transformed data stays in the CPU
+    caches instead of going to memory and back.
     """
     threads = torch.get_num_threads()
     if slots * tiles * max(i, o) * 4 <= WHOLE_BYTES:
