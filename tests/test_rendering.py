@@ -219,3 +219,36 @@ def test_helper_threads_only_where_the_caller_may_spread_work():
     finally:
         torch.set_num_threads(threads)
     assert may_spread_work()  # the main thread always may
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_compiled_compositing_matches_the_pytorch_one(cars_generator, monkeypatch, deterministic):
+    """The chunk compositing of coarse + fine samples in one compiled loop (eg3d_march in rendering/field_kernel.c:
+    merged by depth, no sorting of colours) against the PyTorch operations, with unsorted fine samples in the random
+    mode."""
+    from test_native import X86_AVX2
+
+    from eg3d_core.rendering import native, renderer
+
+    field, origins, dirs, r = _cars_field(cars_generator)
+    args = (origins, dirs, r.ray_start, r.ray_end, r.depth_resolution, r.depth_resolution_importance, r.white_back,
+            deterministic)
+    calls = []
+    compiled = native.march
+
+    def counting(*a: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        result = compiled(*a)
+        calls.append(result is not None)
+        return result
+
+    with torch.no_grad():
+        monkeypatch.setattr(native, "march", counting)
+        torch.manual_seed(5)
+        fast = renderer.render_rays(field, *args, workers=2)
+        monkeypatch.setattr(native, "march", lambda *a: None)
+        torch.manual_seed(5)
+        plain = renderer.render_rays(field, *args, workers=2)
+    assert calls and all(calls) == X86_AVX2  # the compiled loop ran wherever kernels can be built
+    for a, b in zip(fast, plain, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() < 5e-6 * (1 + b.abs().max())

@@ -11,6 +11,7 @@
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #ifndef CH
 #define CH 32     /* tri-plane channels = decoder input (a multiple of 8; set with -DCH=...) */
@@ -181,4 +182,83 @@ void eg3d_field(int64_t n, int64_t m, int64_t begin, int64_t end, const float *r
             _mm256_storeu_ps(colour + 8 * j, _mm256_fmsub_ps(sigmoid_v(_mm256_add_ps(o[j], o2[j])),
                                                              splat(1.0f + 2.0f * 0.001f), splat(0.001f)));
     }
+}
+
+/*
+ * The ray marcher's compositing for a chunk of rays (eg3d_core/rendering/native.py: march): per ray, the coarse and
+ * the fine samples merged by depth, the interval weights of the original's MipRayMarcher2 and the weighted sums the
+ * renderer needs, without sorting or moving the colours. On the depth-sorted samples j = 0 .. T-1 (T = S + F),
+ * interval k has density softplus((sigma_k + sigma_k+1) / 2 - 1), alpha_k = 1 - exp(-density (d_k+1 - d_k)) and
+ * weight w_k = alpha_k prod over l < k of (1 - alpha_l + 1e-10); the features are sum over k of w_k (c_k + c_k+1) / 2
+ * = sum over j of c_j (w_j-1 + w_j) / 2.
+ */
+
+/* Indices 0 .. n-1 ordered by d (insertion sort: linear for the sorted lists it usually gets). */
+static void order_by_depth(int64_t n, const float *restrict d, int32_t *restrict idx) {
+    for (int64_t j = 0; j < n; ++j) {
+        int64_t k = j;
+        while (k > 0 && d[idx[k - 1]] > d[j]) {
+            idx[k] = idx[k - 1];
+            --k;
+        }
+        idx[k] = (int32_t)j;
+    }
+}
+
+/*
+ * For each of `rays` rays: coarse depths dc [S], raw densities sc [S], colours cc [S][C]; fine ones df [F], sf [F],
+ * cf [F][C] -> rgb [C] (the colours times their per-sample weights), depth_sum (w_k times the interval's mid depth)
+ * and total (sum of w_k). A tie between a coarse and a fine depth takes the coarse sample first. C: a multiple of 8.
+ */
+void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *restrict dc, const float *restrict sc,
+                const float *restrict cc, const float *restrict df, const float *restrict sf,
+                const float *restrict cf, float *restrict rgb, float *restrict depth_sum, float *restrict total) {
+    const int64_t t = s + f, padded = t + 16;
+    int32_t *oc = malloc(sizeof(int32_t) * (size_t)(t + 1));
+    int32_t *of = oc + s;
+    float *d = calloc((size_t)(4 * padded), sizeof(float)); /* zero padding for the 8-wide loads past the end */
+    float *sig = d + padded, *alpha = d + 2 * padded, *per = d + 3 * padded;
+    const float **col = malloc(sizeof(float *) * (size_t)(t + 1));
+    for (int64_t r = 0; r < rays; ++r) {
+        const float *rdc = dc + r * s, *rsc = sc + r * s, *rcc = cc + r * s * c;
+        const float *rdf = df + r * f, *rsf = sf + r * f, *rcf = cf + r * f * c;
+        order_by_depth(s, rdc, oc);
+        order_by_depth(f, rdf, of);
+        for (int64_t a = 0, b = 0, j = 0; j < t; ++j) { /* merge the two sorted lists */
+            const int coarse = b >= f || (a < s && rdc[oc[a]] <= rdf[of[b]]);
+            const int64_t k = coarse ? oc[a++] : of[b++];
+            d[j] = coarse ? rdc[k] : rdf[k];
+            sig[j] = coarse ? rsc[k] : rsf[k];
+            col[j] = coarse ? rcc + k * c : rcf + k * c;
+        }
+        for (int64_t k = 0; k + 1 < t; k += 8) { /* alpha of 8 intervals at a time */
+            const vec mid = _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(sig + k),
+                                                                      _mm256_loadu_ps(sig + k + 1)), splat(0.5f)),
+                                          splat(1.0f));
+            const vec delta = _mm256_sub_ps(_mm256_loadu_ps(d + k + 1), _mm256_loadu_ps(d + k));
+            const vec e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(softplus_v(mid), delta)));
+            _mm256_storeu_ps(alpha + k, _mm256_sub_ps(splat(1.0f), e));
+        }
+        float transmittance = 1.0f, dsum = 0.0f, wsum = 0.0f, previous = 0.0f;
+        for (int64_t k = 0; k + 1 < t; ++k) {
+            const float w = alpha[k] * transmittance;
+            transmittance *= 1 - alpha[k] + 1e-10f;
+            dsum += w * ((d[k] + d[k + 1]) / 2);
+            wsum += w;
+            per[k] = (previous + w) / 2;
+            previous = w;
+        }
+        if (t > 0) per[t - 1] = previous / 2;
+        float *out = rgb + r * c;
+        for (int64_t ch = 0; ch < c; ch += 8) {
+            vec acc = _mm256_setzero_ps();
+            for (int64_t j = 0; j < t; ++j) acc = _mm256_fmadd_ps(splat(per[j]), _mm256_loadu_ps(col[j] + ch), acc);
+            _mm256_storeu_ps(out + ch, acc);
+        }
+        depth_sum[r] = dsum;
+        total[r] = wsum;
+    }
+    free(col);
+    free(d);
+    free(oc);
 }

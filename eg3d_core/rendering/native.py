@@ -40,6 +40,8 @@ def library(channels: int = 32) -> ctypes.CDLL | None:
         lib.eg3d_field.argtypes = [i64, i64, i64, i64, fp, fp, i64, i64, f32, ctypes.POINTER(ctypes.c_int32),
                                    fp, fp, fp, fp, fp, fp]
         lib.eg3d_field.restype = None
+        lib.eg3d_march.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, fp, fp, fp]
+        lib.eg3d_march.restype = None
     return lib
 
 
@@ -84,3 +86,24 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
 
     native.run_parts(run, parts)
     return {"sigma": sigma, "rgb": rgb}
+
+
+def march(depths: torch.Tensor, densities: torch.Tensor, colors: torch.Tensor, fine_depths: torch.Tensor,
+          fine_densities: torch.Tensor, fine_colors: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """The renderer's compositing of coarse + fine samples in one compiled loop (``eg3d_march`` in field_kernel.c);
+    None where it does not apply (not float32 CPU inference, colour channels not a multiple of 8, or no kernel).
+
+    depths, densities [N, R, S, 1], colors [N, R, S, C] and the fine samples' [N, R, F, 1], [N, R, F, C] (unsorted
+    along a ray is fine) -> features [N, R, C], weighted depth sum [N, R, 1], weight sum [N, R, 1]: what
+    ``renderer._render_chunk`` computes by sorting, to float32 rounding.
+    """
+    tensors = (depths, densities, colors, fine_depths, fine_densities, fine_colors)
+    lib = library() if colors.shape[-1] % 8 == 0 and native.float32_cpu_inference(*tensors) else None
+    if lib is None:
+        return None
+    n, r, s, _ = depths.shape
+    f, c = fine_depths.shape[2], colors.shape[-1]
+    dc, sc, cc, df, sf, cf = (t.contiguous() for t in tensors)
+    rgb, depth_sum, total = torch.empty(n, r, c), torch.empty(n, r, 1), torch.empty(n, r, 1)
+    lib.eg3d_march(n * r, s, f, c, *(_ptr(t) for t in (dc, sc, cc, df, sf, cf, rgb, depth_sum, total)))
+    return rgb, depth_sum, total

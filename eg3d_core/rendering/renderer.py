@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import may_spread_work
+from . import native
 from .marcher import composite_weights, march
 
 # points [N, M, 3] -> {"sigma": [N, M, 1], "rgb": [N, M, C]}
@@ -112,6 +113,9 @@ def _render_chunk(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, dep
         fine = importance_depths(depths, composite_weights(densities, depths), samples_fine, deterministic, u)
         out = field(_points(origins, dirs, fine))
         colors.append(out["rgb"].reshape(n, r, samples_fine, -1))
+        fast = native.march(depths, densities, colors[0], fine, out["sigma"].reshape(n, r, samples_fine, 1), colors[1])
+        if fast is not None:  # the same compositing in one compiled loop
+            return (*fast, torch.minimum(depths.min(), fine.min()), torch.maximum(depths.max(), fine.max()))
         depths, order = torch.sort(torch.cat([depths, fine], dim=-2), dim=-2)
         densities = torch.cat([densities, out["sigma"].reshape(n, r, samples_fine, 1)], dim=-2).gather(-2, order)
     weights = composite_weights(densities, depths)  # [N, R, S-1, 1] on the sorted samples
