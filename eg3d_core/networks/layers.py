@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..native import float32_cpu_inference
+from . import modulation
 from .fir import upsample_tail, use_fused_tail
 from .winograd import conv3x3 as winograd_conv3x3
 from .winograd import conv_transpose3x3_up as winograd_conv_transpose_up
@@ -149,17 +150,14 @@ def small_image_conv3x3(x: torch.Tensor, weight: torch.Tensor, styles: torch.Ten
     """
     _, i, h, w = x.shape
     o = weight.shape[0]
-    key = (weight.data_ptr(), weight._version, up)
-    entry = None if cache is None else cache.get("small")
-    if entry is None or entry[0] != key:
-        w32 = weight.float()
+
+    def build(w32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # up: [I, O * 9] (input channel -> each output channel's 9 taps); else [O, I * 9], as unfold orders patches.
         mat = w32.reshape(o, i, 9).transpose(0, 1).reshape(i, o * 9).contiguous() if up else w32.reshape(o, i * 9)
-        entry = (key, mat, w32.square().sum(dim=(2, 3)))
-        if cache is not None:
-            cache["small"] = entry
-    _, mat, sumsq = entry
-    scale = (sumsq @ styles.float().square() + 1e-8).rsqrt() * gain if demodulate else torch.full((o,), float(gain))
+        return mat, modulation.sum_of_squares(w32)
+
+    mat, sumsq = modulation.cached(cache, ("small", up), weight, build)
+    scale = modulation.output_scale(sumsq, styles, demodulate, gain)
     xs = x * styles.to(x.dtype).reshape(1, i, 1, 1)
     if up:  # each input pixel's 3x3 output patch, then the overlapping patches summed (stride 2)
         patches = xs.reshape(i, h * w).t() @ mat
@@ -237,11 +235,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # super-resolution's 3-channel ones (~2x: the convolution reads the 512 px activation at half the speed).
         h, w = x.shape[2:]
         rows = x.permute(0, 2, 3, 1).reshape(h * w, i)
-        zero = wgt.new_zeros(o)
+        rgb_bias = conv_bias if conv_bias is not None else wgt.new_zeros(o)
         if o >= 16:
-            y = linear(rows, wgt.reshape(o, i), conv_bias if conv_bias is not None else zero)
+            y = linear(rows, wgt.reshape(o, i), rgb_bias)
         else:
-            y = torch.addmm(conv_bias if conv_bias is not None else zero, rows, wgt.reshape(o, i).t())
+            y = torch.addmm(rgb_bias, rows, wgt.reshape(o, i).t())
         x = y.reshape(1, h, w, o).permute(0, 3, 1, 2)
     elif not small:
         x = F.conv2d(x, wgt, bias=conv_bias, padding=kh // 2)

@@ -19,6 +19,7 @@ import torch
 
 from .. import native
 from ..native import float32_cpu_inference, float_ptr, run_parts
+from . import modulation
 
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
 # Images whose transformed tiles ([slots, tiles, channels]) take at most this are run in three passes (see _run).
@@ -143,24 +144,12 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
 
 def _prepare(transform: Callable, slots: int, weight: torch.Tensor, styles: torch.Tensor | None, demodulate: bool,
              gain: float, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The packed filters [slots, O * I] of the raw weight (from ``cache`` while the weight is unchanged), the input
-    scale [I] (the styles; None: ones) and the output scale [O]: gain, over the modulated weight's norm per output
-    channel when demodulating (sum over i of styles[i]^2 * sum of weight[o, i]^2, as the modulated weight's sum of
-    squares)."""
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
-    entry = None if cache is None else cache.get(slots)
-    if entry is None or entry[0] != key:
-        wgt = weight.float().contiguous()
-        entry = (key, _filters(transform, slots, wgt), wgt.square().sum(dim=(2, 3)))
-        if cache is not None:
-            cache[slots] = entry
-    _, u, sumsq = entry
+    """The packed filters [slots, O * I] of the raw weight (kept in ``cache`` while the weight is unchanged), the input
+    scale [I] (the styles; None: ones) and the output scale [O] (``modulation.output_scale``)."""
+    u, sumsq = modulation.cached(cache, slots, weight, lambda w: (_filters(transform, slots, w.contiguous()),
+                                                                  modulation.sum_of_squares(w)))
     s = None if styles is None else styles.float().reshape(-1).contiguous()
-    if demodulate:
-        scale_out = (sumsq @ (s.square() if s is not None else sumsq.new_ones(sumsq.shape[1])) + 1e-8).rsqrt() * gain
-    else:
-        scale_out = torch.full((weight.shape[0],), float(gain))
-    return u, s, scale_out.contiguous()
+    return u, s, modulation.output_scale(sumsq, s, demodulate, gain)
 
 
 def _filters(transform: Callable, slots: int, weight: torch.Tensor) -> torch.Tensor:
