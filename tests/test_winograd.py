@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) convolutions (eg3d_core/networks/winograd.py) against the direct convolution."""
+"""Winograd F(2x2, 3x3) and F(3x3, 3x3) convolutions (eg3d_core/networks/winograd.py) against the direct convolution."""
 from __future__ import annotations
 
 import pytest
@@ -25,10 +25,14 @@ def test_kernels_are_available_here():
     assert (winograd.library() is not None) == X86_AVX2
 
 
-@pytest.mark.parametrize(("channels_in", "channels_out", "height", "width", "bias"),
-                         [(16, 24, 17, 23, True), (128, 128, 32, 32, False), (8, 8, 2, 3, True), (24, 8, 1, 1, False)])
+# F(2x2, 3x3) on any shape; F(3x3, 3x3) on the wide layers it serves (its error does not shrink with fewer channels as
+# the direct convolution's does), with edges of every remainder modulo 3.
+@pytest.mark.parametrize(("tile", "channels_in", "channels_out", "height", "width", "bias"),
+                         [(2, 16, 24, 17, 23, True), (2, 128, 128, 32, 32, False), (2, 8, 8, 2, 3, True),
+                          (2, 24, 8, 1, 1, False), (3, 128, 128, 32, 32, False), (3, 128, 136, 31, 25, True),
+                          (3, 256, 128, 17, 16, True)])
 @pytest.mark.parametrize("chunked", [False, True])  # in three passes; in small chunks, tile ranges on two threads
-def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, height, width, bias, chunked,
+def test_matches_the_direct_convolution_in_float64(tile, channels_in, channels_out, height, width, bias, chunked,
                                                    monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
@@ -41,12 +45,12 @@ def test_matches_the_direct_convolution_in_float64(channels_in, channels_out, he
     b = torch.randn(channels_out) if bias else None
     exact = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
     try:
-        got = winograd.conv3x3(x, w, b)
+        got = winograd.conv3x3(x, w, b, size=tile)
     finally:
         torch.set_num_threads(threads)
     direct = F.conv2d(x, w, b, padding=1)
     assert got.shape == exact.shape and got.is_contiguous(memory_format=torch.channels_last)
-    # The transforms only add, subtract and halve: no worse than float32's direct convolution (plus an ulp or two).
+    # Within twice float32's direct convolution's error (plus an ulp or two): F(2x2, 3x3) is several times below it.
     err, err_direct = (got.double() - exact).abs().max().item(), (direct.double() - exact).abs().max().item()
     assert err <= 2 * err_direct + 1e-6
 
@@ -79,16 +83,17 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
 
 
-def test_fused_noise_activation_and_clamp_match_the_separate_operations():
+@pytest.mark.parametrize("tile", [2, 3])
+def test_fused_noise_activation_and_clamp_match_the_separate_operations(tile):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     torch.manual_seed(0)
-    x = _channels_last(torch.randn(1, 16, 9, 14))
+    x = _channels_last(torch.randn(1, 16, 10, 14))
     w = _channels_last(torch.randn(24, 16, 3, 3) / 12)
-    b, noise = torch.randn(24), torch.randn(9, 14)
-    plain = winograd.conv3x3(x, w, b)
+    b, noise = torch.randn(24), torch.randn(10, 14)
+    plain = winograd.conv3x3(x, w, b, size=tile)
     expected = torch.clamp(F.leaky_relu(plain + noise, 0.2), -0.5, 0.5)
-    got = winograd.conv3x3(x, w, b, noise=noise, slope=0.2, limit=0.5)
+    got = winograd.conv3x3(x, w, b, noise=noise, slope=0.2, limit=0.5, size=tile)
     assert torch.equal(got, expected)  # same roundings, bit for bit
     assert (got.abs() == 0.5).any() and (got < 0).any()  # the clamp and the negative slope were exercised
 
@@ -152,9 +157,9 @@ def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
     assert (fast - batched).abs().max().item() < 1e-4 * (1 + batched.abs().max().item())
 
 
-@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("kind", ["F(2x2,3x3)", "F(3x3,3x3)", "up"])
 @pytest.mark.parametrize(("channels_in", "channels_out", "size"), [(128, 136, (20, 18)), (256, 128, (128, 128))])
-def test_modulated_and_demodulated_matches_float64(up, channels_in, channels_out, size):
+def test_modulated_and_demodulated_matches_float64(kind, channels_in, channels_out, size):
     """Styles scale the input transform, demodulation and gain the output transform, around the raw weight's filters:
     still no worse than float32's direct convolution of the modulated weight. The second case is the backbone's
     b256 upsampling layer, where oneDNN's transposed convolution is unusually exact (1e-6) and the products' long sums
@@ -170,21 +175,21 @@ def test_modulated_and_demodulated_matches_float64(up, channels_in, channels_out
     wd = wd * (wd.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
     wf = w * styles.reshape(1, -1, 1, 1)
     wf = wf * (wf.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
-    if up:
+    if kind == "up":
         exact = F.conv_transpose2d(x.double(), wd.transpose(0, 1), stride=2)
         direct = F.conv_transpose2d(x, wf.transpose(0, 1), stride=2)
         got = winograd.conv_transpose3x3_up(x, w, styles, True, gain)
     else:
         exact = F.conv2d(x.double(), wd, padding=1)
         direct = F.conv2d(x, wf, padding=1)
-        got = winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=gain)
+        got = winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=gain, size=2 if kind == "F(2x2,3x3)" else 3)
     assert got.shape == exact.shape
     err, err_direct = (got.double() - exact).abs().max().item(), (direct.double() - exact).abs().max().item()
     assert err <= 2 * err_direct + 1e-6
 
 
-@pytest.mark.parametrize("up", [False, True])
-def test_cached_filters_are_reused_until_the_weight_changes(up):
+@pytest.mark.parametrize(("up", "tile"), [(False, 2), (False, 3), (True, None)])
+def test_cached_filters_are_reused_until_the_weight_changes(up, tile):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     torch.manual_seed(0)
@@ -196,7 +201,7 @@ def test_cached_filters_are_reused_until_the_weight_changes(up):
         with torch.no_grad():
             if up:
                 return winograd.conv_transpose3x3_up(x, w, styles, True, 1.5, cache)
-            return winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=1.5, cache=cache)
+            return winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=1.5, cache=cache, size=tile)
 
     cache: dict = {}
     first = conv(cache)

@@ -42,10 +42,14 @@ def library() -> ctypes.CDLL | None:
         lib.wino_up_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_up_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp]
-        lib.wino_conv.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
+        lib.wino3_weights.argtypes = lib.wino_weights.argtypes
+        lib.wino3_input.argtypes = lib.wino_input.argtypes
+        lib.wino3_output.argtypes = lib.wino_output.argtypes
+        lib.wino_conv.argtypes = [i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
         lib.wino_up_conv.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]
-        for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino_up_weights, lib.wino_up_input,
-                  lib.wino_up_output, lib.wino_gemm, lib.wino_conv, lib.wino_up_conv):
+        for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino3_weights, lib.wino3_input,
+                  lib.wino3_output, lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output, lib.wino_gemm,
+                  lib.wino_conv, lib.wino_up_conv):
             f.restype = None
     return lib
 
@@ -75,9 +79,19 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and max(x.shape[2], x.shape[3]) <= 256 and _single_image(x, weight))
 
 
+def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
+    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, for the layers
+    ``use_winograd`` serves (from 128 channels and 16 px), where its rounding error is about the direct
+    convolution's (0.6-1.6x on this generator's layers; tests/test_winograd.py); else 2, F(2x2, 3x3), several times
+    more exact (its error does not grow as the channel count shrinks as F(3x3, 3x3)'s does relative to the direct
+    convolution's)."""
+    return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
+
+
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
             slope: float = 1.0, limit: float | None = None, styles: torch.Tensor | None = None,
-            demodulate: bool = False, gain: float = 1.0, cache: dict | None = None) -> torch.Tensor:
+            demodulate: bool = False, gain: float = 1.0, cache: dict | None = None, size: int | None = None
+            ) -> torch.Tensor:
     """``F.conv2d(x, weight', bias, padding=1)`` for x [1, I, H, W] (channels-last), weight [O, I, 3, 3], bias [O]
     -> [1, O, H, W] channels-last, followed in the same pass by ``+ noise`` (noise [H, W], broadcast over channels),
     a leaky ReLU of this ``slope`` (1: none) and a clamp to [-limit, limit] (None: none), each rounded as the
@@ -85,33 +99,39 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     ``styles`` [I] (None: ones), demodulated per output channel if ``demodulate``, times ``gain``. The convolution is
     linear in each input and output channel, so the styles scale the input in its transform and the demodulation and
     gain the output in its transform, around the filters of the raw weight, which ``cache`` (a dict, e.g. one per
-    layer; None: none) keeps from call to call while the weight is unchanged. Requires ``library()``."""
+    layer; None: none) keeps from call to call while the weight is unchanged. ``size``: the output tiles' size, 2 for
+    F(2x2, 3x3), 3 for F(3x3, 3x3) (None: ``tile_size``). Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
-    th, tw = (h + 1) // 2, (w + 1) // 2
+    size = size or tile_size(x, weight)
+    th, tw = -(-h // size), -(-w // size)
+    slots = (size + 2) ** 2
+    transforms = (lib.wino3_weights, lib.wino3_input, lib.wino3_output) if size == 3 else (
+        lib.wino_weights, lib.wino_input, lib.wino_output)
     src = x.contiguous(memory_format=torch.channels_last)
-    u, scale_in, scale_out = _prepare(lib.wino_weights, 16, weight, styles, demodulate, gain, cache)
+    u, scale_in, scale_out = _prepare(transforms[0], slots, weight, styles, demodulate, gain, cache)
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
     post = (_ptr(scale_out), _ptr(b), _ptr(nz), slope, 0.0 if limit is None else float(limit))
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_input(h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, parts)
-        lib.wino_output(h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
+        transforms[2](h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
-        lib.wino_conv(h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
+        lib.wino_conv(size, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
                       float_ptr(scratch), float_ptr(out))
 
-    _run(th * tw, 16, i, o, in_passes, fused)
+    _run(th * tw, slots, i, o, in_passes, fused)
     return out
 
 
 def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor | None = None,
-                         demodulate: bool = False, gain: float = 1.0, cache: dict | None = None) -> torch.Tensor:
+                         demodulate: bool = False, gain: float = 1.0, cache: dict | None = None, size: int | None = None
+            ) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight'.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
     convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``, ``cache`` as there) ->
     [1, O, 2H+1, 2W+1] channels-last, by its four output phases with Winograd F(2x2, 2x2) / F(2, 2): 25 products per
@@ -146,7 +166,7 @@ def _prepare(transform: Callable, slots: int, weight: torch.Tensor, styles: torc
              gain: float, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The packed filters [slots, O * I] of the raw weight (kept in ``cache`` while the weight is unchanged), the input
     scale [I] (the styles; None: ones) and the output scale [O] (``modulation.output_scale``)."""
-    u, sumsq = modulation.cached(cache, slots, weight, lambda w: (_filters(transform, slots, w.contiguous()),
+    u, sumsq = modulation.cached(cache, transform.__name__, weight, lambda w: (_filters(transform, slots, w.contiguous()),
                                                                   modulation.sum_of_squares(w)))
     s = None if styles is None else styles.float().reshape(-1).contiguous()
     return u, s, modulation.output_scale(sumsq, s, demodulate, gain)

@@ -1,6 +1,7 @@
 /*
- * Winograd F(2x2, 3x3) convolutions of one channels-last image (called from eg3d_core/networks/winograd.py): the
- * tile transforms, the products between them, and a driver that runs them chunk by chunk.
+ * Winograd F(2x2, 3x3) and F(3x3, 3x3) convolutions of one channels-last image (called from
+ * eg3d_core/networks/winograd.py): the tile transforms, the products between them, and a driver that runs them chunk
+ * by chunk.
  *
  * Each 2x2 output tile comes from a 4x4 input tile d: Y = A^T [ (G g G^T) .* (B^T d B) ] A, with
  *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
@@ -140,6 +141,18 @@ void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, 
     }
 }
 
+/* One output vector v of a tile as a synthesis layer finishes it, each step rounded as PyTorch's separate operations
+ * would: times sc, + b, + nz (if has_noise), leaky ReLU with this slope (if slope != 1), clamp to [lo, hi] (if
+ * limit > 0); stored at dst. */
+static inline __attribute__((always_inline)) void finish(vec v, vec sc, vec b, int has_noise, vec nz, float slope,
+                                                          vec slope_v, float limit, vec lo, vec hi, float *dst) {
+    v = _mm256_add_ps(_mm256_mul_ps(v, sc), b);
+    if (has_noise) v = _mm256_add_ps(v, nz);
+    if (slope != 1.0f) v = _mm256_max_ps(v, _mm256_mul_ps(v, slope_v)); /* 0 < slope < 1 */
+    if (limit > 0.0f) v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    _mm256_storeu_ps(dst, v);
+}
+
 /*
  * Output transform: m [16][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, with what a
  * synthesis layer does next fused in, each step as PyTorch would do it: times scale[o] (if not NULL),
@@ -178,15 +191,140 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
             const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
             const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
             for (int r = 0; r < 2; ++r) { /* ... A: along the columns */
-                vec v[2] = {_mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]), sc), b),
-                            _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3]), sc), b)};
-                for (int c = 0; c < 2; ++c) {
-                    if (!inside[r][c]) continue;
-                    if (noise) v[c] = _mm256_add_ps(v[c], nz[r][c]);
-                    if (slope != 1.0f) v[c] = _mm256_max_ps(v[c], _mm256_mul_ps(v[c], slope_v)); /* 0 < slope < 1 */
-                    if (limit > 0.0f) v[c] = _mm256_min_ps(_mm256_max_ps(v[c], lo), hi);
-                    _mm256_storeu_ps(out[r][c] + o, v[c]);
-                }
+                const vec v[2] = {_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]),
+                                  _mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3])};
+                for (int c = 0; c < 2; ++c)
+                    if (inside[r][c]) finish(v[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
+            }
+        }
+    }
+}
+
+/*
+ * Winograd F(3x3, 3x3): each 3x3 output tile from a 5x5 input tile (interpolation points 0, 1, -1, 2 and infinity),
+ * 25 products for 9 outputs instead of F(2x2, 3x3)'s 16 for 4 (1.44x fewer), with
+ *   B^T = [2 -1 -2 1 0; 0 -2 -1 1 0; 0 2 -3 1 0; 0 -1 0 1 0; 0 2 -1 -2 1],
+ *   G = [1/2 0 0; -1/2 -1/2 -1/2; -1/6 1/6 -1/6; 1/6 1/3 2/3; 0 0 1],  A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 1].
+ * Its transforms carry larger coefficients, so its rounding error is about that of the direct convolution (F(2x2,
+ * 3x3)'s is several times smaller); the fractions are all in G, applied in double precision to the filters.
+ * Tiles are numbered row by row, tw = (W + 2) / 3 to a row; tile (ty, tx) reads x[3ty-1 .. 3ty+3][3tx-1 .. 3tx+3].
+ */
+
+/* B^T applied to five values, rows written around r3 = d3 - d1 (row 3 itself, a part of every other). */
+static inline __attribute__((always_inline)) void bt5(const vec d[5], vec e[5]) {
+    const vec r3 = _mm256_sub_ps(d[3], d[1]);
+    e[0] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), _mm256_sub_ps(d[0], d[2]), r3);
+    e[1] = _mm256_sub_ps(r3, _mm256_add_ps(d[1], d[2]));
+    e[2] = _mm256_fmadd_ps(_mm256_set1_ps(3.0f), _mm256_sub_ps(d[1], d[2]), r3);
+    e[3] = r3;
+    e[4] = _mm256_fnmadd_ps(_mm256_set1_ps(2.0f), r3, _mm256_sub_ps(d[4], d[2]));
+}
+
+/* A^T applied to five values. */
+static inline __attribute__((always_inline)) void at5(const vec m[5], vec y[3]) {
+    const vec s = _mm256_add_ps(m[1], m[2]);
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s), m[3]);
+    y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), m[3], _mm256_sub_ps(m[1], m[2]));
+    y[2] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(4.0f), m[3], s), m[4]);
+}
+
+/* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
+ * G g G^T in double precision, rounded once. */
+void wino3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+                   float *restrict u) {
+    static const double g_mat[5][3] = {{0.5, 0, 0}, {-0.5, -0.5, -0.5}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 6, 1.0 / 3, 2.0 / 3}, {0, 0, 1}};
+    float *scratch = malloc(sizeof(float) * 25 * 8 * i_count);
+    for (int64_t o = o0; o < o1; ++o) {
+        float *dst = scratch + o % 8 * i_count;
+        for (int64_t i = 0; i < i_count; ++i) {
+            const float *g = weight + (o * i_count + i) * 9;
+            double t[5][3];
+            for (int r = 0; r < 5; ++r)
+                for (int c = 0; c < 3; ++c)
+                    t[r][c] = g_mat[r][0] * g[c] + g_mat[r][1] * g[3 + c] + g_mat[r][2] * g[6 + c];
+            for (int r = 0; r < 5; ++r)
+                for (int c = 0; c < 5; ++c)
+                    dst[(5 * r + c) * 8 * i_count + i] =
+                        (float)(t[r][0] * g_mat[c][0] + t[r][1] * g_mat[c][1] + t[r][2] * g_mat[c][2]);
+        }
+        if (o % 8 == 7) put_filters(25, o_count, i_count, o - 7, scratch, u);
+    }
+    free(scratch);
+}
+
+/* Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [25][count][I] for the tiles
+ * first .. first + count - 1. */
+void wino3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
+                 int64_t first, int64_t count, float *restrict v) {
+    const int64_t tw = (w + 2) / 3;
+    const int64_t plane = count * i_count;
+    const vec zero = _mm256_setzero_ps();
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *d[5][5];
+        int inside[5][5];
+        for (int r = 0; r < 5; ++r)
+            for (int c = 0; c < 5; ++c) {
+                const int64_t yy = 3 * ty - 1 + r, xx = 3 * tx - 1 + c;
+                inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
+            }
+        float *dst = v + tile * i_count;
+        for (int64_t i = 0; i < i_count; i += 8) {
+            const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
+            vec t[5][5]; /* B^T d: along the rows */
+            for (int c = 0; c < 5; ++c) {
+                vec dd[5], e[5];
+                for (int r = 0; r < 5; ++r) dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
+                bt5(dd, e);
+                for (int r = 0; r < 5; ++r) t[r][c] = e[r];
+            }
+            for (int r = 0; r < 5; ++r) { /* ... B: along the columns */
+                vec e[5];
+                bt5(t[r], e);
+                for (int c = 0; c < 5; ++c) _mm256_storeu_ps(dst + (5 * r + c) * plane + i, e[c]);
+            }
+        }
+    }
+}
+
+/* Output transform: m [25][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, finished as in
+ * wino_output. */
+void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
+                  const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
+                  int64_t count, float *restrict y) {
+    const int64_t tw = (w + 2) / 3;
+    const int64_t plane = count * o_count;
+    const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
+    for (int64_t tile = 0; tile < count; ++tile) {
+        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
+        const float *src = m + tile * o_count;
+        const int64_t y0 = 3 * ty, x0 = 3 * tx;
+        float *out[3][3];
+        int inside[3][3];
+        vec nz[3][3];
+        for (int a = 0; a < 3; ++a)
+            for (int b = 0; b < 3; ++b) {
+                inside[a][b] = y0 + a < h && x0 + b < w; /* edge tiles drop what falls outside */
+                out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
+                nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
+            }
+        for (int64_t o = 0; o < o_count; o += 8) {
+            vec t[3][5]; /* A^T m: along the rows */
+            for (int c = 0; c < 5; ++c) {
+                vec mm[5], e[3];
+                for (int r = 0; r < 5; ++r) mm[r] = _mm256_loadu_ps(src + (5 * r + c) * plane + o);
+                at5(mm, e);
+                for (int r = 0; r < 3; ++r) t[r][c] = e[r];
+            }
+            const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
+            const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
+            for (int r = 0; r < 3; ++r) { /* ... A: along the columns */
+                vec e[3];
+                at5(t[r], e);
+                for (int c = 0; c < 3; ++c)
+                    if (inside[r][c]) finish(e[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
             }
         }
     }
@@ -413,20 +551,22 @@ void wino_gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0, int64
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /*
- * A whole F(2x2, 3x3) convolution over the tiles first .. first + count - 1, `chunk` tiles at a time: each chunk is
- * transformed into v [16][chunk][I], multiplied into m [16][chunk][O] and transformed back into y (with the steps of
- * wino_output) while both are still in the core's caches; scratch holds v and then m. u: the packed filters.
+ * A whole F(size x size, 3x3) convolution (size 2 or 3) over the tiles first .. first + count - 1, `chunk` tiles at a
+ * time: each chunk is transformed into v [slots][chunk][I], multiplied into m [slots][chunk][O] and transformed back
+ * into y (with the steps of wino_output) while both are still in the core's caches; scratch holds v and then m.
+ * u: the packed filters (slots = (size + 2)^2).
  */
-void wino_conv(int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
+void wino_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
                const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
                const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
-    float *v = scratch, *m = scratch + 16 * chunk * i_count;
+    const int64_t slots = (size + 2) * (size + 2);
+    float *v = scratch, *m = scratch + slots * chunk * i_count;
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
-        wino_input(h, w, i_count, x, scale_in, c0, n, v);
-        wino_gemm(16, n, i_count, o_count, 0, o_count, v, u, m);
-        wino_output(h, w, o_count, m, scale_out, bias, noise, slope, limit, c0, n, y);
+        (size == 3 ? wino3_input : wino_input)(h, w, i_count, x, scale_in, c0, n, v);
+        wino_gemm(slots, n, i_count, o_count, 0, o_count, v, u, m);
+        (size == 3 ? wino3_output : wino_output)(h, w, o_count, m, scale_out, bias, noise, slope, limit, c0, n, y);
     }
 }
 
