@@ -3,7 +3,9 @@
 Three tables, each pair timed alternately in the same process (best of ``--repeats``), single image, float32:
 
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
-  upsampling layers' stride-2 transposed convolutions, with the maximum error of both against float64;
+  upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
+  phase) and with the large ones the generator uses (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase), and the maximum
+  error of each against float64;
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
@@ -83,8 +85,9 @@ def plain_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: 
 
 
 def winograd_table(repeats: int) -> list[str]:
-    rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd | speed-up | max error direct / Winograd "
-            "(vs float64) |", "|---|---|---:|---:|---:|---:|---|"]
+    rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd, 2x2 tiles | Winograd, 3x3 tiles "
+            "| speed-up vs direct | 3x3 vs 2x2 tiles | max error direct / 2x2 / 3x3 tiles (vs float64) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for kind, cin, cout, size, where in LAYERS:
         up = kind == "up"
         x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
@@ -92,15 +95,15 @@ def winograd_table(repeats: int) -> list[str]:
         styles = torch.rand(cin) + 0.5
         fast_fn = winograd.conv_transpose3x3_up if up else winograd.conv3x3
         # The transformed filters are kept per layer, as the generator does.
-        fast = functools.partial(fast_fn, x, w, styles=styles, demodulate=True, cache={})
+        small, large = (functools.partial(fast_fn, x, w, styles=styles, demodulate=True, cache={}, size=tile)
+                        for tile in (2, 3))
         direct = functools.partial(plain_conv, x, w, styles, up)
         exact = plain_conv(x.double(), w.double(), styles, up)
-        err_d = (direct().double() - exact).abs().max().item()
-        err_w = (fast().double() - exact).abs().max().item()
-        td, tw = alternating([direct, fast], repeats)
+        errors = " / ".join(f"{(fn().double() - exact).abs().max().item():.1e}" for fn in (direct, small, large))
+        td, t2, t3 = alternating([direct, small, large], repeats)
         label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
-        rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {tw * 1e3:.1f} ms "
-                    f"| {td / tw:.2f}x | {err_d:.1e} / {err_w:.1e} |")
+        rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {t2 * 1e3:.1f} ms "
+                    f"| {t3 * 1e3:.1f} ms | {td / t3:.2f}x | {t2 / t3:.2f}x | {errors} |")
     return rows
 
 
@@ -111,8 +114,8 @@ def products_table(repeats: int) -> list[str]:
     torch.set_num_threads(1)
     try:
         for kind, cin, cout, size, where in LAYERS:
-            slots = 25 if kind == "up" else 16
-            tw = (size + (2 if kind == "up" else 1)) // 2
+            slots = 49 if kind == "up" else 25  # the 3x3 tiles the generator uses
+            tw = (size + 3) // 3 if kind == "up" else -(-size // 3)
             m = winograd.chunk_tiles(tw * tw, slots, cin, cout, 2)  # as in a layer's chunk (two threads)
             v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
             u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers

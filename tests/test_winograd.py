@@ -99,9 +99,11 @@ def test_fused_noise_activation_and_clamp_match_the_separate_operations(tile):
 
 
 @pytest.mark.parametrize(("channels_in", "channels_out", "height", "width"),
-                         [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2)])
+                         [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2), (16, 8, 4, 3)])
 @pytest.mark.parametrize("chunked", [False, True])
-def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, chunked, monkeypatch):
+@pytest.mark.parametrize("tile", [2, 3])  # input positions per tile side: F(2x2, 2x2) or F(3x3, 2x2) per phase
+def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, chunked, tile,
+                                                   monkeypatch):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
     _force_chunks(monkeypatch, chunked)
@@ -112,7 +114,7 @@ def test_transposed_up_convolution_matches_float64(channels_in, channels_out, he
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        got = winograd.conv_transpose3x3_up(x, w)
+        got = winograd.conv_transpose3x3_up(x, w, size=tile)
     finally:
         torch.set_num_threads(threads)
     direct = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
@@ -157,7 +159,7 @@ def test_a_batch_takes_the_winograd_path_image_by_image(up, monkeypatch):
     assert (fast - batched).abs().max().item() < 1e-4 * (1 + batched.abs().max().item())
 
 
-@pytest.mark.parametrize("kind", ["F(2x2,3x3)", "F(3x3,3x3)", "up"])
+@pytest.mark.parametrize("kind", ["F(2x2,3x3)", "F(3x3,3x3)", "up F(2x2,2x2)", "up F(3x3,2x2)"])
 @pytest.mark.parametrize(("channels_in", "channels_out", "size"), [(128, 136, (20, 18)), (256, 128, (128, 128))])
 def test_modulated_and_demodulated_matches_float64(kind, channels_in, channels_out, size):
     """Styles scale the input transform, demodulation and gain the output transform, around the raw weight's filters:
@@ -175,10 +177,10 @@ def test_modulated_and_demodulated_matches_float64(kind, channels_in, channels_o
     wd = wd * (wd.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
     wf = w * styles.reshape(1, -1, 1, 1)
     wf = wf * (wf.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
-    if kind == "up":
+    if kind.startswith("up"):
         exact = F.conv_transpose2d(x.double(), wd.transpose(0, 1), stride=2)
         direct = F.conv_transpose2d(x, wf.transpose(0, 1), stride=2)
-        got = winograd.conv_transpose3x3_up(x, w, styles, True, gain)
+        got = winograd.conv_transpose3x3_up(x, w, styles, True, gain, size=2 if "2x2,2x2" in kind else 3)
     else:
         exact = F.conv2d(x.double(), wd, padding=1)
         direct = F.conv2d(x, wf, padding=1)
@@ -188,7 +190,7 @@ def test_modulated_and_demodulated_matches_float64(kind, channels_in, channels_o
     assert err <= 2 * err_direct + 1e-6
 
 
-@pytest.mark.parametrize(("up", "tile"), [(False, 2), (False, 3), (True, None)])
+@pytest.mark.parametrize(("up", "tile"), [(False, 2), (False, 3), (True, 2), (True, 3)])
 def test_cached_filters_are_reused_until_the_weight_changes(up, tile):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
@@ -200,7 +202,7 @@ def test_cached_filters_are_reused_until_the_weight_changes(up, tile):
     def conv(cache: dict | None) -> torch.Tensor:
         with torch.no_grad():
             if up:
-                return winograd.conv_transpose3x3_up(x, w, styles, True, 1.5, cache)
+                return winograd.conv_transpose3x3_up(x, w, styles, True, 1.5, cache, size=tile)
             return winograd.conv3x3(x, w, styles=styles, demodulate=True, gain=1.5, cache=cache, size=tile)
 
     cache: dict = {}

@@ -1,12 +1,14 @@
-"""3x3 convolutions of one image by Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct convolution.
+"""3x3 convolutions of one image by Winograd's minimal filtering: F(3x3, 3x3) (2.78 multiplications per output
+instead of 9) on the wide layers, F(2x2, 3x3) (4 per output) elsewhere.
 
-The tile transforms and the 16 matrix products between them are compiled loops (``winograd_kernel.c``, built by
+The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
 ``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
-transforms only add, subtract and halve, and the products sum in short runs, so the result equals the direct
-convolution to float32 rounding (tested against float64: no worse than oneDNN's direct convolution). Used for float32
-CPU inference on the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The
-stride-2 transposed convolutions of the upsampling layers get the same treatment by output phase
-(``conv_transpose3x3_up``, ``use_winograd_up``).
+transforms only add, subtract and scale by small constants (the fractions are applied to the filters, in double
+precision), and the products sum in short runs, so the result stays within float32 rounding of the direct convolution
+(tested against float64: F(2x2, 3x3) several times below oneDNN's direct convolution's error, F(3x3, 3x3) about equal
+to it on the layers it serves). Used for float32 CPU inference on the wide layers where it is faster
+(``use_winograd``); everything else takes ``F.conv2d``. The stride-2 transposed convolutions of the upsampling layers
+get the same treatment by output phase (``conv_transpose3x3_up``, ``use_winograd_up``).
 """
 from __future__ import annotations
 
@@ -46,10 +48,13 @@ def library() -> ctypes.CDLL | None:
         lib.wino3_input.argtypes = lib.wino_input.argtypes
         lib.wino3_output.argtypes = lib.wino_output.argtypes
         lib.wino_conv.argtypes = [i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
-        lib.wino_up_conv.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]
+        lib.wino_up3_weights.argtypes = lib.wino_up_weights.argtypes
+        lib.wino_up3_input.argtypes = lib.wino_up_input.argtypes
+        lib.wino_up3_output.argtypes = lib.wino_up_output.argtypes
+        lib.wino_up_conv.argtypes = [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]
         for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino3_weights, lib.wino3_input,
-                  lib.wino3_output, lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output, lib.wino_gemm,
-                  lib.wino_conv, lib.wino_up_conv):
+                  lib.wino3_output, lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output, lib.wino_up3_weights,
+                  lib.wino_up3_input, lib.wino_up3_output, lib.wino_gemm, lib.wino_conv, lib.wino_up_conv):
             f.restype = None
     return lib
 
@@ -82,9 +87,9 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
     """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, for the layers
     ``use_winograd`` serves (from 128 channels and 16 px), where its rounding error is about the direct
-    convolution's (0.6-1.6x on this generator's layers; tests/test_winograd.py); else 2, F(2x2, 3x3), several times
-    more exact (its error does not grow as the channel count shrinks as F(3x3, 3x3)'s does relative to the direct
-    convolution's)."""
+    convolution's (0.6-1.6x on this generator's layers; tests/test_winograd.py); else 2, F(2x2, 3x3). The direct
+    convolution's error shrinks with fewer input channels, F(3x3, 3x3)'s much less: with 16 channels it was 2.7x the
+    direct one's, F(2x2, 3x3)'s stays below it."""
     return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
 
 
@@ -130,30 +135,34 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor | None = None,
-                         demodulate: bool = False, gain: float = 1.0, cache: dict | None = None, size: int | None = None
-            ) -> torch.Tensor:
+                         demodulate: bool = False, gain: float = 1.0, cache: dict | None = None,
+                         size: int = 3) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight'.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
     convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``, ``cache`` as there) ->
-    [1, O, 2H+1, 2W+1] channels-last, by its four output phases with Winograd F(2x2, 2x2) / F(2, 2): 25 products per
-    3x3 input patch instead of 36 (see winograd_kernel.c). Requires ``library()``."""
+    [1, O, 2H+1, 2W+1] channels-last, by its four output phases with Winograd transforms (see winograd_kernel.c),
+    on tiles of ``size`` x ``size`` input positions: 3, F(3x3, 2x2) / F(3, 2), 49 products per 9 positions; 2,
+    F(2x2, 2x2) / F(2, 2), 25 per 4; both instead of 9 per position. Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
-    th, tw = (h + 2) // 2, (w + 2) // 2
+    th, tw = (h + size) // size, (w + size) // size
+    slots = 49 if size == 3 else 25
+    transforms = (lib.wino_up3_weights, lib.wino_up3_input, lib.wino_up3_output) if size == 3 else (
+        lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output)
     src = x.contiguous(memory_format=torch.channels_last)
-    u, scale_in, scale_out = _prepare(lib.wino_up_weights, 25, weight, styles, demodulate, gain, cache)
+    u, scale_in, scale_out = _prepare(transforms[0], slots, weight, styles, demodulate, gain, cache)
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_up_input(h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, parts)
-        lib.wino_up_output(h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
+        transforms[2](h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
-        lib.wino_up_conv(h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), _ptr(scale_out), first, count,
-                         chunk, float_ptr(scratch), float_ptr(out))
+        lib.wino_up_conv(size, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), _ptr(scale_out), first,
+                         count, chunk, float_ptr(scratch), float_ptr(out))
 
-    _run(th * tw, 25, i, o, in_passes, fused)
+    _run(th * tw, slots, i, o, in_passes, fused)
     return out
 
 
@@ -201,10 +210,11 @@ def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int) -> 
 
 
 def chunk_tiles(tiles: int, slots: int, i: int, o: int, parts: int) -> int:
-    """Tiles per chunk of the fused path: CHUNK_BYTES of transformed tiles and products, but at least twice as many
-    tiles as channels (so that streaming the filters, which outgrow the caches at 512 channels, is paid by enough
-    products) and at most a thread's share of the ``tiles``."""
-    return min(max(CHUNK_BYTES // (slots * (i + o) * 4), 2 * max(i, o)), -(-tiles // parts))
+    """Tiles per chunk of the fused path: CHUNK_BYTES of transformed tiles and products, but at least as many tiles
+    as channels (so that streaming the filters, which outgrow the caches at 512 channels, is paid by enough products)
+    and at most a thread's share of the ``tiles``. Twice as many as channels was up to 1.5x slower for the 49-slot
+    transposed convolutions (benchmarks/bench_winograd.py)."""
+    return min(max(CHUNK_BYTES // (slots * (i + o) * 4), max(i, o)), -(-tiles // parts))
 
 
 def _run(tiles: int, slots: int, i: int, o: int, in_passes: Callable[[torch.Tensor, torch.Tensor, int], None],
