@@ -93,6 +93,13 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
     return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
 
 
+def up_tile_size(weight: torch.Tensor) -> int:
+    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels (1.04-1.17x faster than 2
+    on the backbone's and super-resolution's shapes), else 2 (3 was 0.75x for the 32-channel input of the
+    super-resolution's first layer, where the output transform's share is larger; benchmarks/RESULTS.md)."""
+    return 3 if weight.shape[1] >= 128 else 2
+
+
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
             slope: float = 1.0, limit: float | None = None, styles: torch.Tensor | None = None,
             demodulate: bool = False, gain: float = 1.0, cache: dict | None = None, size: int | None = None
@@ -136,15 +143,17 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor | None = None,
                          demodulate: bool = False, gain: float = 1.0, cache: dict | None = None,
-                         size: int = 3) -> torch.Tensor:
+                         size: int | None = None) -> torch.Tensor:
     """``F.conv_transpose2d(x, weight'.transpose(0, 1), stride=2)`` for x [1, I, H, W] (channels-last) and the
     convolution-shaped weight [O, I, 3, 3] (weight' modulated as in ``conv3x3``, ``cache`` as there) ->
     [1, O, 2H+1, 2W+1] channels-last, by its four output phases with Winograd transforms (see winograd_kernel.c),
     on tiles of ``size`` x ``size`` input positions: 3, F(3x3, 2x2) / F(3, 2), 49 products per 9 positions; 2,
-    F(2x2, 2x2) / F(2, 2), 25 per 4; both instead of 9 per position. Requires ``library()``."""
+    F(2x2, 2x2) / F(2, 2), 25 per 4; both instead of 9 per position (None: ``up_tile_size``). Requires
+    ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
+    size = size or up_tile_size(weight)
     th, tw = (h + size) // size, (w + size) // size
     slots = 49 if size == 3 else 25
     transforms = (lib.wino_up3_weights, lib.wino_up3_input, lib.wino_up3_output) if size == 3 else (
