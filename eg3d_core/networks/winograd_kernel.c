@@ -228,25 +228,36 @@ static inline __attribute__((always_inline)) void at5(const vec m[5], vec y[3]) 
     y[2] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(4.0f), m[3], s), m[4]);
 }
 
+/* Four input channels' values of tap k (of the layout `taps` writes), in double precision. */
+#define TAP(g, k, i_count, i) _mm256_cvtps_pd(_mm_loadu_ps((g) + (k) * (i_count) + (i)))
+/* Store four channels' double values, rounded once to float, into slot `slot` of a filter scratch [slots][8][I]. */
+#define PUT4(dst, slot, i_count, i, value) _mm_storeu_ps((dst) + (int64_t)(slot) * 8 * (i_count) + (i), _mm256_cvtpd_ps(value))
+
 /* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
- * G g G^T in double precision, rounded once. */
+ * G g G^T in double precision, four input channels at a time, rounded once. */
 void wino3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                    float *restrict u) {
     static const double g_mat[5][3] = {{0.5, 0, 0}, {-0.5, -0.5, -0.5}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                        {1.0 / 6, 1.0 / 3, 2.0 / 3}, {0, 0, 1}};
+    float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 25 * 8 * i_count);
     for (int64_t o = o0; o < o1; ++o) {
+        taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
-        for (int64_t i = 0; i < i_count; ++i) {
-            const float *g = weight + (o * i_count + i) * 9;
-            double t[5][3];
-            for (int r = 0; r < 5; ++r)
+        for (int64_t i = 0; i < i_count; i += 4) {
+            __m256d k[9], t[5][3];
+            for (int j = 0; j < 9; ++j) k[j] = TAP(g, j, i_count, i);
+            for (int r = 0; r < 5; ++r) /* G g */
                 for (int c = 0; c < 3; ++c)
-                    t[r][c] = g_mat[r][0] * g[c] + g_mat[r][1] * g[3 + c] + g_mat[r][2] * g[6 + c];
-            for (int r = 0; r < 5; ++r)
+                    t[r][c] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(g_mat[r][0]), k[c]),
+                                                          _mm256_mul_pd(_mm256_set1_pd(g_mat[r][1]), k[3 + c])),
+                                            _mm256_mul_pd(_mm256_set1_pd(g_mat[r][2]), k[6 + c]));
+            for (int r = 0; r < 5; ++r) /* ... G^T */
                 for (int c = 0; c < 5; ++c)
-                    dst[(5 * r + c) * 8 * i_count + i] =
-                        (float)(t[r][0] * g_mat[c][0] + t[r][1] * g_mat[c][1] + t[r][2] * g_mat[c][2]);
+                    PUT4(dst, 5 * r + c, i_count, i,
+                         _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[r][0], _mm256_set1_pd(g_mat[c][0])),
+                                                     _mm256_mul_pd(t[r][1], _mm256_set1_pd(g_mat[c][1]))),
+                                       _mm256_mul_pd(t[r][2], _mm256_set1_pd(g_mat[c][2]))));
         }
         if (o % 8 == 7) put_filters(25, o_count, i_count, o - 7, scratch, u);
     }
@@ -506,33 +517,35 @@ static inline __attribute__((always_inline)) void at4(vec m0, vec m1, vec m2, ve
 }
 
 /* Filter transform: weight [O][I][3][3] -> u [49][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
- * in double precision, rounded once. */
+ * in double precision, four input channels at a time, rounded once. */
 void wino_up3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                       float *restrict u) {
+    const __m256d half = _mm256_set1_pd(0.5);
+    float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 49 * 8 * i_count);
     for (int64_t o = o0; o < o1; ++o) {
+        taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
-        for (int64_t i = 0; i < i_count; ++i) {
-            const float *g = weight + (o * i_count + i) * 9; /* W[ky][kx] = g[3 ky + kx] */
-#define G2(k0, k1, out) do { out[0] = (k0); out[1] = 0.5 * ((double)(k0) + (k1)); out[2] = 0.5 * ((double)(k0) - (k1)); \
-                             out[3] = (k1); } while (0)
-            double col[2][4], k00[4][4]; /* phase (0,0): k[u][v] = W[2-2u][2-2v]; G k, then ... G^T */
-            G2(g[8], g[2], col[0]);
-            G2(g[6], g[0], col[1]);
+        for (int64_t i = 0; i < i_count; i += 4) {
+            __m256d k[9];
+            for (int j = 0; j < 9; ++j) k[j] = TAP(g, j, i_count, i); /* k[3 ky + kx] = W[ky][kx] */
+#define G2(k0, k1, out) do { out[0] = (k0); out[1] = _mm256_mul_pd(half, _mm256_add_pd((k0), (k1))); \
+                             out[2] = _mm256_mul_pd(half, _mm256_sub_pd((k0), (k1))); out[3] = (k1); } while (0)
+            __m256d col[2][4], k00[4][4]; /* phase (0,0): k[u][v] = W[2-2u][2-2v]; G k, then ... G^T */
+            G2(k[8], k[2], col[0]);
+            G2(k[6], k[0], col[1]);
             for (int r = 0; r < 4; ++r) G2(col[0][r], col[1][r], k00[r]);
-            double ga[4], gb[4];
-            G2(g[7], g[1], ga); /* phase (0,1): taps W[2][1], W[0][1] along the rows */
-            G2(g[5], g[3], gb); /* phase (1,0): taps W[1][2], W[1][0] along the columns */
+            __m256d ga[4], gb[4];
+            G2(k[7], k[1], ga); /* phase (0,1): taps W[2][1], W[0][1] along the rows */
+            G2(k[5], k[3], gb); /* phase (1,0): taps W[1][2], W[1][0] along the columns */
 #undef G2
-#define PUT(slot, value) dst[(int64_t)(slot) * 8 * i_count + i] = (float)(value)
             for (int r = 0; r < 4; ++r)
-                for (int c = 0; c < 4; ++c) PUT(4 * r + c, k00[r][c]);
+                for (int c = 0; c < 4; ++c) PUT4(dst, 4 * r + c, i_count, i, k00[r][c]);
             for (int r = 0; r < 4; ++r)
-                for (int j = 0; j < 3; ++j) PUT(16 + 3 * r + j, ga[r]);
+                for (int j = 0; j < 3; ++j) PUT4(dst, 16 + 3 * r + j, i_count, i, ga[r]);
             for (int j = 0; j < 3; ++j)
-                for (int c = 0; c < 4; ++c) PUT(28 + 4 * j + c, gb[c]);
-            for (int k = 40; k < 49; ++k) PUT(k, g[4]);
-#undef PUT
+                for (int c = 0; c < 4; ++c) PUT4(dst, 28 + 4 * j + c, i_count, i, gb[c]);
+            for (int s = 40; s < 49; ++s) PUT4(dst, s, i_count, i, k[4]);
         }
         if (o % 8 == 7) put_filters(49, o_count, i_count, o - 7, scratch, u);
     }
