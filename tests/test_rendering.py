@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import reference
+from test_native import X86_AVX2
 
+from eg3d_core.rendering import native
 from eg3d_core.rendering.marcher import march
 from eg3d_core.rendering.rays import sample_rays
 from eg3d_core.rendering.renderer import importance_depths, stratified_depths
@@ -42,8 +44,38 @@ def test_importance_samples_match_original(cars_generator):
         _, _, weights = march(out["rgb"].reshape(2, n_rays, -1, 32), out["sigma"].reshape(2, n_rays, -1, 1), depths,
                               r.white_back)
         fine = importance_depths(depths, weights, r.depth_resolution_importance, deterministic=True)
-    got = fine[:, torch.from_numpy(ref["ray_subset_index"]), :, 0].numpy()
-    assert np.abs(got - ref["depths_fine_subset_psi0p7"]).max() < 1e-5
+        compiled = native.importance(depths, out["sigma"].reshape(2, n_rays, -1, 1), r.depth_resolution_importance,
+                                     deterministic=True)
+    assert (compiled is not None) == X86_AVX2  # the compiled sampler wherever kernels can be built
+    for depths_fine in (fine, compiled) if compiled is not None else (fine,):
+        got = depths_fine[:, torch.from_numpy(ref["ray_subset_index"]), :, 0].numpy()
+        assert np.abs(got - ref["depths_fine_subset_psi0p7"]).max() < 1e-5
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.parametrize(("coarse", "fine"), [(48, 48), (4, 3), (17, 9)])
+def test_compiled_importance_depths_match_the_pytorch_ones(deterministic, coarse, fine):
+    """eg3d_importance (rendering/field_kernel.c) against composite_weights + importance_depths: random densities,
+    empty rays, opaque rays and rays with all their weight in the last interval (the original's off-by-one)."""
+    if not X86_AVX2:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    from eg3d_core.rendering.marcher import composite_weights
+
+    torch.manual_seed(0)
+    n, rays = 2, 300
+    depths = stratified_depths(n, rays, 2.25, 3.3, coarse, not deterministic, torch.device("cpu"))
+    densities = torch.randn(n, rays, coarse, 1) * 4
+    densities[:, :50] = -30  # empty
+    densities[:, 50:100] = 60  # opaque from the first interval
+    densities[:, 100:150] = -30
+    densities[:, 100:150, -2:] = 60  # all weight in the last interval
+    u = None if deterministic else torch.rand(n * rays, fine)
+    want = importance_depths(depths, composite_weights(densities, depths), fine, deterministic, u)
+    got = native.importance(depths, densities, fine, deterministic, u)
+    assert got.shape == want.shape == (n, rays, fine, 1)
+    assert (got - want).abs().max() < 1e-5
+    last_mid = 0.5 * (depths[:, 100:150, -3, 0] + depths[:, 100:150, -2, 0])  # per ray (jittered in random mode)
+    assert (got[:, 100:150, :, 0].amax(dim=-1) <= last_mid + 1e-6).all()
 
 
 def test_importance_sampling_never_reaches_last_bin():
@@ -226,9 +258,7 @@ def test_compiled_compositing_matches_the_pytorch_one(cars_generator, monkeypatc
     """The chunk compositing of coarse + fine samples in one compiled loop (eg3d_march in rendering/field_kernel.c:
     merged by depth, no sorting of colours) against the PyTorch operations, with unsorted fine samples in the random
     mode."""
-    from test_native import X86_AVX2
-
-    from eg3d_core.rendering import native, renderer
+    from eg3d_core.rendering import renderer
 
     field, origins, dirs, r = _cars_field(cars_generator)
     args = (origins, dirs, r.ray_start, r.ray_end, r.depth_resolution, r.depth_resolution_importance, r.white_back,

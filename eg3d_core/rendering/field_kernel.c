@@ -262,3 +262,72 @@ void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *rest
     free(d);
     free(oc);
 }
+
+/*
+ * The importance sampler's depths for a chunk of rays (eg3d_core/rendering/native.py: importance), as
+ * renderer.importance_depths(depths, marcher.composite_weights(densities, depths), ...) computes them: per ray, the
+ * coarse interval weights (as in eg3d_march; the coarse depths come sorted), max-pooled and average-pooled (kernel 2)
+ * and floored by 0.01; a pdf over the interior weights (+ 1e-5) and its cdf (cumulative sums in double, as PyTorch's
+ * CPU cumsum); then each u is placed by the cdf (the first entry above it, as searchsorted(right=True)) and
+ * interpolated linearly between the midpoints of the coarse depths.
+ * dc, sc [rays][S] (S >= 4): coarse depths, raw densities; u: [rays][F] if u_stride = F, or one [F] shared by all rays
+ * if u_stride = 0 -> df [rays][F].
+ */
+void eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict dc, const float *restrict sc,
+                     const float *restrict u, int64_t u_stride, float *restrict df) {
+    const int64_t padded = s + 16, n_cdf = s - 2;
+    float *alpha = calloc((size_t)(6 * padded), sizeof(float)); /* zero padding for the 8-wide loads past the end */
+    float *w = alpha + padded, *bins = alpha + 2 * padded, *cdf = alpha + 3 * padded;
+    float *d = alpha + 4 * padded, *sig = alpha + 5 * padded;
+    for (int64_t r = 0; r < rays; ++r) {
+        for (int64_t k = 0; k < s; ++k) {
+            d[k] = dc[r * s + k];
+            sig[k] = sc[r * s + k];
+        }
+        for (int64_t k = 0; k + 1 < s; k += 8) { /* alpha of 8 intervals at a time, as in eg3d_march */
+            const vec mid = _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(sig + k),
+                                                                      _mm256_loadu_ps(sig + k + 1)), splat(0.5f)),
+                                          splat(1.0f));
+            const vec delta = _mm256_sub_ps(_mm256_loadu_ps(d + k + 1), _mm256_loadu_ps(d + k));
+            const vec e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(softplus_v(mid), delta)));
+            _mm256_storeu_ps(alpha + k, _mm256_sub_ps(splat(1.0f), e));
+        }
+        float transmittance = 1.0f;
+        for (int64_t k = 0; k + 1 < s; ++k) {
+            w[k] = alpha[k] * transmittance;
+            transmittance *= 1 - alpha[k] + 1e-10f;
+        }
+        /* max-pool (kernel 2, padding 1) then average-pool (kernel 2) over the s - 1 weights, + 0.01 */
+        float prev_max = w[0];
+        for (int64_t k = 0; k + 1 < s; ++k) {
+            const float next_max = k + 2 < s ? (w[k] > w[k + 1] ? w[k] : w[k + 1]) : w[k];
+            w[k] = (prev_max + next_max) / 2 + 0.01f;
+            prev_max = next_max;
+            bins[k] = 0.5f * (d[k] + d[k + 1]);
+        }
+        float total = 0.0f;
+        for (int64_t k = 1; k + 2 < s; ++k) total += w[k] + 1e-5f;
+        double running = 0.0;
+        cdf[0] = 0.0f;
+        for (int64_t k = 1; k < n_cdf; ++k) {
+            running += (double)((w[k] + 1e-5f) / total);
+            cdf[k] = (float)running;
+        }
+        const float *ur = u + r * u_stride;
+        float *out = df + r * f;
+        for (int64_t j = 0; j < f; ++j) {
+            const float x = ur[j];
+            int64_t lo = 0, hi = n_cdf; /* the first index with cdf > x */
+            while (lo < hi) {
+                const int64_t mid = (lo + hi) / 2;
+                if (cdf[mid] <= x) lo = mid + 1;
+                else hi = mid;
+            }
+            const int64_t below = lo - 1 > 0 ? lo - 1 : 0, above = lo < s - 3 ? lo : s - 3;
+            float denom = cdf[above] - cdf[below];
+            if (denom < 1e-5f) denom = 1.0f;
+            out[j] = bins[below] + (x - cdf[below]) / denom * (bins[above] - bins[below]);
+        }
+    }
+    free(alpha);
+}

@@ -42,6 +42,8 @@ def library(channels: int = 32) -> ctypes.CDLL | None:
         lib.eg3d_field.restype = None
         lib.eg3d_march.argtypes = [i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, fp, fp, fp]
         lib.eg3d_march.restype = None
+        lib.eg3d_importance.argtypes = [i64, i64, i64, fp, fp, fp, i64, fp]
+        lib.eg3d_importance.restype = None
     return lib
 
 
@@ -107,3 +109,28 @@ def march(depths: torch.Tensor, densities: torch.Tensor, colors: torch.Tensor, f
     rgb, depth_sum, total = torch.empty(n, r, c), torch.empty(n, r, 1), torch.empty(n, r, 1)
     lib.eg3d_march(n * r, s, f, c, *(_ptr(t) for t in (dc, sc, cc, df, sf, cf, rgb, depth_sum, total)))
     return rgb, depth_sum, total
+
+
+def importance(depths: torch.Tensor, densities: torch.Tensor, samples: int, deterministic: bool,
+               u: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The importance sampler's depths in one compiled loop (``eg3d_importance`` in field_kernel.c); None where it
+    does not apply (not float32 CPU inference, fewer than 4 coarse samples, random draws to be made, or no kernel).
+
+    depths, densities [N, R, S, 1] (coarse, sorted along each ray) -> [N, R, samples, 1]: what
+    ``renderer.importance_depths(depths, marcher.composite_weights(densities, depths), samples, deterministic, u)``
+    computes, to float32 rounding. ``u`` [N*R, samples]: the draws when not deterministic (required then).
+    """
+    n, r, s, _ = depths.shape
+    if s < 4 or (not deterministic and u is None) or not native.float32_cpu_inference(depths, densities):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    if deterministic:
+        u, stride = torch.linspace(0, 1, samples), 0  # PyTorch's values, shared by all rays
+    else:
+        u, stride = u.float().contiguous(), samples
+    dc, sc = depths.float().contiguous(), densities.float().contiguous()
+    out = torch.empty(n, r, samples, 1)
+    lib.eg3d_importance(n * r, s, samples, _ptr(dc), _ptr(sc), _ptr(u), stride, _ptr(out))
+    return out

@@ -110,7 +110,9 @@ def _render_chunk(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, dep
     densities = out["sigma"].reshape(n, r, s, 1)
     order = None
     if samples_fine > 0:
-        fine = importance_depths(depths, composite_weights(densities, depths), samples_fine, deterministic, u)
+        fine = native.importance(depths, densities, samples_fine, deterministic, u)  # compiled, or None
+        if fine is None:
+            fine = importance_depths(depths, composite_weights(densities, depths), samples_fine, deterministic, u)
         out = field(_points(origins, dirs, fine))
         colors.append(out["rgb"].reshape(n, r, samples_fine, -1))
         fast = native.march(depths, densities, colors[0], fine, out["sigma"].reshape(n, r, samples_fine, 1), colors[1])
