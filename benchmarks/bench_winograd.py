@@ -4,8 +4,8 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
 
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
-  phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice on all of these
-  shapes but the 32-channel input of the super-resolution's first layer), and the maximum error of each against
+  phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for all 3x3
+  convolutions here and for the transposed ones from 128 channels and 64 px), and the maximum error of each against
   float64;
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
@@ -115,7 +115,8 @@ def products_table(repeats: int) -> list[str]:
     torch.set_num_threads(1)
     try:
         for kind, cin, cout, size, where in LAYERS:
-            tile = winograd.up_tile_size(torch.empty(cout, cin, 3, 3)) if kind == "up" else 3  # as the generator
+            tile = winograd.up_tile_size(torch.empty(1, cin, size, size), torch.empty(cout, cin, 3, 3)) \
+                if kind == "up" else 3  # as the generator
             slots = (25, 49)[tile - 2] if kind == "up" else 25
             tw = (size + tile) // tile if kind == "up" else -(-size // 3)
             m = winograd.chunk_tiles(tw * tw, slots, cin, cout, 2)  # as in a layer's chunk (two threads)

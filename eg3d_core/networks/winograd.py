@@ -93,11 +93,13 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
     return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
 
 
-def up_tile_size(weight: torch.Tensor) -> int:
-    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels (1.04-1.17x faster than 2
-    on the backbone's and super-resolution's shapes), else 2 (3 was 0.75x for the 32-channel input of the
-    super-resolution's first layer, where the output transform's share is larger; benchmarks/RESULTS.md)."""
-    return 3 if weight.shape[1] >= 128 else 2
+def up_tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
+    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels and 64 px (1.04-1.10x faster
+    than 2 on those of the backbone and the super-resolution), else 2. Its filters take twice the memory (49 slots
+    instead of 25: 51 MB for a 512-channel layer), which the backbone's 16-32 px layers would pay for 1.17x on a few
+    milliseconds; for the super-resolution's 32-channel first layer 3 was 0.75x (the output transform's share is
+    larger; benchmarks/RESULTS.md)."""
+    return 3 if weight.shape[1] >= 128 and min(x.shape[2], x.shape[3]) >= 64 else 2
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -153,7 +155,7 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
-    size = size or up_tile_size(weight)
+    size = size or up_tile_size(x, weight)
     th, tw = (h + size) // size, (w + size) // size
     slots = 49 if size == 3 else 25
     transforms = (lib.wino_up3_weights, lib.wino_up3_input, lib.wino_up3_output) if size == 3 else (
