@@ -29,7 +29,7 @@ import eg3d_core.rendering.native as native_field  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.mesh import density_grid  # noqa: E402
-from eg3d_core.networks import layers  # noqa: E402
+from eg3d_core.networks import layers, winograd  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
@@ -125,10 +125,14 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         rows[0]["ratio_native"] = render_torch / rows[0]["rendering"]
         with patched(native_field, "march", lambda *a: None):  # the PyTorch compositing (sort, scatter, bmm)
             rows[0]["ratio_march"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
+        with patched(native_field, "importance", lambda *a: None):  # the PyTorch importance sampler
+            rows[0]["ratio_importance"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
         with patched(generator_module, "render_rays", render_rays_reference):
             rows[0]["ratio_chunked"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
         with patched(layers, "use_winograd", lambda x, w: False), patched(layers, "use_winograd_up", lambda x, w: False):
             rows[0]["ratio_winograd"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
+        with patched(winograd, "tile_size", lambda x, w: 2), patched(winograd, "up_tile_size", lambda x, w: 2):
+            rows[0]["ratio_tiles"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
         with patched(layers, "use_fused_tail", lambda x: False), \
                 patched(layers, "use_small_image_product", lambda x, w: False):
             rows[0]["ratio_layers"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
@@ -150,16 +154,17 @@ def table(rows: list[dict]) -> str:
     out = ["| preset | precision (dtype) | mapping | backbone | rendering | super-res | full frame | cached-planes frame "
            "| 256^3 density | full/cached | NCHW/per-block layout (full frame) | grid_sample/gather (rendering) "
            "| unchunked/chunked renderer (rendering) | PyTorch/compiled field (rendering) "
-           "| PyTorch/compiled compositing (rendering) "
-           "| direct/Winograd convolutions (full frame) | separate/fused upsampling tails and modulated/raw-weight 4-8 px "
+           "| PyTorch/compiled compositing (rendering) | PyTorch/compiled importance sampler (rendering) "
+           "| direct/Winograd convolutions (full frame) | 2x2/3x3 Winograd tiles (full frame) "
+           "| separate/fused upsampling tails and modulated/raw-weight 4-8 px "
            "layers (full frame) | glibc malloc/reused memory (full frame) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
                   f"| {r['ratio_chunked']:.2f}x | {r['ratio_native']:.2f}x | {r['ratio_march']:.2f}x "
-                  f"| {r['ratio_winograd']:.2f}x "
+                  f"| {r['ratio_importance']:.2f}x | {r['ratio_winograd']:.2f}x | {r['ratio_tiles']:.2f}x "
                   f"| {r['ratio_layers']:.2f}x | {r.get('ratio_malloc', float('nan')):.2f}x" if "ratio_cached" in r
-                  else " | | | | | | | | ")
+                  else " | | | | | | | | | | ")
         out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")

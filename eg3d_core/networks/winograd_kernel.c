@@ -47,6 +47,30 @@ static inline void transpose8(vec r[8]) {
     }
 }
 
+/* The n x n input patch of a tile whose first pixel is (y0, x0) (-1 for the zero padding): d[r * n + c] points at
+ * the channels of x [H][W][I] at (y0 + r, x0 + c), inside[r * n + c] says whether that pixel is in the image (the
+ * others read as zeros). */
+static inline void input_patch(int n, int64_t y0, int64_t x0, int64_t h, int64_t w, int64_t i_count,
+                               const float *x, const float **d, int *inside) {
+    for (int r = 0; r < n; ++r)
+        for (int c = 0; c < n; ++c) {
+            const int64_t yy = y0 + r, xx = x0 + c;
+            inside[r * n + c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
+            d[r * n + c] = inside[r * n + c] ? x + (yy * w + xx) * i_count : x;
+        }
+}
+
+/* The n x n output block of a tile whose first pixel is (y0, x0), in y [OH][OW][O]: out[a * n + b] points at pixel
+ * (y0 + a, x0 + b), inside[a * n + b] says whether it is in the image (edge tiles drop the rest). */
+static inline void output_block(int n, int64_t y0, int64_t x0, int64_t oh, int64_t ow, int64_t o_count, float *y,
+                                float **out, int *inside) {
+    for (int a = 0; a < n; ++a)
+        for (int b = 0; b < n; ++b) {
+            inside[a * n + b] = y0 + a < oh && x0 + b < ow;
+            out[a * n + b] = y + ((y0 + a) * ow + x0 + b) * o_count;
+        }
+}
+
 /* Packed store of the transformed filters of output channels o .. o + 7 (o a multiple of 8): scratch [slots][8][I]
  * -> u [slots][O x I, packed], i.e. for each slot, panel o / 16, rows 0 .. I - 1, columns o % 16 .. o % 16 + 7. */
 static void put_filters(int slots, int64_t o_count, int64_t i_count, int64_t o, const float *restrict scratch,
@@ -111,14 +135,7 @@ void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, 
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
         const float *d[4][4];
         int inside[4][4];
-        for (int r = 0; r < 4; ++r) {
-            const int64_t y = 2 * ty - 1 + r;
-            for (int c = 0; c < 4; ++c) {
-                const int64_t xx = 2 * tx - 1 + c;
-                inside[r][c] = y >= 0 && y < h && xx >= 0 && xx < w;
-                d[r][c] = inside[r][c] ? x + (y * w + xx) * i_count : x;
-            }
-        }
+        input_patch(4, 2 * ty - 1, 2 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
         float *dst = v + tile * i_count;
         for (int64_t i = 0; i < i_count; i += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
@@ -171,12 +188,10 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
         float *out[2][2];
         int inside[2][2];
         vec nz[2][2];
+        output_block(2, y0, x0, h, w, o_count, y, &out[0][0], &inside[0][0]);
         for (int a = 0; a < 2; ++a)
-            for (int b = 0; b < 2; ++b) {
-                inside[a][b] = y0 + a < h && x0 + b < w; /* an odd edge drops the tile's last row/column */
-                out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
+            for (int b = 0; b < 2; ++b)
                 nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
-            }
         const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
         for (int64_t o = 0; o < o_count; o += 8) {
             vec t[2][4]; /* A^T m: along the rows */
@@ -194,7 +209,8 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
                 const vec v[2] = {_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]),
                                   _mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3])};
                 for (int c = 0; c < 2; ++c)
-                    if (inside[r][c]) finish(v[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
+                    if (inside[r][c])
+                        finish(v[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
             }
         }
     }
@@ -231,7 +247,8 @@ static inline __attribute__((always_inline)) void at5(const vec m[5], vec y[3]) 
 /* Four input channels' values of tap k (of the layout `taps` writes), in double precision. */
 #define TAP(g, k, i_count, i) _mm256_cvtps_pd(_mm_loadu_ps((g) + (k) * (i_count) + (i)))
 /* Store four channels' double values, rounded once to float, into slot `slot` of a filter scratch [slots][8][I]. */
-#define PUT4(dst, slot, i_count, i, value) _mm_storeu_ps((dst) + (int64_t)(slot) * 8 * (i_count) + (i), _mm256_cvtpd_ps(value))
+#define PUT4(dst, slot, i_count, i, value) \
+    _mm_storeu_ps((dst) + (int64_t)(slot) * 8 * (i_count) + (i), _mm256_cvtpd_ps(value))
 
 /* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
  * G g G^T in double precision, four input channels at a time, rounded once. */
@@ -275,19 +292,15 @@ void wino3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x,
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
         const float *d[5][5];
         int inside[5][5];
-        for (int r = 0; r < 5; ++r)
-            for (int c = 0; c < 5; ++c) {
-                const int64_t yy = 3 * ty - 1 + r, xx = 3 * tx - 1 + c;
-                inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
-                d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
-            }
+        input_patch(5, 3 * ty - 1, 3 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
         float *dst = v + tile * i_count;
         for (int64_t i = 0; i < i_count; i += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
             vec t[5][5]; /* B^T d: along the rows */
             for (int c = 0; c < 5; ++c) {
                 vec dd[5], e[5];
-                for (int r = 0; r < 5; ++r) dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
+                for (int r = 0; r < 5; ++r)
+                    dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
                 bt5(dd, e);
                 for (int r = 0; r < 5; ++r) t[r][c] = e[r];
             }
@@ -315,12 +328,10 @@ void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
         float *out[3][3];
         int inside[3][3];
         vec nz[3][3];
+        output_block(3, y0, x0, h, w, o_count, y, &out[0][0], &inside[0][0]);
         for (int a = 0; a < 3; ++a)
-            for (int b = 0; b < 3; ++b) {
-                inside[a][b] = y0 + a < h && x0 + b < w; /* edge tiles drop what falls outside */
-                out[a][b] = y + ((y0 + a) * w + x0 + b) * o_count;
+            for (int b = 0; b < 3; ++b)
                 nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
-            }
         for (int64_t o = 0; o < o_count; o += 8) {
             vec t[3][5]; /* A^T m: along the rows */
             for (int c = 0; c < 5; ++c) {
@@ -335,7 +346,8 @@ void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
                 vec e[3];
                 at5(t[r], e);
                 for (int c = 0; c < 3; ++c)
-                    if (inside[r][c]) finish(e[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
+                    if (inside[r][c])
+                        finish(e[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
             }
         }
     }
@@ -401,12 +413,7 @@ void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict 
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
         const float *d[3][3];
         int inside[3][3];
-        for (int r = 0; r < 3; ++r)
-            for (int c = 0; c < 3; ++c) {
-                const int64_t yy = 2 * ty - 1 + r, xx = 2 * tx - 1 + c;
-                inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
-                d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
-            }
+        input_patch(3, 2 * ty - 1, 2 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
         float *dst = v + tile * i_count;
         for (int64_t i = 0; i < i_count; i += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
@@ -452,11 +459,7 @@ void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict
         const int64_t y0 = 4 * ty, x0 = 4 * tx;
         float *out[4][4];
         int inside[4][4];
-        for (int a = 0; a < 4; ++a)
-            for (int b = 0; b < 4; ++b) {
-                inside[a][b] = y0 + a < oh && x0 + b < ow;
-                out[a][b] = y + ((y0 + a) * ow + x0 + b) * o_count;
-            }
+        output_block(4, y0, x0, oh, ow, o_count, y, &out[0][0], &inside[0][0]);
         for (int64_t o = 0; o < o_count; o += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
 #define M(slot) _mm256_loadu_ps(src + (slot) * plane + o)
@@ -563,19 +566,15 @@ void wino_up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
         const float *d[4][4];
         int inside[4][4];
-        for (int r = 0; r < 4; ++r)
-            for (int c = 0; c < 4; ++c) {
-                const int64_t yy = 3 * ty - 1 + r, xx = 3 * tx - 1 + c;
-                inside[r][c] = yy >= 0 && yy < h && xx >= 0 && xx < w;
-                d[r][c] = inside[r][c] ? x + (yy * w + xx) * i_count : x;
-            }
+        input_patch(4, 3 * ty - 1, 3 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
         float *dst = v + tile * i_count;
 #define PUT(slot, value) _mm256_storeu_ps(dst + (int64_t)(slot) * plane + i, (value))
         for (int64_t i = 0; i < i_count; i += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
             vec p[4][4], t[4][4], e[4];
             for (int r = 0; r < 4; ++r)
-                for (int c = 0; c < 4; ++c) p[r][c] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
+                for (int c = 0; c < 4; ++c)
+                    p[r][c] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
             for (int c = 0; c < 4; ++c) { /* B^T along the rows */
                 const vec col[4] = {p[0][c], p[1][c], p[2][c], p[3][c]};
                 bt4(col, e);
@@ -611,11 +610,7 @@ void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restric
         const int64_t y0 = 6 * ty, x0 = 6 * tx;
         float *out[6][6];
         int inside[6][6];
-        for (int a = 0; a < 6; ++a)
-            for (int b = 0; b < 6; ++b) {
-                inside[a][b] = y0 + a < oh && x0 + b < ow;
-                out[a][b] = y + ((y0 + a) * ow + x0 + b) * o_count;
-            }
+        output_block(6, y0, x0, oh, ow, o_count, y, &out[0][0], &inside[0][0]);
         for (int64_t o = 0; o < o_count; o += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
 #define M(slot) _mm256_loadu_ps(src + (int64_t)(slot) * plane + o)

@@ -193,6 +193,19 @@ void eg3d_field(int64_t n, int64_t m, int64_t begin, int64_t end, const float *r
  * = sum over j of c_j (w_j-1 + w_j) / 2.
  */
 
+/* alpha [n - 1] of the intervals between n depth-sorted samples (depths d, raw densities sig; both readable 8 floats
+ * past n - 1, alpha writable as far): 1 - exp(-softplus((sig_k + sig_k+1) / 2 - 1) (d_k+1 - d_k)), 8 at a time. */
+static inline void interval_alphas(int64_t n, const float *restrict d, const float *restrict sig,
+                                   float *restrict alpha) {
+    for (int64_t k = 0; k + 1 < n; k += 8) {
+        const vec sum = _mm256_add_ps(_mm256_loadu_ps(sig + k), _mm256_loadu_ps(sig + k + 1));
+        const vec mid = _mm256_sub_ps(_mm256_mul_ps(sum, splat(0.5f)), splat(1.0f));
+        const vec delta = _mm256_sub_ps(_mm256_loadu_ps(d + k + 1), _mm256_loadu_ps(d + k));
+        const vec e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(softplus_v(mid), delta)));
+        _mm256_storeu_ps(alpha + k, _mm256_sub_ps(splat(1.0f), e));
+    }
+}
+
 /* Indices 0 .. n-1 ordered by d (insertion sort: linear for the sorted lists it usually gets). */
 static void order_by_depth(int64_t n, const float *restrict d, int32_t *restrict idx) {
     for (int64_t j = 0; j < n; ++j) {
@@ -231,14 +244,7 @@ void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *rest
             sig[j] = coarse ? rsc[k] : rsf[k];
             col[j] = coarse ? rcc + k * c : rcf + k * c;
         }
-        for (int64_t k = 0; k + 1 < t; k += 8) { /* alpha of 8 intervals at a time */
-            const vec mid = _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(sig + k),
-                                                                      _mm256_loadu_ps(sig + k + 1)), splat(0.5f)),
-                                          splat(1.0f));
-            const vec delta = _mm256_sub_ps(_mm256_loadu_ps(d + k + 1), _mm256_loadu_ps(d + k));
-            const vec e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(softplus_v(mid), delta)));
-            _mm256_storeu_ps(alpha + k, _mm256_sub_ps(splat(1.0f), e));
-        }
+        interval_alphas(t, d, sig, alpha);
         float transmittance = 1.0f, dsum = 0.0f, wsum = 0.0f, previous = 0.0f;
         for (int64_t k = 0; k + 1 < t; ++k) {
             const float w = alpha[k] * transmittance;
@@ -284,14 +290,7 @@ void eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict d
             d[k] = dc[r * s + k];
             sig[k] = sc[r * s + k];
         }
-        for (int64_t k = 0; k + 1 < s; k += 8) { /* alpha of 8 intervals at a time, as in eg3d_march */
-            const vec mid = _mm256_sub_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(sig + k),
-                                                                      _mm256_loadu_ps(sig + k + 1)), splat(0.5f)),
-                                          splat(1.0f));
-            const vec delta = _mm256_sub_ps(_mm256_loadu_ps(d + k + 1), _mm256_loadu_ps(d + k));
-            const vec e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(softplus_v(mid), delta)));
-            _mm256_storeu_ps(alpha + k, _mm256_sub_ps(splat(1.0f), e));
-        }
+        interval_alphas(s, d, sig, alpha);
         float transmittance = 1.0f;
         for (int64_t k = 0; k + 1 < s; ++k) {
             w[k] = alpha[k] * transmittance;
