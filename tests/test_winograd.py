@@ -29,7 +29,8 @@ def test_kernels_are_available_here():
 # the direct convolution's does), with edges of every remainder modulo 3.
 @pytest.mark.parametrize(("tile", "channels_in", "channels_out", "height", "width", "bias"),
                          [(2, 16, 24, 17, 23, True), (2, 128, 128, 32, 32, False), (2, 8, 8, 2, 3, True),
-                          (2, 24, 8, 1, 1, False), (3, 128, 128, 32, 32, False), (3, 128, 136, 31, 25, True),
+                          (2, 24, 8, 1, 1, False), (2, 64, 64, 40, 36, True), (3, 128, 128, 32, 32, False),
+                          (3, 128, 136, 31, 25, True),
                           (3, 256, 128, 17, 16, True)])
 @pytest.mark.parametrize("chunked", [False, True])  # in three passes; in small chunks, tile ranges on two threads
 def test_matches_the_direct_convolution_in_float64(tile, channels_in, channels_out, height, width, bias, chunked,
@@ -75,6 +76,11 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     x = _channels_last(torch.randn(1, 128, 32, 32))
     w = torch.randn(128, 128, 3, 3)
     assert not winograd.use_winograd(x[:, :64], w[:64, :64])  # narrow layers: oneDNN's direct kernel
+    wide_64 = _channels_last(torch.randn(1, 64, 256, 256))
+    assert winograd.use_winograd(wide_64, w[:64, :64])  # ... except on large images (AFHQ's super-resolution)
+    assert winograd.tile_size(wide_64, w[:64, :64]) == 2  # with the more exact small tiles
+    assert winograd.use_winograd_up(_channels_last(torch.randn(1, 128, 256, 256)), w[:64])
+    assert not winograd.use_winograd_up(x, w[:64])  # 64 output channels at 32 px
     assert not winograd.use_winograd(x[:, :, :8, :8].contiguous(memory_format=torch.channels_last), w)  # small maps
     assert not winograd.use_winograd(x.contiguous(), w)  # NCHW
     assert not winograd.use_winograd(torch.cat([x, x]), w)  # a batch
@@ -99,7 +105,8 @@ def test_fused_noise_activation_and_clamp_match_the_separate_operations(tile):
 
 
 @pytest.mark.parametrize(("channels_in", "channels_out", "height", "width"),
-                         [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2), (16, 8, 4, 3)])
+                         [(16, 24, 5, 7), (128, 128, 16, 16), (8, 8, 1, 1), (32, 8, 6, 2), (16, 8, 4, 3),
+                          (128, 64, 19, 20)])
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("tile", [2, 3])  # input positions per tile side: F(2x2, 2x2) or F(3x3, 2x2) per phase
 def test_transposed_up_convolution_matches_float64(channels_in, channels_out, height, width, chunked, tile,

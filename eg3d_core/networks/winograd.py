@@ -68,28 +68,31 @@ def _single_image(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``conv3x3`` serves ``F.conv2d(x, weight, padding=1)``: one float32 CPU image, channels-last, at least
-    128 channels in and out (multiples of 8) and 16 px, no autograd or autocast, kernels available. Measured on a
-    2-core AVX2 CPU against oneDNN's direct convolution: 1.1-1.8x from 128 channels and 16 px up
-    (benchmarks/RESULTS.md)."""
-    return min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 and _single_image(x, weight)
+    """Whether ``conv3x3`` serves ``F.conv2d(x, weight, padding=1)``: one float32 CPU image, channels-last, channel
+    counts that are multiples of 8, no autograd or autocast, kernels available; and at least 128 channels in and out
+    and 16 px, or 64 channels and 256 px. Measured on a 2-core AVX2 CPU against oneDNN's direct convolution:
+    1.2-2.5x from 128 channels and 16 px up; for 64 channels 1.3x at 256-512 px (AFHQ's super-resolution), about even
+    or slower below (benchmarks/RESULTS.md)."""
+    channels, size = min(weight.shape[0], weight.shape[1]), min(x.shape[2], x.shape[3])
+    return (channels >= 128 and size >= 16 or channels >= 64 and size >= 256) and _single_image(x, weight)
 
 
 def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv_transpose3x3_up`` serves the stride-2 transposed convolution of x by the convolution-shaped
-    weight [O, I, 3, 3]: as ``use_winograd`` but from 32 channels in, 128 out (multiples of 8) and inputs of 16 to
-    256 px. Measured on a 2-core AVX2 CPU against oneDNN (benchmarks/bench_winograd.py): 1.1-2.4x, least (about
-    even) for the super-resolution's 256 px layer, where it is still 3x more exact."""
-    return (weight.shape[0] >= 128 and weight.shape[1] >= 32 and 16 <= min(x.shape[2], x.shape[3])
+    weight [O, I, 3, 3]: as ``use_winograd``, for inputs of at most 256 px and from 32 channels in, with 128 channels
+    out and 16 px, or 64 out and 256 px. Measured on a 2-core AVX2 CPU against oneDNN (benchmarks/bench_winograd.py):
+    1.1-2.2x, least for the super-resolution's 256 px layer, where it is still 3x more exact; 1.8x for AFHQ's
+    128 -> 64 channel one, about even for 64 output channels at 128 px."""
+    out, size = weight.shape[0], min(x.shape[2], x.shape[3])
+    return (weight.shape[1] >= 32 and (out >= 128 and size >= 16 or out >= 64 and size >= 256)
             and max(x.shape[2], x.shape[3]) <= 256 and _single_image(x, weight))
 
 
 def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, for the layers
-    ``use_winograd`` serves (from 128 channels and 16 px), where its rounding error is about the direct
-    convolution's (0.6-1.6x on this generator's layers; tests/test_winograd.py); else 2, F(2x2, 3x3). The direct
-    convolution's error shrinks with fewer input channels, F(3x3, 3x3)'s much less: with 16 channels it was 2.7x the
-    direct one's, F(2x2, 3x3)'s stays below it."""
+    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 128 channels
+    and 16 px, where its rounding error is about the direct convolution's (0.6-1.6x on this generator's layers;
+    tests/test_winograd.py); else 2, F(2x2, 3x3). The direct convolution's error shrinks with fewer input channels,
+    F(3x3, 3x3)'s much less: 2.6x the direct one's with 64 channels, 2.7x with 16; F(2x2, 3x3)'s stays below it."""
     return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
 
 
