@@ -4,9 +4,9 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
 
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
-  phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for all 3x3
-  convolutions here and for the transposed ones from 128 channels and 64 px), and the maximum error of each against
-  float64;
+  phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for the 3x3
+  convolutions from 128 channels and for the transposed ones from 128 channels and 64 px), and the maximum error of
+  each against float64;
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
@@ -43,14 +43,16 @@ LAYERS = [
     ("3x3", 512, 512, 64, "backbone b64"),
     ("3x3", 256, 256, 128, "backbone b128"),
     ("3x3", 128, 128, 256, "backbone b256"),
-    ("3x3", 256, 256, 256, "FFHQ/AFHQ super-resolution, 256 px"),
-    ("3x3", 128, 128, 512, "FFHQ/AFHQ super-resolution, 512 px"),
+    ("3x3", 256, 256, 256, "FFHQ super-resolution, 256 px"),
+    ("3x3", 128, 128, 512, "FFHQ super-resolution, 512 px"),
+    ("3x3", 64, 64, 512, "AFHQ super-resolution, 512 px"),
     ("up", 512, 512, 16, "backbone b32"),
     ("up", 512, 512, 32, "backbone b64"),
     ("up", 512, 256, 64, "backbone b128"),
     ("up", 256, 128, 128, "backbone b256"),
     ("up", 32, 256, 128, "FFHQ super-resolution block 0"),
     ("up", 256, 128, 256, "FFHQ super-resolution block 1"),
+    ("up", 128, 64, 256, "AFHQ super-resolution block 1"),
 ]
 SMALL = [("3x3", 4, "backbone b4"), ("up", 4, "backbone b8"), ("3x3", 8, "backbone b8"), ("up", 8, "backbone b16")]
 
@@ -115,10 +117,13 @@ def products_table(repeats: int) -> list[str]:
     torch.set_num_threads(1)
     try:
         for kind, cin, cout, size, where in LAYERS:
-            tile = winograd.up_tile_size(torch.empty(1, cin, size, size), torch.empty(cout, cin, 3, 3)) \
-                if kind == "up" else 3  # as the generator
-            slots = (25, 49)[tile - 2] if kind == "up" else 25
-            tw = (size + tile) // tile if kind == "up" else -(-size // 3)
+            x, w = torch.empty(1, cin, size, size), torch.empty(cout, cin, 3, 3)
+            if kind == "up":  # the tiles the generator uses
+                tile = winograd.up_tile_size(x, w)
+                slots, tw = (25, 49)[tile - 2], (size + tile) // tile
+            else:
+                tile = winograd.tile_size(x, w)
+                slots, tw = (tile + 2) ** 2, -(-size // tile)
             m = winograd.chunk_tiles(tw * tw, slots, cin, cout, 2)  # as in a layer's chunk (two threads)
             v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
             u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers
