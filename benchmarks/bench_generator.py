@@ -75,6 +75,23 @@ def alternating(fns: list[Callable[[], object]], repeats: int) -> list[float]:
     return [statistics.median(s) for s in samples]
 
 
+def ratio(plain: Callable[[], object], fast: Callable[[], object], repeats: int) -> float:
+    """plain / fast wall time, the two called alternately ``repeats`` times (medians): an optimisation's speed-up
+    measured under the same load."""
+    slow, quick = alternating([plain, fast], repeats)
+    return slow / quick
+
+
+def under(fn: Callable[[], object], *patches: tuple[object, str, object]) -> Callable[[], object]:
+    """``fn`` run with each (module, name, value) of ``patches`` applied (see ``patched``)."""
+    def run() -> object:
+        with contextlib.ExitStack() as stack:
+            for p in patches:
+                stack.enter_context(patched(*p))
+            return fn()
+    return run
+
+
 @contextlib.contextmanager
 def patched(module: object, name: str, value: object) -> Iterator[None]:
     """``module.name = value`` for the duration (the plain path of an optimisation, in the code that is timed)."""
@@ -113,29 +130,33 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
             row["cached"] = timed(lambda: G.render_planes(planes, ws, c, precision=precision), repeats)  # noqa: B023
             row["density256"] = timed(lambda: density_query(G, planes), 1)  # noqa: B023
             rows.append(row)
-        # Optimisation ratios against the plain path, same run.
-        plain = timed(lambda: G.set_memory_format(torch.contiguous_format).synthesis(ws, c), repeats)
-        fast = timed(lambda: G.set_memory_format(None).synthesis(ws, c), repeats)
-        rows[0]["ratio_channels_last"] = plain / fast
-        no_native = (native_field, "field", lambda *a, **k: None)  # the PyTorch field instead of the compiled one
-        with patched(*no_native):
-            render_torch = timed(lambda: G.render(planes, c), repeats)
-            with patched(generator_module, "sample_planes", sample_planes_reference):
-                rows[0]["ratio_gather"] = timed(lambda: G.render(planes, c), repeats) / render_torch
-        rows[0]["ratio_native"] = render_torch / rows[0]["rendering"]
-        with patched(native_field, "march", lambda *a: None):  # the PyTorch compositing (sort, scatter, bmm)
-            rows[0]["ratio_march"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
-        with patched(native_field, "importance", lambda *a: None):  # the PyTorch importance sampler
-            rows[0]["ratio_importance"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
-        with patched(generator_module, "render_rays", render_rays_reference):
-            rows[0]["ratio_chunked"] = timed(lambda: G.render(planes, c), repeats) / rows[0]["rendering"]
-        with patched(layers, "use_winograd", lambda x, w: False), patched(layers, "use_winograd_up", lambda x, w: False):
-            rows[0]["ratio_winograd"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
-        with patched(winograd, "tile_size", lambda x, w: 2), patched(winograd, "up_tile_size", lambda x, w: 2):
-            rows[0]["ratio_tiles"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
-        with patched(layers, "use_fused_tail", lambda x: False), \
-                patched(layers, "use_small_image_product", lambda x, w: False):
-            rows[0]["ratio_layers"] = timed(lambda: G.synthesis(ws, c), repeats) / rows[0]["full"]
+        # Optimisation ratios against the plain path, same run: the two timed alternately (see ``ratio``).
+        full = lambda: G.synthesis(ws, c)  # noqa: E731
+        render = lambda: G.render(planes, c)  # noqa: E731
+        no_field = (native_field, "field", lambda *a, **k: None)  # the PyTorch field instead of the compiled one
+
+        def nchw() -> object:
+            G.set_memory_format(torch.contiguous_format)
+            try:
+                return full()
+            finally:
+                G.set_memory_format(None)
+
+        r = rows[0]
+        r["ratio_channels_last"] = ratio(nchw, full, repeats)
+        r["ratio_gather"] = ratio(under(render, no_field, (generator_module, "sample_planes", sample_planes_reference)),
+                                  under(render, no_field), repeats)
+        r["ratio_native"] = ratio(under(render, no_field), render, repeats)
+        r["ratio_march"] = ratio(under(render, (native_field, "march", lambda *a: None)), render, repeats)
+        r["ratio_importance"] = ratio(under(render, (native_field, "importance", lambda *a: None)), render, repeats)
+        r["ratio_chunked"] = ratio(under(render, (generator_module, "render_rays", render_rays_reference)), render,
+                                   repeats)
+        r["ratio_winograd"] = ratio(under(full, (layers, "use_winograd", lambda x, w: False),
+                                          (layers, "use_winograd_up", lambda x, w: False)), full, repeats)
+        r["ratio_tiles"] = ratio(under(full, (winograd, "tile_size", lambda x, w: 2),
+                                       (winograd, "up_tile_size", lambda x, w: 2)), full, repeats)
+        r["ratio_layers"] = ratio(under(full, (layers, "use_fused_tail", lambda x: False),
+                                        (layers, "use_small_image_product", lambda x, w: False)), full, repeats)
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
         if reuse_freed_memory():
             def plain_malloc() -> None:
@@ -145,8 +166,7 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
                 finally:
                     reuse_freed_memory()
 
-            plain, fast = alternating([plain_malloc, lambda: G.synthesis(ws, c)], repeats)
-            rows[0]["ratio_malloc"] = plain / fast
+            rows[0]["ratio_malloc"] = ratio(plain_malloc, full, repeats)
     return rows
 
 
@@ -185,7 +205,9 @@ def main() -> None:
     header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
               f"load average at the end {load:.1f}; float32 matrix product (2048^3) at {speed_before:.0f} GFLOPS before "
-              f"and {speed_after:.0f} after the run. Median of {args.repeats} runs after a warm-up.")
+              f"and {speed_after:.0f} after the run. Stage times: median of {args.repeats} runs after a warm-up. "
+              f"Speed-ups (the ratio columns): the plain and the optimised path called alternately, {args.repeats} "
+              "times each, ratio of the medians.")
     text = f"{header}\n\n{table(rows)}\n"
     print(text)
     if args.write:
