@@ -5,8 +5,8 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
   phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for the 3x3
-  convolutions from 128 channels and for the transposed ones from 128 channels and 64 px), and the maximum error of
-  each against float64;
+  convolutions from 256 input channels and for the transposed ones from 128 input channels and 64 px), and the
+  maximum error of each against float64;
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
@@ -89,8 +89,9 @@ def plain_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: 
 
 def winograd_table(repeats: int) -> list[str]:
     rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd, 2x2 tiles | Winograd, 3x3 tiles "
-            "| speed-up vs direct | 3x3 vs 2x2 tiles | max error direct / 2x2 / 3x3 tiles (vs float64) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+            "| generator's tiles | speed-up vs direct (generator's tiles) | 3x3 vs 2x2 tiles "
+            "| max error direct / 2x2 / 3x3 tiles (vs float64) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for kind, cin, cout, size, where in LAYERS:
         up = kind == "up"
         x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
@@ -104,9 +105,11 @@ def winograd_table(repeats: int) -> list[str]:
         exact = plain_conv(x.double(), w.double(), styles, up)
         errors = " / ".join(f"{(fn().double() - exact).abs().max().item():.1e}" for fn in (direct, small, large))
         td, t2, t3 = alternating([direct, small, large], repeats)
+        tile = (winograd.up_tile_size if up else winograd.tile_size)(x, w)
         label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
         rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {t2 * 1e3:.1f} ms "
-                    f"| {t3 * 1e3:.1f} ms | {td / t3:.2f}x | {t2 / t3:.2f}x | {errors} |")
+                    f"| {t3 * 1e3:.1f} ms | {tile}x{tile} | {td / (t3 if tile == 3 else t2):.2f}x | {t2 / t3:.2f}x "
+                    f"| {errors} |")
     return rows
 
 

@@ -1,5 +1,5 @@
 """3x3 convolutions of one image by Winograd's minimal filtering: F(3x3, 3x3) (2.78 multiplications per output
-instead of 9) on the wide layers, F(2x2, 3x3) (4 per output) elsewhere.
+instead of 9) on the layers with 256 or more input channels, F(2x2, 3x3) (4 per output) elsewhere.
 
 The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
 ``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
@@ -89,11 +89,13 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 128 channels
-    and 16 px, where its rounding error is about the direct convolution's (0.6-1.6x on this generator's layers;
-    tests/test_winograd.py); else 2, F(2x2, 3x3). The direct convolution's error shrinks with fewer input channels,
-    F(3x3, 3x3)'s much less: 2.6x the direct one's with 64 channels, 2.7x with 16; F(2x2, 3x3)'s stays below it."""
-    return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
+    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 256 input
+    channels, 128 output channels and 16 px; else 2, F(2x2, 3x3). F(3x3, 3x3)'s rounding error comes mostly from its
+    products' sums, amplified by its output transform, and shrinks less with fewer input channels than the direct
+    convolution's: from 256 input channels it is 0.6-1.4x oneDNN's direct convolution's error (tests/test_winograd.py
+    bounds it by 2x), with 128 it reached 1.4-2.2x on strongly modulated layers, with 64 2.6x; F(2x2, 3x3)'s stays
+    several times below it."""
+    return 3 if weight.shape[1] >= 256 and weight.shape[0] >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
 
 
 def up_tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
