@@ -5,8 +5,8 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
 * Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
   phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for the 3x3
-  convolutions from 256 input channels and for the transposed ones from 128 input channels and 64 px), and the
-  maximum error of each against float64;
+  convolutions from 128 channels and for the transposed ones from 128 input channels and 64 px), and the maximum
+  error of each against float64;
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
@@ -131,7 +131,8 @@ def products_table(repeats: int) -> list[str]:
             v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
             u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers
             out = torch.empty(slots, m, cout)
-            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, float_ptr(v), float_ptr(u),
+            kc = winograd.products_run(tile, cin) if kind == "3x3" else 64
+            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, kc, float_ptr(v), float_ptr(u),
                                     float_ptr(out))
             tb, to = alternating([functools.partial(torch.bmm, v, u_bmm, out=out), own], repeats)
             rows.append(f"| {where} ({kind}) | {slots} x {m} x {cin} -> {cout} | {tb * 1e3:.1f} ms | {to * 1e3:.1f} ms "

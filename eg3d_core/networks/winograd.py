@@ -1,5 +1,5 @@
 """3x3 convolutions of one image by Winograd's minimal filtering: F(3x3, 3x3) (2.78 multiplications per output
-instead of 9) on the layers with 256 or more input channels, F(2x2, 3x3) (4 per output) elsewhere.
+instead of 9) on the layers from 128 channels, F(2x2, 3x3) (4 per output) elsewhere.
 
 The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
 ``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
@@ -43,11 +43,11 @@ def library() -> ctypes.CDLL | None:
         lib.wino_up_weights.argtypes = [i64, i64, fp, i64, i64, fp]
         lib.wino_up_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_up_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
-        lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp]
+        lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp]
         lib.wino3_weights.argtypes = lib.wino_weights.argtypes
         lib.wino3_input.argtypes = lib.wino_input.argtypes
         lib.wino3_output.argtypes = lib.wino_output.argtypes
-        lib.wino_conv.argtypes = [i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
+        lib.wino_conv.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
         lib.wino_up3_weights.argtypes = lib.wino_up_weights.argtypes
         lib.wino_up3_input.argtypes = lib.wino_up_input.argtypes
         lib.wino_up3_output.argtypes = lib.wino_up_output.argtypes
@@ -89,13 +89,20 @@ def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 256 input
-    channels, 128 output channels and 16 px; else 2, F(2x2, 3x3). F(3x3, 3x3)'s rounding error comes mostly from its
-    products' sums, amplified by its output transform, and shrinks less with fewer input channels than the direct
-    convolution's: from 256 input channels it is 0.6-1.4x oneDNN's direct convolution's error (tests/test_winograd.py
-    bounds it by 2x), with 128 it reached 1.4-2.2x on strongly modulated layers, with 64 2.6x; F(2x2, 3x3)'s stays
-    several times below it."""
-    return 3 if weight.shape[1] >= 256 and weight.shape[0] >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
+    """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 128 channels
+    in and out and 16 px; else 2, F(2x2, 3x3). F(3x3, 3x3)'s rounding error comes mostly from its products' sums,
+    amplified by its output transform, and shrinks less with fewer input channels than the direct convolution's, so
+    below 256 input channels its products are summed in shorter runs (``products_run``): 0.6-1.4x oneDNN's direct
+    convolution's error on the layers it serves (tests/test_winograd.py bounds it by 2x); with 64 channels it would
+    be 2.6x. F(2x2, 3x3)'s stays several times below the direct convolution's."""
+    return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
+
+
+def products_run(size: int, channels_in: int) -> int:
+    """Input channels summed at a time in the products (see wino_gemm): 32 for F(3x3, 3x3) below 256 input channels
+    (its error reached 1.3-2.1x the direct convolution's with 64 on strongly modulated 128-channel layers, 0.7-1.2x
+    with 32, which is 7-22 % slower), else 64."""
+    return 32 if size == 3 and channels_in < 256 else 64
 
 
 def up_tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
@@ -135,13 +142,15 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
     post = (_ptr(scale_out), _ptr(b), _ptr(nz), slope, 0.0 if limit is None else float(limit))
 
+    kc = products_run(size, i)
+
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
         transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
-        _products(v, u, m, parts)
+        _products(v, u, m, parts, kc)
         transforms[2](h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
-        lib.wino_conv(size, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
+        lib.wino_conv(size, kc, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
                       float_ptr(scratch), float_ptr(out))
 
     _run(th * tw, slots, i, o, in_passes, fused)
@@ -211,16 +220,17 @@ def _filters(transform: Callable, slots: int, weight: torch.Tensor) -> torch.Ten
     return u
 
 
-def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-    """m [slots, M, O] = v [slots, M, I] @ the packed filters u [slots, O * I] of each slot (``wino_gemm``), the output
-    channels split over ``parts`` threads (so that each reads only its share of the filters)."""
+def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int, kc: int = 64) -> None:
+    """m [slots, M, O] = v [slots, M, I] @ the packed filters u [slots, O * I] of each slot (``wino_gemm``, summing
+    ``kc`` input channels at a time), the output channels split over ``parts`` threads (so that each reads only its
+    share of the filters)."""
     slots, rows, i = v.shape
     o = m.shape[2]
     panels = -(-o // 16)
 
     def run(k: int) -> None:
         n0, n1 = 16 * (panels * k // parts), min(o, 16 * (panels * (k + 1) // parts))
-        library().wino_gemm(slots, rows, i, o, n0, n1, float_ptr(v), float_ptr(u), float_ptr(m))
+        library().wino_gemm(slots, rows, i, o, n0, n1, kc, float_ptr(v), float_ptr(u), float_ptr(m))
 
     run_parts(run, parts)
 

@@ -644,11 +644,13 @@ void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restric
  * The products between the transforms: for each of `slots`, c [m][n] = a [m][k] @ b, with b packed as the filter
  * transforms store it (panels of 16 output channels, the last one 8 wide if n is not a multiple of 16); only the
  * columns n0 .. n1 - 1 (n0 a multiple of 16, n1 one of 16 or n). A register block of 6 rows x one panel accumulates
- * over KC values of k at a time, each such partial sum then added into c: shorter running sums than one over all of k
- * (256-512 here), which keeps the rounding error below that of oneDNN's direct convolution (with KC = 256 it was not,
- * for the backbone's b256 upsampling layer) for a few per cent of speed. MC rows of a are reused from the first-level
- * caches across all panels of b. For the narrow shapes here (k, n of 128-512) this runs faster than MKL's batched
- * product, which spends a larger share of the time packing.
+ * over kc values of k at a time, each such partial sum then added into c: shorter running sums than one over all of k
+ * (256-512 here), which keeps the rounding error below that of oneDNN's direct convolution (with 256 it was not, for
+ * the backbone's b256 upsampling layer) for a few per cent of speed. KC = 64 serves all but F(3x3, 3x3) with 128 input
+ * channels, whose larger transform coefficients need 32 (1.3-2.1x the direct convolution's error with 64, 0.7-1.2x
+ * with 32; 32 is 7-22 % slower). MC rows of a are reused from the first-level caches across all panels of b. For the
+ * narrow shapes here (k, n of 128-512) this runs faster than MKL's batched product, which spends a larger share of the
+ * time packing.
  */
 enum { MR = 6, MC = 48, KC = 64 };
 
@@ -688,15 +690,15 @@ static void block_any(int rows, int nv, int64_t k, const float *a, int64_t lda, 
     }
 }
 
-void wino_gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0, int64_t n1, const float *restrict a,
-               const float *restrict b, float *restrict c) {
+void wino_gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0, int64_t n1, int64_t kc,
+               const float *restrict a, const float *restrict b, float *restrict c) {
     for (int64_t s = 0; s < slots; ++s) {
         const float *as = a + s * m * k, *bs = b + s * k * n;
         float *cs = c + s * m * n;
         for (int64_t m0 = 0; m0 < m; m0 += MC) {
             const int64_t m1 = m0 + MC < m ? m0 + MC : m;
-            for (int64_t k0 = 0; k0 < k; k0 += KC) {
-                const int64_t kk = k0 + KC < k ? KC : k - k0;
+            for (int64_t k0 = 0; k0 < k; k0 += kc) {
+                const int64_t kk = k0 + kc < k ? kc : k - k0;
                 for (int64_t j = n0; j < n1; j += 16) {
                     const int nv = n - j >= 16 ? 2 : 1;
                     const float *panel = bs + j * k + 8 * nv * k0;
@@ -713,12 +715,12 @@ void wino_gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0, int64
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /*
- * A whole F(size x size, 3x3) convolution (size 2 or 3) over the tiles first .. first + count - 1, `chunk` tiles at a
- * time: each chunk is transformed into v [slots][chunk][I], multiplied into m [slots][chunk][O] and transformed back
+ * A whole F(size x size, 3x3) convolution (size 2 or 3; products summed kc at a time, see wino_gemm) over the tiles
+ * first .. first + count - 1, `chunk` tiles at a time: each chunk is transformed into v [slots][chunk][I], multiplied into m [slots][chunk][O] and transformed back
  * into y (with the steps of wino_output) while both are still in the core's caches; scratch holds v and then m.
  * u: the packed filters (slots = (size + 2)^2).
  */
-void wino_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
+void wino_conv(int64_t size, int64_t kc, int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
                const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
                const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
@@ -727,7 +729,7 @@ void wino_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o_co
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
         (size == 3 ? wino3_input : wino_input)(h, w, i_count, x, scale_in, c0, n, v);
-        wino_gemm(slots, n, i_count, o_count, 0, o_count, v, u, m);
+        wino_gemm(slots, n, i_count, o_count, 0, o_count, kc, v, u, m);
         (size == 3 ? wino3_output : wino_output)(h, w, o_count, m, scale_out, bias, noise, slope, limit, c0, n, y);
     }
 }
@@ -742,7 +744,7 @@ void wino_up_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
         (size == 3 ? wino_up3_input : wino_up_input)(h, w, i_count, x, scale_in, c0, n, v);
-        wino_gemm(slots, n, i_count, o_count, 0, o_count, v, u, m);
+        wino_gemm(slots, n, i_count, o_count, 0, o_count, KC, v, u, m);
         (size == 3 ? wino_up3_output : wino_up_output)(h, w, o_count, m, scale_out, c0, n, y);
     }
 }
