@@ -106,11 +106,11 @@ def products_run(size: int, channels_in: int) -> int:
 
 
 def up_tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels and 64 px (1.04-1.10x faster
+    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels and 64 px (1.07-1.12x faster
     than 2 on those of the backbone and the super-resolution), else 2. Its filters take twice the memory (49 slots
-    instead of 25: 51 MB for a 512-channel layer), which the backbone's 16-32 px layers would pay for 1.17x on a few
-    milliseconds; for the super-resolution's 32-channel first layer 3 was 0.75x (the output transform's share is
-    larger; benchmarks/RESULTS.md)."""
+    instead of 25: 51 MB for a 512-channel layer), which the backbone's 16-32 px layers would pay for 1.06-1.17x on a
+    few milliseconds. For the super-resolution's 32-channel first layer the measurements disagree (0.75x in one run,
+    1.10-1.19x in later ones; benchmarks/RESULTS.md), so it keeps 2."""
     return 3 if weight.shape[1] >= 128 and min(x.shape[2], x.shape[3]) >= 64 else 2
 
 

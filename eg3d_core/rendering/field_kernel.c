@@ -206,6 +206,17 @@ static inline void interval_alphas(int64_t n, const float *restrict d, const flo
     }
 }
 
+/* w [n - 1] = the intervals' weights from their alphas (w may be alpha itself): w_k = alpha_k times the
+ * transmittance, the product over l < k of (1 - alpha_l + 1e-10). */
+static inline void interval_weights(int64_t n, const float *alpha, float *w) {
+    float transmittance = 1.0f;
+    for (int64_t k = 0; k + 1 < n; ++k) {
+        const float a = alpha[k];
+        w[k] = a * transmittance;
+        transmittance *= 1 - a + 1e-10f;
+    }
+}
+
 /* Indices 0 .. n-1 ordered by d (insertion sort: linear for the sorted lists it usually gets). */
 static void order_by_depth(int64_t n, const float *restrict d, int32_t *restrict idx) {
     for (int64_t j = 0; j < n; ++j) {
@@ -245,10 +256,10 @@ void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *rest
             col[j] = coarse ? rcc + k * c : rcf + k * c;
         }
         interval_alphas(t, d, sig, alpha);
-        float transmittance = 1.0f, dsum = 0.0f, wsum = 0.0f, previous = 0.0f;
+        interval_weights(t, alpha, alpha); /* in place: alpha now holds the weights */
+        float dsum = 0.0f, wsum = 0.0f, previous = 0.0f;
         for (int64_t k = 0; k + 1 < t; ++k) {
-            const float w = alpha[k] * transmittance;
-            transmittance *= 1 - alpha[k] + 1e-10f;
+            const float w = alpha[k];
             dsum += w * ((d[k] + d[k + 1]) / 2);
             wsum += w;
             per[k] = (previous + w) / 2;
@@ -291,11 +302,7 @@ void eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict d
             sig[k] = sc[r * s + k];
         }
         interval_alphas(s, d, sig, alpha);
-        float transmittance = 1.0f;
-        for (int64_t k = 0; k + 1 < s; ++k) {
-            w[k] = alpha[k] * transmittance;
-            transmittance *= 1 - alpha[k] + 1e-10f;
-        }
+        interval_weights(s, alpha, w);
         /* max-pool (kernel 2, padding 1) then average-pool (kernel 2) over the s - 1 weights, + 0.01 */
         float prev_max = w[0];
         for (int64_t k = 0; k + 1 < s; ++k) {
