@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
+from .networks import winograd
 from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
 from .networks.superresolution import SuperResolution
@@ -27,7 +28,8 @@ def default_reduced_dtype(device: torch.device) -> torch.dtype:
 
     float16 on CUDA (as the original's fp16 layers). On CPU, bfloat16 only where the CPU has native
     bfloat16 arithmetic (AVX512-BF16 / AMX): elsewhere (e.g. AVX2-only CPUs) oneDNN emulates it and
-    bfloat16 convolutions run many times *slower* than float32, so reduced precision stays float32.
+    bfloat16 convolutions run many times *slower* than float32, so reduced precision computes in float32
+    there, with faster but less exact convolution algorithms (``networks.winograd.reduced_precision``).
     """
     if device.type == "cuda":
         return torch.float16
@@ -54,7 +56,8 @@ class Generator(nn.Module):
     -> image [N, 3, 512, 512], image_raw [N, 3, 128, 128], image_depth [N, 1, 128, 128].
 
     ``precision="reduced"`` runs the backbone, decoder and super-resolution under autocast
-    (bfloat16 on CPU, float16 on CUDA); ``"fp32"`` matches the original's CPU outputs.
+    (bfloat16 on CPU, float16 on CUDA; on CPUs without native bfloat16, float32 with the larger Winograd
+    tiles of ``networks.winograd.reduced_precision``); ``"fp32"`` matches the original's CPU outputs.
     ``deterministic=True`` renders without random jitter (coarse depths exactly evenly spaced,
     importance samples from u = linspace(0, 1)); ``False`` draws them like the original.
     """
@@ -84,7 +87,9 @@ class Generator(nn.Module):
         if precision == "reduced":
             dtype = self.reduced_dtype or default_reduced_dtype(device)
         if dtype == torch.float32:
-            with torch.autocast(device.type, enabled=False):
+            # Reduced precision in float32 (CPUs without native bfloat16): faster, less exact convolution algorithms.
+            faster = winograd.reduced_precision() if precision == "reduced" else contextlib.nullcontext()
+            with torch.autocast(device.type, enabled=False), faster:
                 yield
         else:
             with torch.autocast(device.type, dtype=dtype):

@@ -1,5 +1,8 @@
-"""Winograd F(2x2, 3x3) and F(3x3, 3x3) convolutions (eg3d_core/networks/winograd.py) against the direct convolution."""
+"""Winograd F(2x2, 3x3), F(3x3, 3x3) and F(6x6, 3x3) convolutions (eg3d_core/networks/winograd.py) against the
+direct convolution."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -89,7 +92,7 @@ def test_not_used_where_it_does_not_pay_or_cannot_work():
     assert not winograd.use_winograd(x.requires_grad_(), w)  # autograd
 
 
-@pytest.mark.parametrize("tile", [2, 3])
+@pytest.mark.parametrize("tile", [2, 3, 6])
 def test_fused_noise_activation_and_clamp_match_the_separate_operations(tile):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
@@ -218,7 +221,7 @@ def test_f3x3_sums_128_channels_in_short_runs(seed):
     assert err <= 1.5 * err_direct
 
 
-@pytest.mark.parametrize(("up", "tile"), [(False, 2), (False, 3), (True, 2), (True, 3)])
+@pytest.mark.parametrize(("up", "tile"), [(False, 2), (False, 3), (False, 6), (True, 2), (True, 3)])
 def test_cached_filters_are_reused_until_the_weight_changes(up, tile):
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")
@@ -243,3 +246,46 @@ def test_cached_filters_are_reused_until_the_weight_changes(up, tile):
     changed = conv(cache)
     assert next(iter(cache.values())) is not entry
     assert torch.equal(changed, conv(None)) and not torch.allclose(changed, first)
+
+
+# F(6x6, 3x3), reduced precision only: edges of several remainders modulo 6, modulated and demodulated or not.
+@pytest.mark.parametrize(("channels_in", "channels_out", "height", "width", "modulated"),
+                         [(128, 136, 31, 25, True), (64, 64, 20, 18, False), (256, 128, 17, 16, True),
+                          (8, 16, 7, 5, False)])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_f6x6_stays_within_2e_5_of_the_outputs_largest_magnitude(channels_in, channels_out, height, width, modulated, chunked,
+                                                        monkeypatch):
+    """Its transforms' coefficients (up to 21/4 and 32) amplify rounding: measured 3-7e-6 of the outputs' largest
+    magnitude against float64 (5-9x the direct float32 convolution's error from 64 channels, 25x with 8, where the
+    direct one is nearly exact). Bound: 2e-5 of it, a hundred times below bfloat16's rounding alone (2^-9); a wrong
+    coefficient gives errors of the size of the outputs."""
+    if winograd.library() is None:
+        pytest.skip("compiled kernels are x86-64 AVX2 only")
+    _force_chunks(monkeypatch, chunked)
+    torch.manual_seed(0)
+    x = _channels_last(torch.randn(1, channels_in, height, width))
+    w = torch.randn(channels_out, channels_in, 3, 3)
+    styles = torch.rand(channels_in) * 2 + 0.1 if modulated else torch.ones(channels_in)
+    b, gain = torch.randn(channels_out), 2 ** 0.5
+    wd = w.double() * styles.double().reshape(1, -1, 1, 1)
+    wd = wd * (wd.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt() * gain
+    exact = F.conv2d(x.double(), wd, b.double(), padding=1)
+    got = winograd.conv3x3(x, w, b, styles=styles, demodulate=True, gain=gain, size=6)
+    assert got.shape == exact.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.double() - exact).abs().max().item() <= 2e-5 * exact.abs().max().item()
+
+
+def test_reduced_precision_picks_f6x6_in_its_context_only():
+    x, w = _channels_last(torch.randn(1, 128, 64, 64)), torch.randn(128, 128, 3, 3)
+    wide_64, narrow = _channels_last(torch.randn(1, 64, 128, 128)), w[:64, :64]
+    assert winograd.tile_size(x, w) == 3 and not winograd.use_winograd(wide_64, narrow)
+    seen = []
+    with winograd.reduced_precision():
+        assert winograd.tile_size(x, w) == 6
+        assert winograd.use_winograd(wide_64, narrow) and winograd.tile_size(wide_64, narrow) == 6
+        assert winograd.tile_size(x[:, :, :32, :32], w) == 3  # small images keep F(3x3, 3x3)
+        assert winograd.tile_size(_channels_last(torch.randn(1, 64, 64, 64)), narrow) == 2
+        thread = threading.Thread(target=lambda: seen.append(winograd.tile_size(x, w)))  # another thread: its own
+        thread.start()
+        thread.join()
+    assert seen == [3] and winograd.tile_size(x, w) == 3  # and left on exit

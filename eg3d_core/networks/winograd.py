@@ -1,5 +1,6 @@
 """3x3 convolutions of one image by Winograd's minimal filtering: F(3x3, 3x3) (2.78 multiplications per output
-instead of 9) on the layers from 128 channels, F(2x2, 3x3) (4 per output) elsewhere.
+instead of 9) on the layers from 128 channels, F(2x2, 3x3) (4 per output) elsewhere; in reduced precision
+(``reduced_precision``) F(6x6, 3x3) (1.78 per output) on the larger images.
 
 The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
 ``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
@@ -12,9 +13,11 @@ get the same treatment by output phase (``conv_transpose3x3_up``, ``use_winograd
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -28,6 +31,21 @@ SOURCE = Path(__file__).with_name("winograd_kernel.c")
 WHOLE_BYTES = 16 << 20
 # Transformed tiles and products per chunk of the fused path (a floor; see chunk_tiles): they stay in the CPU caches.
 CHUNK_BYTES = 1 << 20
+# Whether the calling thread (context) runs in reduced precision; see reduced_precision.
+_REDUCED = contextvars.ContextVar("eg3d_winograd_reduced", default=False)
+
+
+@contextlib.contextmanager
+def reduced_precision() -> Iterator[None]:
+    """Inside (in this thread or context only, like autocast), ``conv3x3`` trades accuracy for speed: F(6x6, 3x3) on
+    the images of at least 64 px from 128 channels and of 128 px from 64 channels (1.2-1.8x faster than the float32
+    choice there; rounding error 3-7x the direct convolution's, still hundreds of times below bfloat16's). This is
+    ``precision="reduced"`` on CPUs without native bfloat16, where bfloat16 itself would be many times slower."""
+    token = _REDUCED.set(True)
+    try:
+        yield
+    finally:
+        _REDUCED.reset(token)
 
 
 @functools.cache
@@ -35,27 +53,21 @@ def library() -> ctypes.CDLL | None:
     """The transforms, or None where compiled kernels cannot be used."""
     lib = native.load(SOURCE)
     if lib is not None:
-        i64, fp = ctypes.c_int64, ctypes.POINTER(ctypes.c_float)
-        f32 = ctypes.c_float
-        lib.wino_weights.argtypes = [i64, i64, fp, i64, i64, fp]
-        lib.wino_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
-        lib.wino_output.argtypes = [i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp]
-        lib.wino_up_weights.argtypes = [i64, i64, fp, i64, i64, fp]
-        lib.wino_up_input.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
-        lib.wino_up_output.argtypes = [i64, i64, i64, fp, fp, i64, i64, fp]
-        lib.wino_gemm.argtypes = [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp]
-        lib.wino3_weights.argtypes = lib.wino_weights.argtypes
-        lib.wino3_input.argtypes = lib.wino_input.argtypes
-        lib.wino3_output.argtypes = lib.wino_output.argtypes
-        lib.wino_conv.argtypes = [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp, fp]
-        lib.wino_up3_weights.argtypes = lib.wino_up_weights.argtypes
-        lib.wino_up3_input.argtypes = lib.wino_up_input.argtypes
-        lib.wino_up3_output.argtypes = lib.wino_up_output.argtypes
-        lib.wino_up_conv.argtypes = [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]
-        for f in (lib.wino_weights, lib.wino_input, lib.wino_output, lib.wino3_weights, lib.wino3_input,
-                  lib.wino3_output, lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output, lib.wino_up3_weights,
-                  lib.wino_up3_input, lib.wino_up3_output, lib.wino_gemm, lib.wino_conv, lib.wino_up_conv):
-            f.restype = None
+        i64, fp, f32 = ctypes.c_int64, ctypes.POINTER(ctypes.c_float), ctypes.c_float
+        weights, inputs = [i64, i64, fp, i64, i64, fp], [i64, i64, i64, fp, fp, i64, i64, fp]
+        signatures = {"wino_gemm": [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp],
+                      "wino_conv": [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp,
+                                    fp],
+                      "wino_up_conv": [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]}
+        for prefix in ("wino", "wino3", "wino6"):  # F(2x2, 3x3), F(3x3, 3x3), F(6x6, 3x3)
+            signatures |= {f"{prefix}_weights": weights, f"{prefix}_input": inputs,
+                           f"{prefix}_output": [i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp]}
+        for prefix in ("wino_up", "wino_up3"):  # transposed, 2x2- and 3x3-position tiles
+            signatures |= {f"{prefix}_weights": weights, f"{prefix}_input": inputs,
+                           f"{prefix}_output": [i64, i64, i64, fp, fp, i64, i64, fp]}
+        for name, args in signatures.items():
+            getattr(lib, name).argtypes = args
+            getattr(lib, name).restype = None
     return lib
 
 
@@ -72,9 +84,10 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     counts that are multiples of 8, no autograd or autocast, kernels available; and at least 128 channels in and out
     and 16 px, or 64 channels and 256 px. Measured on a 2-core AVX2 CPU against oneDNN's direct convolution:
     1.2-2.5x from 128 channels and 16 px up; for 64 channels 1.3x at 256-512 px (AFHQ's super-resolution), about even
-    or slower below (benchmarks/RESULTS.md)."""
+    or slower below (benchmarks/RESULTS.md); in ``reduced_precision`` from 128 px (F(6x6, 3x3): 1.25x at 128 px)."""
     channels, size = min(weight.shape[0], weight.shape[1]), min(x.shape[2], x.shape[3])
-    return (channels >= 128 and size >= 16 or channels >= 64 and size >= 256) and _single_image(x, weight)
+    large = 128 if _REDUCED.get() else 256
+    return (channels >= 128 and size >= 16 or channels >= 64 and size >= large) and _single_image(x, weight)
 
 
 def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -94,8 +107,13 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
     amplified by its output transform, and shrinks less with fewer input channels than the direct convolution's, so
     below 256 input channels its products are summed in shorter runs (``products_run``): 0.6-1.4x oneDNN's direct
     convolution's error on the layers it serves (tests/test_winograd.py bounds it by 2x); with 64 channels it would
-    be 2.6x. F(2x2, 3x3)'s stays several times below the direct convolution's."""
-    return 3 if min(weight.shape[0], weight.shape[1]) >= 128 and min(x.shape[2], x.shape[3]) >= 16 else 2
+    be 2.6x. F(2x2, 3x3)'s stays several times below the direct convolution's. In ``reduced_precision``: 6,
+    F(6x6, 3x3), from 128 channels and 64 px or 64 channels and 128 px (slower than F(3x3, 3x3) on smaller images,
+    whose few tiles do not pay for its 64-slot filters)."""
+    channels, px = min(weight.shape[0], weight.shape[1]), min(x.shape[2], x.shape[3])
+    if _REDUCED.get() and (channels >= 128 and px >= 64 or channels >= 64 and px >= 128):
+        return 6
+    return 3 if channels >= 128 and px >= 16 else 2
 
 
 def products_run(size: int, channels_in: int) -> int:
@@ -126,15 +144,16 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     linear in each input and output channel, so the styles scale the input in its transform and the demodulation and
     gain the output in its transform, around the filters of the raw weight, which ``cache`` (a dict, e.g. one per
     layer; None: none) keeps from call to call while the weight is unchanged. ``size``: the output tiles' size, 2 for
-    F(2x2, 3x3), 3 for F(3x3, 3x3) (None: ``tile_size``). Requires ``library()``."""
+    F(2x2, 3x3), 3 for F(3x3, 3x3), 6 for F(6x6, 3x3) (None: ``tile_size``). Requires ``library()``."""
     lib = library()
     _, i, h, w = x.shape
     o = weight.shape[0]
     size = size or tile_size(x, weight)
     th, tw = -(-h // size), -(-w // size)
     slots = (size + 2) ** 2
-    transforms = (lib.wino3_weights, lib.wino3_input, lib.wino3_output) if size == 3 else (
-        lib.wino_weights, lib.wino_input, lib.wino_output)
+    transforms = {2: (lib.wino_weights, lib.wino_input, lib.wino_output),
+                  3: (lib.wino3_weights, lib.wino3_input, lib.wino3_output),
+                  6: (lib.wino6_weights, lib.wino6_input, lib.wino6_output)}[size]
     src = x.contiguous(memory_format=torch.channels_last)
     u, scale_in, scale_out = _prepare(transforms[0], slots, weight, styles, demodulate, gain, cache)
     b = None if bias is None else bias.float().contiguous()
