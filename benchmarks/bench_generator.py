@@ -120,8 +120,9 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         for precision in ("fp32", "reduced"):
             planes = G.planes(ws, precision=precision)
             feats, _ = G.render(planes, c, precision=precision)
-            row = {"preset": name, "precision": precision,
-                   "dtype": str(default_reduced_dtype(torch.device("cpu")) if precision == "reduced" else torch.float32)}
+            dtype = default_reduced_dtype(torch.device("cpu")) if precision == "reduced" else torch.float32
+            row = {"preset": name, "precision": precision, "dtype": str(dtype).replace("torch.", "")
+                   + (", 6x6 Winograd tiles" if precision == "reduced" and dtype == torch.float32 else "")}
             row["mapping"] = timed(lambda: G.mapping(z, cameras.conditioning(defaults)), repeats)
             row["backbone"] = timed(lambda: G.planes(ws, precision=precision), repeats)  # noqa: B023
             row["rendering"] = timed(lambda: G.render(planes, c, precision=precision), repeats)  # noqa: B023
@@ -158,6 +159,9 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         r["ratio_layers"] = ratio(under(full, (layers, "use_fused_tail", lambda x: False),
                                         (layers, "use_small_image_product", lambda x, w: False)), full, repeats)
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
+        rows[1]["ratio_reduced_full"] = ratio(full, lambda: G.synthesis(ws, c, precision="reduced"), repeats)
+        rows[1]["ratio_reduced_cached"] = ratio(lambda: G.render_planes(planes, ws, c),
+                                                lambda: G.render_planes(planes, ws, c, precision="reduced"), repeats)
         if reuse_freed_memory():
             def plain_malloc() -> None:
                 glibc_default_malloc()
@@ -177,15 +181,16 @@ def table(rows: list[dict]) -> str:
            "| PyTorch/compiled compositing (rendering) | PyTorch/compiled importance sampler (rendering) "
            "| direct/Winograd convolutions (full frame) | 2x2/3x3 Winograd tiles (full frame) "
            "| separate/fused upsampling tails and modulated/raw-weight 4-8 px "
-           "layers (full frame) | glibc malloc/reused memory (full frame) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "layers (full frame) | glibc malloc/reused memory (full frame) | fp32/reduced (full frame) "
+           "| fp32/reduced (cached-planes frame) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratios = (f"{r['ratio_cached']:.2f}x | {r['ratio_channels_last']:.2f}x | {r['ratio_gather']:.2f}x "
                   f"| {r['ratio_chunked']:.2f}x | {r['ratio_native']:.2f}x | {r['ratio_march']:.2f}x "
                   f"| {r['ratio_importance']:.2f}x | {r['ratio_winograd']:.2f}x | {r['ratio_tiles']:.2f}x "
-                  f"| {r['ratio_layers']:.2f}x | {r.get('ratio_malloc', float('nan')):.2f}x" if "ratio_cached" in r
-                  else " | | | | | | | | | | ")
-        out.append(f"| {r['preset']} | {r['precision']} ({r['dtype'].replace('torch.', '')}) | {r['mapping']*1e3:.1f} ms "
+                  f"| {r['ratio_layers']:.2f}x | {r.get('ratio_malloc', float('nan')):.2f}x | |" if "ratio_cached" in r
+                  else f" | | | | | | | | | | | {r['ratio_reduced_full']:.2f}x | {r['ratio_reduced_cached']:.2f}x")
+        out.append(f"| {r['preset']} | {r['precision']} ({r['dtype']}) | {r['mapping']*1e3:.1f} ms "
                    f"| {r['backbone']:.2f} s | {r['rendering']:.2f} s | {r['sr']:.2f} s | {r['full']:.2f} s "
                    f"| {r['cached']:.2f} s | {r['density256']:.1f} s | {ratios} |")
     return "\n".join(out)

@@ -6,7 +6,8 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
   phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for the 3x3
   convolutions from 128 channels and for the transposed ones from 128 input channels and 64 px), and the maximum
-  error of each against float64;
+  error of each against float64; for the 3x3 convolutions also F(6x6, 3x3) and the tiles reduced precision picks
+  (``winograd.reduced_precision``, on CPUs without native bfloat16);
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
@@ -90,8 +91,9 @@ def plain_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: 
 def winograd_table(repeats: int) -> list[str]:
     rows = ["| layer | in -> out channels | input px | direct (oneDNN) | Winograd, 2x2 tiles | Winograd, 3x3 tiles "
             "| generator's tiles | speed-up vs direct (generator's tiles) | 3x3 vs 2x2 tiles "
-            "| max error direct / 2x2 / 3x3 tiles (vs float64) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| max error direct / 2x2 / 3x3 tiles (vs float64) | Winograd, 6x6 tiles | reduced precision's tiles "
+            "| reduced vs float32 (generator's tiles) | max error 6x6 tiles |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for kind, cin, cout, size, where in LAYERS:
         up = kind == "up"
         x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
@@ -104,12 +106,22 @@ def winograd_table(repeats: int) -> list[str]:
         direct = functools.partial(plain_conv, x, w, styles, up)
         exact = plain_conv(x.double(), w.double(), styles, up)
         errors = " / ".join(f"{(fn().double() - exact).abs().max().item():.1e}" for fn in (direct, small, large))
-        td, t2, t3 = alternating([direct, small, large], repeats)
+        fns = [direct, small, large]
+        if not up:  # F(6x6, 3x3), reduced precision only (winograd.reduced_precision)
+            fns.append(functools.partial(fast_fn, x, w, styles=styles, demodulate=True, cache={}, size=6))
+            err6 = f"{(fns[3]().double() - exact).abs().max().item():.1e}"
+        times = alternating(fns, repeats)
+        td, t2, t3 = times[:3]
         tile = (winograd.up_tile_size if up else winograd.tile_size)(x, w)
+        with winograd.reduced_precision():
+            tile_reduced = tile if up else winograd.tile_size(x, w)
+        by_tile = {2: t2, 3: t3, 6: times[-1]}
+        reduced = (" | | | |" if up else f" {times[3] * 1e3:.1f} ms | {tile_reduced}x{tile_reduced} "
+                   f"| {by_tile[tile] / by_tile[tile_reduced]:.2f}x | {err6} |")
         label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
         rows.append(f"| {label}, {where} | {cin} -> {cout} | {size} | {td * 1e3:.1f} ms | {t2 * 1e3:.1f} ms "
-                    f"| {t3 * 1e3:.1f} ms | {tile}x{tile} | {td / (t3 if tile == 3 else t2):.2f}x | {t2 / t3:.2f}x "
-                    f"| {errors} |")
+                    f"| {t3 * 1e3:.1f} ms | {tile}x{tile} | {td / by_tile[tile]:.2f}x | {t2 / t3:.2f}x "
+                    f"| {errors} |{reduced}")
     return rows
 
 
@@ -124,7 +136,7 @@ def products_table(repeats: int) -> list[str]:
             if kind == "up":  # the tiles the generator uses
                 tile = winograd.up_tile_size(x, w)
                 slots, tw = (25, 49)[tile - 2], (size + tile) // tile
-            else:
+            else:  # in float32 (reduced precision's 6x6 tiles use the same products, 64 slots)
                 tile = winograd.tile_size(x, w)
                 slots, tw = (tile + 2) ** 2, -(-size // tile)
             m = winograd.chunk_tiles(tw * tw, slots, cin, cout, 2)  # as in a layer's chunk (two threads)
