@@ -7,6 +7,7 @@ load. Each subprocess builds the preset's full-size architecture (random weights
 best of ``--repeats`` calls for a full frame, a cached-planes frame and the backbone.
 
     python benchmarks/bench_revisions.py BASE_REV [--presets ffhq512-128 shapenetcars128-64] [--rounds 4]
+        [--precision fp32|reduced]
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from eg3d_core import PRESETS, Generator, cameras
 from eg3d_core import runtime
 if hasattr(runtime, "reuse_freed_memory"):
     runtime.reuse_freed_memory()
-preset, repeats = sys.argv[1], int(sys.argv[2])
+preset, repeats, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.manual_seed(0)
 G = Generator(PRESETS[preset]).eval()
 d = cameras.camera_defaults(G.config)
@@ -40,9 +41,10 @@ c = cameras.camera(d, yaw=0.3, pitch=-0.1)
 out = {"where": eg3d_core.__file__}
 with torch.no_grad():
     ws = G.mapping(torch.randn(1, G.z_dim), cameras.conditioning(d))
-    planes = G.planes(ws)
-    for name, fn in (("full", lambda: G.synthesis(ws, c)), ("cached", lambda: G.render_planes(planes, ws, c)),
-                     ("backbone", lambda: G.planes(ws))):
+    kw = {} if precision == "fp32" else {"precision": precision}
+    planes = G.planes(ws, **kw)
+    for name, fn in (("full", lambda: G.synthesis(ws, c, **kw)), ("cached", lambda: G.render_planes(planes, ws, c, **kw)),
+                     ("backbone", lambda: G.planes(ws, **kw))):
         fn()
         times = []
         for _ in range(repeats):
@@ -54,9 +56,9 @@ print(json.dumps(out))
 """
 
 
-def run(root: Path, preset: str, repeats: int) -> dict:
+def run(root: Path, preset: str, repeats: int, precision: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(root))
-    done = subprocess.run([sys.executable, "-c", CHILD, preset, str(repeats)], cwd=root, env=env, check=True,
+    done = subprocess.run([sys.executable, "-c", CHILD, preset, str(repeats), precision], cwd=root, env=env, check=True,
                           capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result.pop("where").startswith(str(root)):
@@ -70,6 +72,7 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["ffhq512-128", "shapenetcars128-64"])
     p.add_argument("--rounds", type=int, default=4, help="alternating runs of each revision per preset")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per stage in each run (best is kept)")
+    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32")
     args = p.parse_args()
     base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -79,13 +82,13 @@ def main() -> None:
                        capture_output=True)
         try:
             print(f"Median over {args.rounds} alternating runs of each revision (each the best of {args.repeats} "
-                  f"calls per stage): base {base} against the working tree.\n")
+                  f"calls per stage, precision {args.precision}): base {base} against the working tree.\n")
             print("| preset | stage | base | working tree | speed-up |\n|---|---|---:|---:|---:|")
             for preset in args.presets:
                 times: dict[str, list[dict]] = {"base": [], "work": []}
                 for _ in range(args.rounds):
-                    times["base"].append(run(tree, preset, args.repeats))
-                    times["work"].append(run(ROOT, preset, args.repeats))
+                    times["base"].append(run(tree, preset, args.repeats, args.precision))
+                    times["work"].append(run(ROOT, preset, args.repeats, args.precision))
                 for stage in STAGES:
                     b = statistics.median(r[stage] for r in times["base"])
                     w = statistics.median(r[stage] for r in times["work"])

@@ -143,9 +143,10 @@ def products_table(repeats: int) -> list[str]:
             v, u = torch.randn(slots, m, cin), torch.randn(slots, cout * cin)
             u_bmm = torch.randn(slots, cout, cin).transpose(1, 2)  # the column-major view MKL prefers
             out = torch.empty(slots, m, cout)
+            v_own, out_own = winograd.slot_buffer(slots, m, cin).normal_(), winograd.slot_buffer(slots, m, cout)
             kc = winograd.products_run(tile, cin) if kind == "3x3" else 64
-            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, kc, float_ptr(v), float_ptr(u),
-                                    float_ptr(out))
+            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, kc, float_ptr(v_own), float_ptr(u),
+                                    float_ptr(out_own))
             tb, to = alternating([functools.partial(torch.bmm, v, u_bmm, out=out), own], repeats)
             rows.append(f"| {where} ({kind}) | {slots} x {m} x {cin} -> {cout} | {tb * 1e3:.1f} ms | {to * 1e3:.1f} ms "
                         f"| {tb / to:.2f}x |")

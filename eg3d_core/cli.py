@@ -21,6 +21,8 @@ from .runtime import reuse_freed_memory
 T = TypeVar("T")
 
 DEFAULT_SEEDS = "0-3"
+REDUCED_HELP = ("fp32, or reduced: float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16, else float32 "
+                "with faster, slightly less exact convolutions")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,7 +377,7 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
     p.add_argument("--sample-mult", type=_positive, default=sample_mult, metavar="K",
                    help=f"multiply the depth samples per ray by K (default {sample_mult})")
     p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
-                   help="fp32, or reduced (bfloat16 on CPU, float16 on CUDA autocast)")
+                   help=REDUCED_HELP)
 
 
 def _truncation_args(p: argparse.ArgumentParser) -> None:
@@ -521,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=1, metavar="T",
                    help="torch threads per process (default 1: run one process per core)")
     p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
-                   help="fp32, or reduced (bfloat16 on CPU, float16 on CUDA autocast)")
+                   help=REDUCED_HELP)
     p.add_argument("--noise-mode", choices=("random", "const", "none"), default="random",
                    help="backbone noise (default random, as the original metrics)")
     p.add_argument("--deterministic", action="store_true", help="no stratified ray jitter (default: jitter, as the original)")

@@ -13,8 +13,8 @@ def draw_render(state: RenderSettings, max_resolution: int) -> bool:
     c = [False] * 16
     c[0], state.view = combo_str("View (V)", state.view, VIEWS, VIEW_LABELS)
     c[1], state.precision = combo_str("Precision (P)", state.precision, PRECISIONS)
-    imgui.set_item_tooltip("reduced = bfloat16 autocast on CPU / float16 on CUDA; faster only where the hardware "
-                           "has native support")
+    imgui.set_item_tooltip("reduced = float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16; other CPUs "
+                           "keep float32 with faster, slightly less exact convolutions (Winograd F(6x6, 3x3))")
     c[2], state.deterministic = imgui.checkbox("Deterministic ray samples", state.deterministic)
     imgui.set_item_tooltip("off: jittered samples as in training (the image flickers between frames)")
 

@@ -55,6 +55,7 @@ def library() -> ctypes.CDLL | None:
     if lib is not None:
         i64, fp, f32 = ctypes.c_int64, ctypes.POINTER(ctypes.c_float), ctypes.c_float
         weights, inputs = [i64, i64, fp, i64, i64, fp], [i64, i64, i64, fp, fp, i64, i64, fp]
+        lib.wino_slot_stride.argtypes, lib.wino_slot_stride.restype = [i64, i64], i64
         signatures = {"wino_gemm": [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp],
                       "wino_conv": [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp,
                                     fp],
@@ -165,7 +166,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
         transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
-        _products(v, u, m, parts, kc)
+        _products(v, u, m, slots, th * tw, i, o, parts, kc)
         transforms[2](h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
@@ -199,7 +200,7 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
         transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
-        _products(v, u, m, parts)
+        _products(v, u, m, slots, th * tw, i, o, parts)
         transforms[2](h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
@@ -239,12 +240,17 @@ def _filters(transform: Callable, slots: int, weight: torch.Tensor) -> torch.Ten
     return u
 
 
-def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, parts: int, kc: int = 64) -> None:
-    """m [slots, M, O] = v [slots, M, I] @ the packed filters u [slots, O * I] of each slot (``wino_gemm``, summing
-    ``kc`` input channels at a time), the output channels split over ``parts`` threads (so that each reads only its
-    share of the filters)."""
-    slots, rows, i = v.shape
-    o = m.shape[2]
+def slot_buffer(slots: int, rows: int, channels: int) -> torch.Tensor:
+    """An uninitialised buffer for transformed tiles or products [slots][rows][channels], the slots
+    ``wino_slot_stride`` floats apart (a cache line more than their data; see winograd_kernel.c), flat."""
+    return torch.empty(slots * library().wino_slot_stride(rows, channels))
+
+
+def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, slots: int, rows: int, i: int, o: int, parts: int,
+              kc: int = 64) -> None:
+    """m [slots, rows, o] = v [slots, rows, i] @ the packed filters u [slots, o * i] of each slot (v and m as
+    ``slot_buffer`` lays them out; ``wino_gemm``, summing ``kc`` input channels at a time), the output channels split
+    over ``parts`` threads (so that each reads only its share of the filters)."""
     panels = -(-o // 16)
 
     def run(k: int) -> None:
@@ -267,21 +273,22 @@ def _run(tiles: int, slots: int, i: int, o: int, in_passes: Callable[[torch.Tens
     """Run a convolution of ``tiles`` tiles on the intra-op threads, in one of two ways.
 
     A small image (transformed tiles of at most WHOLE_BYTES) in three passes, ``in_passes(v [slots, tiles, i],
-    m [slots, tiles, o], threads)``: the transforms on this thread, the products split over the threads by output
-    channel (so that each reads only its share of the filters, which outweigh the tiles here). A larger one split into
-    one range of tiles per thread, each run by ``fused(first tile, count, chunk, scratch)`` a chunk of tiles at a time
-    (``chunk_tiles``; transformed tiles and products in ``scratch``), so that the transformed data stays in the CPU
-    caches instead of going to memory and back.
+    m [slots, tiles, o], threads)`` (each a ``slot_buffer``): the transforms on this thread, the products split over
+    the threads by output channel (so that each reads only its share of the filters, which outweigh the tiles here).
+    A larger one split into one range of tiles per thread, each run by ``fused(first tile, count, chunk, scratch)`` a
+    chunk of tiles at a time (``chunk_tiles``; transformed tiles and products in ``scratch``), so that the transformed
+    data stays in the CPU caches instead of going to memory and back.
     """
     threads = torch.get_num_threads()
     if slots * tiles * max(i, o) * 4 <= WHOLE_BYTES:
-        in_passes(torch.empty(slots, tiles, i), torch.empty(slots, tiles, o), threads)
+        in_passes(slot_buffer(slots, tiles, i), slot_buffer(slots, tiles, o), threads)
         return
     parts = max(1, min(threads, tiles // 6))
     chunk = chunk_tiles(tiles, slots, i, o, parts)
 
     def work(k: int) -> None:
         first, last = tiles * k // parts, tiles * (k + 1) // parts
-        fused(first, last - first, chunk, torch.empty(slots * chunk * (i + o)))
+        stride = library().wino_slot_stride
+        fused(first, last - first, chunk, torch.empty(slots * (stride(chunk, i) + stride(chunk, o))))
 
     run_parts(work, parts)

@@ -20,6 +20,12 @@
 
 typedef __m256 vec;
 
+/* Floats from one slot to the next in the transformed tiles [slots][count][channels] and in the products: one cache
+ * line more than a slot's data. A transform writes (or reads) all 16-64 slots of a tile at once; at the exact size,
+ * a multiple of 4 KiB for the usual chunks (128-512 tiles of 128-512 channels), they all fell into one set of the
+ * first-level cache, which holds 8, and the transforms ran at half speed. */
+int64_t wino_slot_stride(int64_t count, int64_t channels) { return count * channels + 16; }
+
 /* One output channel's weights laid out channels-last: t[k][i] = w[i][k] for the 9 taps k of w [I][3][3] (the
  * convolution's own layout). */
 static void taps(const float *restrict w, int64_t i_count, float *restrict t) {
@@ -129,7 +135,7 @@ void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight
 void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                 int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = count * i_count;
+    const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -180,7 +186,7 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
                  const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                  int64_t count, float *restrict y) {
     const int64_t tw = (w + 1) / 2;
-    const int64_t plane = count * o_count;
+    const int64_t plane = wino_slot_stride(count, o_count);
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
         const float *src = m + tile * o_count;
@@ -286,7 +292,7 @@ void wino3_weights(int64_t o_count, int64_t i_count, const float *restrict weigh
 void wino3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                  int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 2) / 3;
-    const int64_t plane = count * i_count;
+    const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -319,7 +325,7 @@ void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
                   const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                   int64_t count, float *restrict y) {
     const int64_t tw = (w + 2) / 3;
-    const int64_t plane = count * o_count;
+    const int64_t plane = wino_slot_stride(count, o_count);
     const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -441,7 +447,7 @@ void wino6_weights(int64_t o_count, int64_t i_count, const float *restrict weigh
 void wino6_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                  int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 5) / 6;
-    const int64_t plane = count * i_count;
+    const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -474,7 +480,7 @@ void wino6_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
                   const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                   int64_t count, float *restrict y) {
     const int64_t tw = (w + 5) / 6;
-    const int64_t plane = count * o_count;
+    const int64_t plane = wino_slot_stride(count, o_count);
     const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -562,7 +568,7 @@ void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict wei
 void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                    int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = count * i_count;
+    const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -606,7 +612,7 @@ void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict 
 void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
                     int64_t first, int64_t count, float *restrict y) {
     const int64_t tw = (w + 2) / 2;
-    const int64_t plane = count * o_count;
+    const int64_t plane = wino_slot_stride(count, o_count);
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -715,7 +721,7 @@ void wino_up3_weights(int64_t o_count, int64_t i_count, const float *restrict we
 void wino_up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                     int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 3) / 3;
-    const int64_t plane = count * i_count;
+    const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -757,7 +763,7 @@ void wino_up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict
 void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
                      int64_t first, int64_t count, float *restrict y) {
     const int64_t tw = (w + 3) / 3;
-    const int64_t plane = count * o_count;
+    const int64_t plane = wino_slot_stride(count, o_count);
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
@@ -796,7 +802,8 @@ void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restric
 }
 
 /*
- * The products between the transforms: for each of `slots`, c [m][n] = a [m][k] @ b, with b packed as the filter
+ * The products between the transforms: for each of `slots`, c [m][n] = a [m][k] @ b (the slots of a and c
+ * wino_slot_stride(m, k) and wino_slot_stride(m, n) floats apart), with b packed as the filter
  * transforms store it (panels of 16 output channels, the last one 8 wide if n is not a multiple of 16); only the
  * columns n0 .. n1 - 1 (n0 a multiple of 16, n1 one of 16 or n). A register block of 6 rows x one panel accumulates
  * over kc values of k at a time, each such partial sum then added into c: shorter running sums than one over all of k
@@ -851,8 +858,8 @@ static inline __attribute__((always_inline)) void gemm(int64_t slots, int64_t m,
                                                         int64_t n1, const int64_t kc, const float *restrict a,
                                                         const float *restrict b, float *restrict c) {
     for (int64_t s = 0; s < slots; ++s) {
-        const float *as = a + s * m * k, *bs = b + s * k * n;
-        float *cs = c + s * m * n;
+        const float *as = a + s * wino_slot_stride(m, k), *bs = b + s * k * n;
+        float *cs = c + s * wino_slot_stride(m, n);
         for (int64_t m0 = 0; m0 < m; m0 += MC) {
             const int64_t m1 = m0 + MC < m ? m0 + MC : m;
             for (int64_t k0 = 0; k0 < k; k0 += kc) {
@@ -889,7 +896,7 @@ void wino_conv(int64_t size, int64_t kc, int64_t h, int64_t w, int64_t i_count, 
                const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
     const int64_t slots = (size + 2) * (size + 2);
-    float *v = scratch, *m = scratch + slots * chunk * i_count;
+    float *v = scratch, *m = scratch + slots * wino_slot_stride(chunk, i_count);
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
         (size == 6 ? wino6_input : size == 3 ? wino3_input : wino_input)(h, w, i_count, x, scale_in, c0, n, v);
@@ -905,7 +912,7 @@ void wino_up_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o
                   const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
                   int64_t first, int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
     const int64_t slots = size == 3 ? 49 : 25;
-    float *v = scratch, *m = scratch + slots * chunk * i_count;
+    float *v = scratch, *m = scratch + slots * wino_slot_stride(chunk, i_count);
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
         (size == 3 ? wino_up3_input : wino_up_input)(h, w, i_count, x, scale_in, c0, n, v);
