@@ -1,7 +1,7 @@
 /*
- * Winograd F(2x2, 3x3), F(3x3, 3x3) and (reduced precision) F(6x6, 3x3) convolutions of one channels-last image (called from
- * eg3d_core/networks/winograd.py): the tile transforms, the products between them, and a driver that runs them chunk
- * by chunk.
+ * Winograd F(2x2, 3x3), F(3x3, 3x3) and (reduced precision) F(6x6, 3x3) convolutions of one channels-last image
+ * (called from eg3d_core/networks/winograd.py): the tile transforms, the products between them, and a driver that
+ * runs them chunk by chunk; then the same for the stride-2 transposed convolutions.
  *
  * Each 2x2 output tile comes from a 4x4 input tile d: Y = A^T [ (G g G^T) .* (B^T d B) ] A, with
  *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
@@ -94,71 +94,80 @@ static void put_filters(int slots, int64_t o_count, int64_t i_count, int64_t o, 
     }
 }
 
-/* Filter transform: weight [O][I][3][3] -> u [16][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8). */
-void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                  float *restrict u) {
-    const vec half = _mm256_set1_ps(0.5f);
-    float g[9 * i_count];
-    float *scratch = malloc(sizeof(float) * 16 * 8 * i_count);
+
+/*
+ * The three tile sizes share one driver per transform (filters_3x3, input_tiles, output_tiles), specialised by
+ * their constant arguments: the tile sizes, the 1-D transforms (bt*, at*) and G.
+ */
+
+/* Four input channels' values of tap k (of the layout `taps` writes), in double precision. */
+#define TAP(g, k, i_count, i) _mm256_cvtps_pd(_mm_loadu_ps((g) + (k) * (i_count) + (i)))
+/* Store four channels' double values, rounded once to float, into slot `slot` of a filter scratch [slots][8][I]. */
+#define PUT4(dst, slot, i_count, i, value) \
+    _mm_storeu_ps((dst) + (int64_t)(slot) * 8 * (i_count) + (i), _mm256_cvtpd_ps(value))
+
+/* Filter transform of an F(m x m, 3x3) with n = m + 2 and G = g_mat [n][3]: weight [O][I][3][3] -> u [n*n][O x I,
+ * packed], for output channels o0 .. o1 - 1 (multiples of 8); G g G^T in double precision, four input channels at a
+ * time, rounded once. */
+static inline __attribute__((always_inline)) void filters_3x3(int n, const double (*g_mat)[3], int64_t o_count,
+                                                               int64_t i_count, const float *restrict weight,
+                                                               int64_t o0, int64_t o1, float *restrict u) {
+    float *g = malloc(sizeof(float) * 9 * i_count);
+    float *scratch = malloc(sizeof(float) * n * n * 8 * i_count);
     for (int64_t o = o0; o < o1; ++o) {
         taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
-        for (int64_t i = 0; i < i_count; i += 8) {
-            vec t[4][3]; /* G g: the 4x3 intermediate */
-            for (int c = 0; c < 3; ++c) {
-                const vec g0 = _mm256_loadu_ps(g + (0 * 3 + c) * i_count + i);
-                const vec g1 = _mm256_loadu_ps(g + (1 * 3 + c) * i_count + i);
-                const vec g2 = _mm256_loadu_ps(g + (2 * 3 + c) * i_count + i);
-                t[0][c] = g0;
-                t[1][c] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(g0, g1), g2));
-                t[2][c] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(g0, g1), g2));
-                t[3][c] = g2;
-            }
-#define PUT(slot, value) _mm256_storeu_ps(dst + (slot) * 8 * i_count + i, (value))
-            for (int r = 0; r < 4; ++r) { /* ... G^T */
-                PUT(4 * r + 0, t[r][0]);
-                PUT(4 * r + 1, _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2])));
-                PUT(4 * r + 2, _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[r][0], t[r][1]), t[r][2])));
-                PUT(4 * r + 3, t[r][2]);
-            }
-#undef PUT
+        for (int64_t i = 0; i < i_count; i += 4) {
+            __m256d k[9], t[8][3];
+            for (int j = 0; j < 9; ++j) k[j] = TAP(g, j, i_count, i);
+            for (int r = 0; r < n; ++r) /* G g */
+                for (int c = 0; c < 3; ++c)
+                    t[r][c] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(g_mat[r][0]), k[c]),
+                                                          _mm256_mul_pd(_mm256_set1_pd(g_mat[r][1]), k[3 + c])),
+                                            _mm256_mul_pd(_mm256_set1_pd(g_mat[r][2]), k[6 + c]));
+            for (int r = 0; r < n; ++r) /* ... G^T */
+                for (int c = 0; c < n; ++c)
+                    PUT4(dst, n * r + c, i_count, i,
+                         _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[r][0], _mm256_set1_pd(g_mat[c][0])),
+                                                     _mm256_mul_pd(t[r][1], _mm256_set1_pd(g_mat[c][1]))),
+                                       _mm256_mul_pd(t[r][2], _mm256_set1_pd(g_mat[c][2]))));
         }
-        if (o % 8 == 7) put_filters(16, o_count, i_count, o - 7, scratch, u);
+        if (o % 8 == 7) put_filters(n * n, o_count, i_count, o - 7, scratch, u);
     }
     free(scratch);
+    free(g);
 }
 
-/*
- * Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [16][count][I] for the tiles
- * first .. first + count - 1 (numbered row by row, tw = (W + 1) / 2 to a row).
- */
-void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                int64_t first, int64_t count, float *restrict v) {
-    const int64_t tw = (w + 1) / 2;
+/* Input transform of an F(m x m, 3x3) with n = m + 2 and the 1-D transform bt (B^T applied to n values): x [H][W][I]
+ * (zero padding 1), times scale[i] (if not NULL) -> v [n*n][count][I] for the tiles first .. first + count - 1,
+ * numbered row by row, tw = (W + m - 1) / m to a row; tile (ty, tx) reads x[m ty - 1 .. m ty + m][m tx - 1 ..]. */
+static inline __attribute__((always_inline)) void input_tiles(int n, int m, void (*bt)(const vec *, vec *), int64_t h,
+                                                               int64_t w, int64_t i_count, const float *restrict x,
+                                                               const float *restrict scale, int64_t first,
+                                                               int64_t count, float *restrict v) {
+    const int64_t tw = (w + m - 1) / m;
     const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *d[4][4];
-        int inside[4][4];
-        input_patch(4, 2 * ty - 1, 2 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
+        const float *d[64];
+        int inside[64];
+        input_patch(n, m * ty - 1, m * tx - 1, h, w, i_count, x, d, inside);
         float *dst = v + tile * i_count;
         for (int64_t i = 0; i < i_count; i += 8) {
             const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
-            vec t[4][4]; /* B^T d: along the rows */
-            for (int c = 0; c < 4; ++c) {
-                vec dd[4];
-                for (int r = 0; r < 4; ++r) dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
-                t[0][c] = _mm256_sub_ps(dd[0], dd[2]);
-                t[1][c] = _mm256_add_ps(dd[1], dd[2]);
-                t[2][c] = _mm256_sub_ps(dd[2], dd[1]);
-                t[3][c] = _mm256_sub_ps(dd[1], dd[3]);
+            vec t[8][8]; /* B^T d: along the rows */
+            for (int c = 0; c < n; ++c) {
+                vec dd[8], e[8];
+                for (int r = 0; r < n; ++r)
+                    dd[r] = inside[r * n + c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r * n + c] + i), sc) : zero;
+                bt(dd, e);
+                for (int r = 0; r < n; ++r) t[r][c] = e[r];
             }
-            for (int r = 0; r < 4; ++r) { /* ... B: along the columns */
-                _mm256_storeu_ps(dst + (4 * r + 0) * plane + i, _mm256_sub_ps(t[r][0], t[r][2]));
-                _mm256_storeu_ps(dst + (4 * r + 1) * plane + i, _mm256_add_ps(t[r][1], t[r][2]));
-                _mm256_storeu_ps(dst + (4 * r + 2) * plane + i, _mm256_sub_ps(t[r][2], t[r][1]));
-                _mm256_storeu_ps(dst + (4 * r + 3) * plane + i, _mm256_sub_ps(t[r][1], t[r][3]));
+            for (int r = 0; r < n; ++r) { /* ... B: along the columns */
+                vec e[8];
+                bt(t[r], e);
+                for (int c = 0; c < n; ++c) _mm256_storeu_ps(dst + (n * r + c) * plane + i, e[c]);
             }
         }
     }
@@ -176,50 +185,83 @@ static inline __attribute__((always_inline)) void finish(vec v, vec sc, vec b, i
     _mm256_storeu_ps(dst, v);
 }
 
-/*
- * Output transform: m [16][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, with what a
- * synthesis layer does next fused in, each step as PyTorch would do it: times scale[o] (if not NULL),
- * + bias[o] (if not NULL), + noise[y][x] (if not NULL), leaky ReLU with this slope (if slope != 1), clamp to
- * [-limit, limit] (if limit > 0).
- */
-void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                 const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
-                 int64_t count, float *restrict y) {
-    const int64_t tw = (w + 1) / 2;
+/* Output transform of an F(m x m, 3x3) with n = m + 2 and the 1-D transform at (A^T applied to n values, m out):
+ * m [n*n][count][O] -> y [H][W][O] for the tiles first .. first + count - 1 (numbered as in input_tiles), with what a
+ * synthesis layer does next fused in, each step as PyTorch would do it: times scale[o] (if not NULL), + bias[o] (if
+ * not NULL), + noise[y][x] (if not NULL), leaky ReLU with this slope (if slope != 1), clamp to [-limit, limit] (if
+ * limit > 0). */
+static inline __attribute__((always_inline)) void output_tiles(int n, int m, void (*at)(const vec *, vec *), int64_t h,
+                                                                int64_t w, int64_t o_count,
+                                                                const float *restrict prod, const float *restrict scale,
+                                                                const float *restrict bias,
+                                                                const float *restrict noise, float slope, float limit,
+                                                                int64_t first, int64_t count, float *restrict y) {
+    const int64_t tw = (w + m - 1) / m;
     const int64_t plane = wino_slot_stride(count, o_count);
+    const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
     for (int64_t tile = 0; tile < count; ++tile) {
         const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *src = m + tile * o_count;
-        const int64_t y0 = 2 * ty, x0 = 2 * tx;
-        float *out[2][2];
-        int inside[2][2];
-        vec nz[2][2];
-        output_block(2, y0, x0, h, w, o_count, y, &out[0][0], &inside[0][0]);
-        for (int a = 0; a < 2; ++a)
-            for (int b = 0; b < 2; ++b)
-                nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
-        const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
+        const float *src = prod + tile * o_count;
+        const int64_t y0 = m * ty, x0 = m * tx;
+        float *out[36];
+        int inside[36];
+        float nz[36];
+        output_block(m, y0, x0, h, w, o_count, y, out, inside);
+        for (int a = 0; a < m; ++a)
+            for (int b = 0; b < m; ++b)
+                nz[a * m + b] = noise && inside[a * m + b] ? noise[(y0 + a) * w + x0 + b] : 0.0f;
         for (int64_t o = 0; o < o_count; o += 8) {
-            vec t[2][4]; /* A^T m: along the rows */
-            for (int c = 0; c < 4; ++c) {
-                const vec m0 = _mm256_loadu_ps(src + (0 + c) * plane + o);
-                const vec m1 = _mm256_loadu_ps(src + (4 + c) * plane + o);
-                const vec m2 = _mm256_loadu_ps(src + (8 + c) * plane + o);
-                const vec m3 = _mm256_loadu_ps(src + (12 + c) * plane + o);
-                t[0][c] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                t[1][c] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+            vec t[6][8]; /* A^T m: along the rows */
+            for (int c = 0; c < n; ++c) {
+                vec mm[8], e[6];
+                for (int r = 0; r < n; ++r) mm[r] = _mm256_loadu_ps(src + (n * r + c) * plane + o);
+                at(mm, e);
+                for (int r = 0; r < m; ++r) t[r][c] = e[r];
             }
             const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
             const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
-            for (int r = 0; r < 2; ++r) { /* ... A: along the columns */
-                const vec v[2] = {_mm256_add_ps(_mm256_add_ps(t[r][0], t[r][1]), t[r][2]),
-                                  _mm256_sub_ps(_mm256_sub_ps(t[r][1], t[r][2]), t[r][3])};
-                for (int c = 0; c < 2; ++c)
-                    if (inside[r][c])
-                        finish(v[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
+            for (int r = 0; r < m; ++r) { /* ... A: along the columns */
+                vec e[6];
+                at(t[r], e);
+                for (int c = 0; c < m; ++c)
+                    if (inside[r * m + c])
+                        finish(e[c], sc, b, noise != NULL, _mm256_set1_ps(nz[r * m + c]), slope, slope_v, limit, lo,
+                               hi, out[r * m + c] + o);
             }
         }
     }
+}
+
+/* F(2x2, 3x3) (matrices in the header comment): B^T and A^T applied to four values. */
+static inline __attribute__((always_inline)) void bt4x4(const vec *d, vec *e) {
+    e[0] = _mm256_sub_ps(d[0], d[2]);
+    e[1] = _mm256_add_ps(d[1], d[2]);
+    e[2] = _mm256_sub_ps(d[2], d[1]);
+    e[3] = _mm256_sub_ps(d[1], d[3]);
+}
+
+static inline __attribute__((always_inline)) void at4x2(const vec *m, vec *y) {
+    y[0] = _mm256_add_ps(_mm256_add_ps(m[0], m[1]), m[2]);
+    y[1] = _mm256_sub_ps(_mm256_sub_ps(m[1], m[2]), m[3]);
+}
+
+static const double G2X2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+
+/* F(2x2, 3x3): weight [O][I][3][3] -> u [16][O x I, packed]; x -> v [16][count][I]; m [16][count][O] -> y. */
+void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+                  float *restrict u) {
+    filters_3x3(4, G2X2, o_count, i_count, weight, o0, o1, u);
+}
+
+void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
+                int64_t first, int64_t count, float *restrict v) {
+    input_tiles(4, 2, bt4x4, h, w, i_count, x, scale, first, count, v);
+}
+
+void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
+                 const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
+                 int64_t count, float *restrict y) {
+    output_tiles(4, 2, at4x2, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
 }
 
 /*
@@ -229,11 +271,10 @@ void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m,
  *   G = [1/2 0 0; -1/2 -1/2 -1/2; -1/6 1/6 -1/6; 1/6 1/3 2/3; 0 0 1],  A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 1].
  * Its transforms carry larger coefficients, so its rounding error is about that of the direct convolution (F(2x2,
  * 3x3)'s is several times smaller); the fractions are all in G, applied in double precision to the filters.
- * Tiles are numbered row by row, tw = (W + 2) / 3 to a row; tile (ty, tx) reads x[3ty-1 .. 3ty+3][3tx-1 .. 3tx+3].
  */
 
 /* B^T applied to five values, rows written around r3 = d3 - d1 (row 3 itself, a part of every other). */
-static inline __attribute__((always_inline)) void bt5(const vec d[5], vec e[5]) {
+static inline __attribute__((always_inline)) void bt5(const vec *d, vec *e) {
     const vec r3 = _mm256_sub_ps(d[3], d[1]);
     e[0] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), _mm256_sub_ps(d[0], d[2]), r3);
     e[1] = _mm256_sub_ps(r3, _mm256_add_ps(d[1], d[2]));
@@ -243,120 +284,31 @@ static inline __attribute__((always_inline)) void bt5(const vec d[5], vec e[5]) 
 }
 
 /* A^T applied to five values. */
-static inline __attribute__((always_inline)) void at5(const vec m[5], vec y[3]) {
+static inline __attribute__((always_inline)) void at5(const vec *m, vec *y) {
     const vec s = _mm256_add_ps(m[1], m[2]);
     y[0] = _mm256_add_ps(_mm256_add_ps(m[0], s), m[3]);
     y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), m[3], _mm256_sub_ps(m[1], m[2]));
     y[2] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(4.0f), m[3], s), m[4]);
 }
 
-/* Four input channels' values of tap k (of the layout `taps` writes), in double precision. */
-#define TAP(g, k, i_count, i) _mm256_cvtps_pd(_mm_loadu_ps((g) + (k) * (i_count) + (i)))
-/* Store four channels' double values, rounded once to float, into slot `slot` of a filter scratch [slots][8][I]. */
-#define PUT4(dst, slot, i_count, i, value) \
-    _mm_storeu_ps((dst) + (int64_t)(slot) * 8 * (i_count) + (i), _mm256_cvtpd_ps(value))
+static const double G3X3[5][3] = {{0.5, 0, 0}, {-0.5, -0.5, -0.5}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 6, 1.0 / 3, 2.0 / 3}, {0, 0, 1}};
 
-/* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
- * G g G^T in double precision, four input channels at a time, rounded once. */
+/* F(3x3, 3x3): weight -> u [25][O x I, packed]; x -> v [25][count][I]; m [25][count][O] -> y, as F(2x2, 3x3). */
 void wino3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                    float *restrict u) {
-    static const double g_mat[5][3] = {{0.5, 0, 0}, {-0.5, -0.5, -0.5}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                       {1.0 / 6, 1.0 / 3, 2.0 / 3}, {0, 0, 1}};
-    float g[9 * i_count];
-    float *scratch = malloc(sizeof(float) * 25 * 8 * i_count);
-    for (int64_t o = o0; o < o1; ++o) {
-        taps(weight + o * 9 * i_count, i_count, g);
-        float *dst = scratch + o % 8 * i_count;
-        for (int64_t i = 0; i < i_count; i += 4) {
-            __m256d k[9], t[5][3];
-            for (int j = 0; j < 9; ++j) k[j] = TAP(g, j, i_count, i);
-            for (int r = 0; r < 5; ++r) /* G g */
-                for (int c = 0; c < 3; ++c)
-                    t[r][c] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(g_mat[r][0]), k[c]),
-                                                          _mm256_mul_pd(_mm256_set1_pd(g_mat[r][1]), k[3 + c])),
-                                            _mm256_mul_pd(_mm256_set1_pd(g_mat[r][2]), k[6 + c]));
-            for (int r = 0; r < 5; ++r) /* ... G^T */
-                for (int c = 0; c < 5; ++c)
-                    PUT4(dst, 5 * r + c, i_count, i,
-                         _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[r][0], _mm256_set1_pd(g_mat[c][0])),
-                                                     _mm256_mul_pd(t[r][1], _mm256_set1_pd(g_mat[c][1]))),
-                                       _mm256_mul_pd(t[r][2], _mm256_set1_pd(g_mat[c][2]))));
-        }
-        if (o % 8 == 7) put_filters(25, o_count, i_count, o - 7, scratch, u);
-    }
-    free(scratch);
+    filters_3x3(5, G3X3, o_count, i_count, weight, o0, o1, u);
 }
 
-/* Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [25][count][I] for the tiles
- * first .. first + count - 1. */
 void wino3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                  int64_t first, int64_t count, float *restrict v) {
-    const int64_t tw = (w + 2) / 3;
-    const int64_t plane = wino_slot_stride(count, i_count);
-    const vec zero = _mm256_setzero_ps();
-    for (int64_t tile = 0; tile < count; ++tile) {
-        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *d[5][5];
-        int inside[5][5];
-        input_patch(5, 3 * ty - 1, 3 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
-        float *dst = v + tile * i_count;
-        for (int64_t i = 0; i < i_count; i += 8) {
-            const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
-            vec t[5][5]; /* B^T d: along the rows */
-            for (int c = 0; c < 5; ++c) {
-                vec dd[5], e[5];
-                for (int r = 0; r < 5; ++r)
-                    dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
-                bt5(dd, e);
-                for (int r = 0; r < 5; ++r) t[r][c] = e[r];
-            }
-            for (int r = 0; r < 5; ++r) { /* ... B: along the columns */
-                vec e[5];
-                bt5(t[r], e);
-                for (int c = 0; c < 5; ++c) _mm256_storeu_ps(dst + (5 * r + c) * plane + i, e[c]);
-            }
-        }
-    }
+    input_tiles(5, 3, bt5, h, w, i_count, x, scale, first, count, v);
 }
 
-/* Output transform: m [25][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, finished as in
- * wino_output. */
 void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
                   const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                   int64_t count, float *restrict y) {
-    const int64_t tw = (w + 2) / 3;
-    const int64_t plane = wino_slot_stride(count, o_count);
-    const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
-    for (int64_t tile = 0; tile < count; ++tile) {
-        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *src = m + tile * o_count;
-        const int64_t y0 = 3 * ty, x0 = 3 * tx;
-        float *out[3][3];
-        int inside[3][3];
-        vec nz[3][3];
-        output_block(3, y0, x0, h, w, o_count, y, &out[0][0], &inside[0][0]);
-        for (int a = 0; a < 3; ++a)
-            for (int b = 0; b < 3; ++b)
-                nz[a][b] = _mm256_set1_ps(noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f);
-        for (int64_t o = 0; o < o_count; o += 8) {
-            vec t[3][5]; /* A^T m: along the rows */
-            for (int c = 0; c < 5; ++c) {
-                vec mm[5], e[3];
-                for (int r = 0; r < 5; ++r) mm[r] = _mm256_loadu_ps(src + (5 * r + c) * plane + o);
-                at5(mm, e);
-                for (int r = 0; r < 3; ++r) t[r][c] = e[r];
-            }
-            const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
-            const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
-            for (int r = 0; r < 3; ++r) { /* ... A: along the columns */
-                vec e[3];
-                at5(t[r], e);
-                for (int c = 0; c < 3; ++c)
-                    if (inside[r][c])
-                        finish(e[c], sc, b, noise != NULL, nz[r][c], slope, slope_v, limit, lo, hi, out[r][c] + o);
-            }
-        }
-    }
+    output_tiles(5, 3, at5, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
 }
 
 /*
@@ -372,11 +324,10 @@ void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
  *          0 -2 4 5/2 -5 -1/2 1 0; 0 -1 0 21/4 0 -21/4 0 1],
  *   G = [1 0 0; -2/9 -2/9 -2/9; -2/9 2/9 -2/9; 1/90 1/45 2/45; 1/90 -1/45 2/45; 32/45 16/45 8/45;
  *        32/45 -16/45 8/45; 0 0 1].
- * Tiles are numbered row by row, tw = (W + 5) / 6 to a row; tile (ty, tx) reads x[6ty-1 .. 6ty+6][6tx-1 .. 6tx+6].
  */
 
 /* B^T applied to eight values, the rows in pairs (j, j + 1) = a +- b. */
-static inline __attribute__((always_inline)) void bt8(const vec d[8], vec e[8]) {
+static inline __attribute__((always_inline)) void bt8(const vec *d, vec *e) {
     const vec c21_4 = _mm256_set1_ps(5.25f), c17_4 = _mm256_set1_ps(4.25f), c5_4 = _mm256_set1_ps(1.25f);
     const vec c5_2 = _mm256_set1_ps(2.5f), c5 = _mm256_set1_ps(5.0f), c4 = _mm256_set1_ps(4.0f);
     const vec c2 = _mm256_set1_ps(2.0f), c1_2 = _mm256_set1_ps(0.5f), c1_4 = _mm256_set1_ps(0.25f);
@@ -397,7 +348,7 @@ static inline __attribute__((always_inline)) void bt8(const vec d[8], vec e[8]) 
 }
 
 /* A^T applied to eight values, from the sums and differences of the pairs of points +-p. */
-static inline __attribute__((always_inline)) void at8(const vec m[8], vec y[6]) {
+static inline __attribute__((always_inline)) void at8(const vec *m, vec *y) {
     const vec s1 = _mm256_add_ps(m[1], m[2]), d1 = _mm256_sub_ps(m[1], m[2]);
     const vec s2 = _mm256_add_ps(m[3], m[4]), d2 = _mm256_sub_ps(m[3], m[4]);
     const vec s3 = _mm256_add_ps(m[5], m[6]), d3 = _mm256_sub_ps(m[5], m[6]);
@@ -410,109 +361,27 @@ static inline __attribute__((always_inline)) void at8(const vec m[8], vec y[6]) 
                          m[7]);
 }
 
-/* Filter transform: weight [O][I][3][3] -> u [64][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
- * G g G^T in double precision, four input channels at a time, rounded once. */
+static const double G6X6[8][3] = {{1, 0, 0}, {-2.0 / 9, -2.0 / 9, -2.0 / 9}, {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+                                  {1.0 / 90, 1.0 / 45, 2.0 / 45}, {1.0 / 90, -1.0 / 45, 2.0 / 45},
+                                  {32.0 / 45, 16.0 / 45, 8.0 / 45}, {32.0 / 45, -16.0 / 45, 8.0 / 45}, {0, 0, 1}};
+
+/* F(6x6, 3x3): weight -> u [64][O x I, packed]; x -> v [64][count][I]; m [64][count][O] -> y, as F(2x2, 3x3). */
 void wino6_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                    float *restrict u) {
-    static const double g_mat[8][3] = {{1, 0, 0}, {-2.0 / 9, -2.0 / 9, -2.0 / 9}, {-2.0 / 9, 2.0 / 9, -2.0 / 9},
-                                       {1.0 / 90, 1.0 / 45, 2.0 / 45}, {1.0 / 90, -1.0 / 45, 2.0 / 45},
-                                       {32.0 / 45, 16.0 / 45, 8.0 / 45}, {32.0 / 45, -16.0 / 45, 8.0 / 45}, {0, 0, 1}};
-    float g[9 * i_count];
-    float *scratch = malloc(sizeof(float) * 64 * 8 * i_count);
-    for (int64_t o = o0; o < o1; ++o) {
-        taps(weight + o * 9 * i_count, i_count, g);
-        float *dst = scratch + o % 8 * i_count;
-        for (int64_t i = 0; i < i_count; i += 4) {
-            __m256d k[9], t[8][3];
-            for (int j = 0; j < 9; ++j) k[j] = TAP(g, j, i_count, i);
-            for (int r = 0; r < 8; ++r) /* G g */
-                for (int c = 0; c < 3; ++c)
-                    t[r][c] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(g_mat[r][0]), k[c]),
-                                                          _mm256_mul_pd(_mm256_set1_pd(g_mat[r][1]), k[3 + c])),
-                                            _mm256_mul_pd(_mm256_set1_pd(g_mat[r][2]), k[6 + c]));
-            for (int r = 0; r < 8; ++r) /* ... G^T */
-                for (int c = 0; c < 8; ++c)
-                    PUT4(dst, 8 * r + c, i_count, i,
-                         _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[r][0], _mm256_set1_pd(g_mat[c][0])),
-                                                     _mm256_mul_pd(t[r][1], _mm256_set1_pd(g_mat[c][1]))),
-                                       _mm256_mul_pd(t[r][2], _mm256_set1_pd(g_mat[c][2]))));
-        }
-        if (o % 8 == 7) put_filters(64, o_count, i_count, o - 7, scratch, u);
-    }
-    free(scratch);
+    filters_3x3(8, G6X6, o_count, i_count, weight, o0, o1, u);
 }
 
-/* Input transform: x [H][W][I] (zero padding 1), times scale[i] (if not NULL) -> v [64][count][I] for the tiles
- * first .. first + count - 1. */
 void wino6_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
                  int64_t first, int64_t count, float *restrict v) {
-    const int64_t tw = (w + 5) / 6;
-    const int64_t plane = wino_slot_stride(count, i_count);
-    const vec zero = _mm256_setzero_ps();
-    for (int64_t tile = 0; tile < count; ++tile) {
-        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *d[8][8];
-        int inside[8][8];
-        input_patch(8, 6 * ty - 1, 6 * tx - 1, h, w, i_count, x, &d[0][0], &inside[0][0]);
-        float *dst = v + tile * i_count;
-        for (int64_t i = 0; i < i_count; i += 8) {
-            const vec sc = scale ? _mm256_loadu_ps(scale + i) : _mm256_set1_ps(1.0f);
-            vec t[8][8]; /* B^T d: along the rows */
-            for (int c = 0; c < 8; ++c) {
-                vec dd[8], e[8];
-                for (int r = 0; r < 8; ++r)
-                    dd[r] = inside[r][c] ? _mm256_mul_ps(_mm256_loadu_ps(d[r][c] + i), sc) : zero;
-                bt8(dd, e);
-                for (int r = 0; r < 8; ++r) t[r][c] = e[r];
-            }
-            for (int r = 0; r < 8; ++r) { /* ... B: along the columns */
-                vec e[8];
-                bt8(t[r], e);
-                for (int c = 0; c < 8; ++c) _mm256_storeu_ps(dst + (8 * r + c) * plane + i, e[c]);
-            }
-        }
-    }
+    input_tiles(8, 6, bt8, h, w, i_count, x, scale, first, count, v);
 }
 
-/* Output transform: m [64][count][O] -> y [H][W][O] for the tiles first .. first + count - 1, finished as in
- * wino_output. */
 void wino6_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
                   const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
                   int64_t count, float *restrict y) {
-    const int64_t tw = (w + 5) / 6;
-    const int64_t plane = wino_slot_stride(count, o_count);
-    const vec slope_v = _mm256_set1_ps(slope), hi = _mm256_set1_ps(limit), lo = _mm256_set1_ps(-limit);
-    for (int64_t tile = 0; tile < count; ++tile) {
-        const int64_t ty = (first + tile) / tw, tx = (first + tile) % tw;
-        const float *src = m + tile * o_count;
-        const int64_t y0 = 6 * ty, x0 = 6 * tx;
-        float *out[6][6];
-        int inside[6][6];
-        float nz[6][6];
-        output_block(6, y0, x0, h, w, o_count, y, &out[0][0], &inside[0][0]);
-        for (int a = 0; a < 6; ++a)
-            for (int b = 0; b < 6; ++b) nz[a][b] = noise && inside[a][b] ? noise[(y0 + a) * w + x0 + b] : 0.0f;
-        for (int64_t o = 0; o < o_count; o += 8) {
-            vec t[6][8]; /* A^T m: along the rows */
-            for (int c = 0; c < 8; ++c) {
-                vec mm[8], e[6];
-                for (int r = 0; r < 8; ++r) mm[r] = _mm256_loadu_ps(src + (8 * r + c) * plane + o);
-                at8(mm, e);
-                for (int r = 0; r < 6; ++r) t[r][c] = e[r];
-            }
-            const vec b = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
-            const vec sc = scale ? _mm256_loadu_ps(scale + o) : _mm256_set1_ps(1.0f);
-            for (int r = 0; r < 6; ++r) { /* ... A: along the columns */
-                vec e[6];
-                at8(t[r], e);
-                for (int c = 0; c < 6; ++c)
-                    if (inside[r][c])
-                        finish(e[c], sc, b, noise != NULL, _mm256_set1_ps(nz[r][c]), slope, slope_v, limit, lo, hi,
-                               out[r][c] + o);
-            }
-        }
-    }
+    output_tiles(8, 6, at8, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
 }
+
 
 /*
  * Stride-2 transposed 3x3 convolution (weights unflipped; output 2H+1 square) by its four output phases:
