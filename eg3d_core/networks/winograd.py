@@ -7,9 +7,10 @@ The tile transforms and the matrix products between them are compiled loops (``w
 transforms only add, subtract and scale by small constants (the fractions are applied to the filters, in double
 precision), and the products sum in short runs, so the result stays within float32 rounding of the direct convolution
 (tested against float64: F(2x2, 3x3) several times below oneDNN's direct convolution's error, F(3x3, 3x3) about equal
-to it on the layers it serves). Used for float32 CPU inference on the wide layers where it is faster
-(``use_winograd``); everything else takes ``F.conv2d``. The stride-2 transposed convolutions of the upsampling layers
-get the same treatment by output phase (``conv_transpose3x3_up``, ``use_winograd_up``).
+to it on the layers it serves; F(6x6, 3x3), reduced precision only, 5-9x above it). Used for float32 CPU inference on
+the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The stride-2 transposed
+convolutions of the upsampling layers get the same treatment by output phase (``conv_transpose3x3_up``,
+``use_winograd_up``).
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ _REDUCED = contextvars.ContextVar("eg3d_winograd_reduced", default=False)
 @contextlib.contextmanager
 def reduced_precision() -> Iterator[None]:
     """Inside (in this thread or context only, like autocast), ``conv3x3`` trades accuracy for speed: F(6x6, 3x3) on
-    the images of at least 64 px from 128 channels and of 128 px from 64 channels (1.2-1.8x faster than the float32
-    choice there; rounding error 3-7x the direct convolution's, still hundreds of times below bfloat16's). This is
-    ``precision="reduced"`` on CPUs without native bfloat16, where bfloat16 itself would be many times slower."""
+    the images of at least 64 px from 128 channels and of 128 px from 64 channels (1.0-1.7x faster than the float32
+    choice there, mostly 1.2-1.4x; rounding error 5-9x the direct convolution's, 3-7e-6 of a layer's largest output,
+    a hundred times below bfloat16's rounding). This is ``precision="reduced"`` on CPUs without native bfloat16,
+    where bfloat16 itself would be many times slower."""
     token = _REDUCED.set(True)
     try:
         yield
