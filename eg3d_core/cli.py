@@ -153,7 +153,8 @@ def _render_options(args: argparse.Namespace) -> Any:
     from .samples import RenderOptions
 
     return RenderOptions(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult,
-                         precision=args.precision, noise_mode=getattr(args, "noise_mode", "const"))
+                         precision=args.precision, noise_mode=getattr(args, "noise_mode", "const"),
+                         sr_precision=args.sr_precision)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -378,6 +379,9 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
                    help=f"multiply the depth samples per ray by K (default {sample_mult})")
     p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
                    help=REDUCED_HELP)
+    p.add_argument("--sr-precision", choices=("fp32", "reduced"), default=None,
+                   help="the super-resolution's precision (default: --precision's); fp32 with --precision reduced "
+                        "avoids the slight blur of fp16 super-resolution")
 
 
 def _truncation_args(p: argparse.ArgumentParser) -> None:

@@ -197,7 +197,7 @@ def render_demo(G: Generator, camera: DemoCamera, settings: DemoSettings, device
                 # The camera mode, and models that ignore the conditioning, keep their tri-planes.
                 planes, last_ws = G.planes(ws, settings.render.noise_mode, settings.render.precision), ws
             assert planes is not None
-            out = G.render_planes(planes, ws, render.expand(b, 25), **kwargs)
+            out = G.render_planes(planes, ws, render.expand(b, 25), sr_precision=settings.render.sr_precision, **kwargs)
             img = ((out["image"].float() + 1) / 2 * 255).clamp(0, 255)
             images.append(img.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # to(uint8) truncates like astype
             depths.append(out["image_depth"].float().cpu())

@@ -69,6 +69,7 @@ class RenderOptions:
     precision: str = "fp32"
     noise_mode: str = "const"
     deterministic: bool = True
+    sr_precision: str | None = None  # the super-resolution's precision (None: ``precision``)
 
     def __post_init__(self) -> None:
         if self.neural_rendering_resolution is not None and self.neural_rendering_resolution < 4:
@@ -77,6 +78,9 @@ class RenderOptions:
             raise ValueError(f"sample multiplier must be >= 1, got {self.sample_mult}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.sr_precision is not None and self.sr_precision not in PRECISIONS:
+            raise ValueError(f"super-resolution precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.sr_precision!r}")
 
     def render_kwargs(self, config: GeneratorConfig) -> dict:
         """Keyword arguments for ``Generator.render_planes`` / ``synthesis``."""
@@ -95,7 +99,7 @@ def render_outputs(G: Generator, planes: torch.Tensor, ws: torch.Tensor, c: torc
     """Render cached planes; the super-resolution runs only when ``image_mode`` is the final ``image``."""
     with torch.no_grad():
         if image_mode == "image":
-            return G.render_planes(planes, ws, c, **options.render_kwargs(G.config))
+            return G.render_planes(planes, ws, c, sr_precision=options.sr_precision, **options.render_kwargs(G.config))
         features, depth = G.render(planes, c, **options.render_kwargs(G.config))
     return {"image_raw": features[:, :3], "image_depth": depth}
 

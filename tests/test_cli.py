@@ -202,6 +202,35 @@ def test_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
 
 
+def test_samples_super_resolution_precision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sr-precision reaches the super-resolution (``RenderOptions.sr_precision``); bfloat16 forced on the model so
+    that reduced and fp32 really differ on any CPU."""
+    from eg3d_core import cameras
+    from eg3d_core.samples import render_outputs
+
+    rc, _, _ = run(["samples", "--network", PKL, "--seeds", "0", "--nrr", "16", "--precision", "reduced",
+                    "--sr-precision", "fp32", "--outdir", str(tmp_path), "-q"], capsys)
+    assert rc == 0 and names(tmp_path) == ["seed0000.png"]
+    with pytest.raises(SystemExit) as info:
+        main(["samples", "--network", PKL, "--seeds", "0", "--sr-precision", "fp16", "--outdir", str(tmp_path)])
+    assert info.value.code == 2 and "--sr-precision: invalid choice: 'fp16'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="super-resolution precision must be one of fp32, reduced"):
+        RenderOptions(16, sr_precision="half")
+
+    G = eg3d_core.load_generator(PKL)
+    G.reduced_dtype = torch.bfloat16
+    d = cameras.camera_defaults(G.config)
+    c = cameras.camera(d, 0.0, -0.2)
+    with torch.no_grad():
+        ws = seeds_to_ws(G, [0], cameras.conditioning(d))
+        planes = G.planes(ws, precision="reduced")
+        mixed = render_outputs(G, planes, ws, c, RenderOptions(16, precision="reduced", sr_precision="fp32"))
+        reduced = render_outputs(G, planes, ws, c, RenderOptions(16, precision="reduced"))
+        features, _ = G.render(planes, c, 16, precision="reduced")
+        assert torch.equal(mixed["image"], G.super_resolve(features, ws, "fp32"))
+    assert not torch.equal(mixed["image"], reduced["image"])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # video
 

@@ -135,6 +135,29 @@ def test_reduced_precision_close_to_fp32(cars_generator, dtype, min_psnr, min_ps
     assert all(v.dtype == torch.float32 for v in b.values())  # outputs in float32 whatever the compute dtype
 
 
+def test_super_resolution_precision_can_differ(cars_generator):
+    """``sr_precision`` sets the super-resolution's precision apart from the other stages' (bfloat16 forced so that
+    the two precisions really differ on any CPU): the same as running the stages one by one."""
+    G = cars_generator
+    _, z, c_cond, c_render = _inputs("tiny_cars128")
+    G.reduced_dtype = torch.bfloat16
+    try:
+        with torch.no_grad():
+            ws = G.mapping(z, c_cond, 0.7)
+            mixed = G.synthesis(ws, c_render, neural_rendering_resolution=32, precision="reduced", sr_precision="fp32")
+            planes = G.planes(ws, precision="reduced")
+            features, depth = G.render(planes, c_render, 32, precision="reduced")
+            by_stage = G.super_resolve(features, ws, "fp32")
+            reduced = G.synthesis(ws, c_render, neural_rendering_resolution=32, precision="reduced")
+    finally:
+        G.reduced_dtype = None
+    assert torch.equal(mixed["image"], by_stage) and torch.equal(mixed["image_depth"], depth)
+    assert torch.equal(mixed["image_raw"], reduced["image_raw"])  # the stages before it: reduced either way
+    assert not torch.equal(mixed["image"], reduced["image"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        G.synthesis(ws, c_render, neural_rendering_resolution=32, sr_precision="fp16")
+
+
 def test_reduced_precision_in_float32_takes_the_larger_tiles():
     """Where "reduced" computes in float32 (CPUs without native bfloat16), its 3x3 convolutions on the larger images
     take F(6x6, 3x3) (networks.winograd.reduced_precision): a different result, but still within the float32 parity
