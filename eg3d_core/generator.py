@@ -17,7 +17,7 @@ from .rendering import native
 from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
-from .rendering.triplane import plane_table, sample_planes
+from .rendering.triplane import PlaneTables, sample_planes
 
 PRECISIONS = ("fp32", "reduced")
 NOISE_MODES = ("const", "random", "none")
@@ -74,6 +74,8 @@ class Generator(nn.Module):
         self.num_ws = self.backbone.synthesis.num_ws
         # Dtype used for precision="reduced"; None picks default_reduced_dtype(device).
         self.reduced_dtype: torch.dtype | None = None
+        # A camera move renders the same planes again: their table is kept (the viewer alternates two plane tensors).
+        self._plane_table = PlaneTables(2)
         self.eval().requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ class Generator(nn.Module):
         res = neural_rendering_resolution or r.neural_rendering_resolution
         self._check("c", c, (planes.shape[0], 25))
         origins, dirs = sample_rays(c.float(), res)
-        table = plane_table(planes)
+        table = self._plane_table(planes)
         feats, depth, _ = render_rays(
             lambda pts: self.sample_planes(pts, planes, precision, table), origins, dirs, r.ray_start, r.ray_end,
             depth_resolution or r.depth_resolution,

@@ -282,3 +282,45 @@ def test_compiled_compositing_matches_the_pytorch_one(cars_generator, monkeypatc
     for a, b in zip(fast, plain, strict=True):
         assert a.shape == b.shape
         assert (a - b).abs().max() < 5e-6 * (1 + b.abs().max())
+
+
+def test_plane_tables_are_kept_per_live_unchanged_tensor():
+    import copy
+    import pickle
+
+    from eg3d_core.rendering.triplane import PlaneTables, plane_table
+
+    tables = PlaneTables(2)
+    a, b, c = (torch.randn(1, 3, 8, 6, 5) for _ in range(3))
+    ta = tables(a)
+    assert torch.equal(ta, plane_table(a)) and tables(a) is ta  # built once, then kept
+    tb = tables(b)
+    assert tables(a) is ta and tables(b) is tb  # two tensors alternate without rebuilding
+    twin = a.clone()
+    assert tables(twin) is not ta  # the same values in another tensor: its own entry (identity, not contents)
+    assert tables(a) is not ta  # ... which pushed the oldest (a) out: size 2
+    a.mul_(2)  # modified in place: the kept table is stale
+    ta = tables(a)
+    assert torch.equal(ta, plane_table(a))
+    d = torch.randn(1, 3, 8, 6, 5)
+    tables(d)
+    del d  # its table goes with it, so the next new tensor does not push out a
+    tables(c)
+    assert tables(a) is ta
+    assert copy.deepcopy(tables)._entries == [] and pickle.loads(pickle.dumps(tables))._entries == []
+
+
+def test_rendering_the_same_planes_again_sees_in_place_changes(cars_generator):
+    """The generator keeps the plane table of planes it renders; a change to the planes in place must still show."""
+    G = cars_generator
+    ref = reference("tiny_cars128")
+    c = torch.from_numpy(ref["c_render"])
+    with torch.no_grad():
+        planes = G.planes(G.mapping(torch.from_numpy(ref["z"]), torch.from_numpy(ref["c_cond"])))
+        first, _ = G.render(planes, c, 16)
+        again, _ = G.render(planes, c, 16)
+        planes.mul_(0.5)
+        changed, _ = G.render(planes, c, 16)
+        fresh, _ = G.render(planes.clone(), c, 16)
+    assert torch.equal(first, again)
+    assert torch.equal(changed, fresh) and not torch.equal(changed, first)
