@@ -56,18 +56,18 @@ def library() -> ctypes.CDLL | None:
     lib = native.load(SOURCE)
     if lib is not None:
         i64, fp, f32 = ctypes.c_int64, ctypes.POINTER(ctypes.c_float), ctypes.c_float
-        weights, inputs = [i64, i64, fp, i64, i64, fp], [i64, i64, i64, fp, fp, i64, i64, fp]
         lib.wino_slot_stride.argtypes, lib.wino_slot_stride.restype = [i64, i64], i64
+        # The transforms take the tile size first (see winograd_kernel.c).
         signatures = {"wino_gemm": [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp],
                       "wino_conv": [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp,
                                     fp],
-                      "wino_up_conv": [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp]}
-        for prefix in ("wino", "wino3", "wino6"):  # F(2x2, 3x3), F(3x3, 3x3), F(6x6, 3x3)
-            signatures |= {f"{prefix}_weights": weights, f"{prefix}_input": inputs,
-                           f"{prefix}_output": [i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp]}
-        for prefix in ("wino_up", "wino_up3"):  # transposed, 2x2- and 3x3-position tiles
-            signatures |= {f"{prefix}_weights": weights, f"{prefix}_input": inputs,
-                           f"{prefix}_output": [i64, i64, i64, fp, fp, i64, i64, fp]}
+                      "wino_up_conv": [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp],
+                      "wino_weights": [i64, i64, i64, fp, i64, i64, fp],
+                      "wino_input": [i64, i64, i64, i64, fp, fp, i64, i64, fp],
+                      "wino_output": [i64, i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp],
+                      "wino_up_weights": [i64, i64, i64, fp, i64, i64, fp],
+                      "wino_up_input": [i64, i64, i64, i64, fp, fp, i64, i64, fp],
+                      "wino_up_output": [i64, i64, i64, i64, fp, fp, i64, i64, fp]}
         for name, args in signatures.items():
             getattr(lib, name).argtypes = args
             getattr(lib, name).restype = None
@@ -154,11 +154,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     size = size or tile_size(x, weight)
     th, tw = -(-h // size), -(-w // size)
     slots = (size + 2) ** 2
-    transforms = {2: (lib.wino_weights, lib.wino_input, lib.wino_output),
-                  3: (lib.wino3_weights, lib.wino3_input, lib.wino3_output),
-                  6: (lib.wino6_weights, lib.wino6_input, lib.wino6_output)}[size]
     src = x.contiguous(memory_format=torch.channels_last)
-    u, scale_in, scale_out = _prepare(transforms[0], slots, weight, styles, demodulate, gain, cache)
+    u, scale_in, scale_out = _prepare(lib.wino_weights, size, slots, weight, styles, demodulate, gain, cache)
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
@@ -167,9 +164,9 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     kc = products_run(size, i)
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        lib.wino_input(size, h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, slots, th * tw, i, o, parts, kc)
-        transforms[2](h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
+        lib.wino_output(size, h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
         lib.wino_conv(size, kc, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
@@ -194,16 +191,14 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     size = size or up_tile_size(x, weight)
     th, tw = (h + size) // size, (w + size) // size
     slots = 49 if size == 3 else 25
-    transforms = (lib.wino_up3_weights, lib.wino_up3_input, lib.wino_up3_output) if size == 3 else (
-        lib.wino_up_weights, lib.wino_up_input, lib.wino_up_output)
     src = x.contiguous(memory_format=torch.channels_last)
-    u, scale_in, scale_out = _prepare(transforms[0], slots, weight, styles, demodulate, gain, cache)
+    u, scale_in, scale_out = _prepare(lib.wino_up_weights, size, slots, weight, styles, demodulate, gain, cache)
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        transforms[1](h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        lib.wino_up_input(size, h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
         _products(v, u, m, slots, th * tw, i, o, parts)
-        transforms[2](h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
+        lib.wino_up_output(size, h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
         lib.wino_up_conv(size, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), _ptr(scale_out), first,
@@ -218,25 +213,25 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
     return None if t is None else float_ptr(t)
 
 
-def _prepare(transform: Callable, slots: int, weight: torch.Tensor, styles: torch.Tensor | None, demodulate: bool,
-             gain: float, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The packed filters [slots, O * I] of the raw weight (kept in ``cache`` while the weight is unchanged), the input
-    scale [I] (the styles; None: ones) and the output scale [O] (``modulation.output_scale``)."""
-    u, sumsq = modulation.cached(cache, transform.__name__, weight, lambda w: (_filters(transform, slots, w.contiguous()),
-                                                                  modulation.sum_of_squares(w)))
+def _prepare(transform: Callable, size: int, slots: int, weight: torch.Tensor, styles: torch.Tensor | None,
+             demodulate: bool, gain: float, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The packed filters [slots, O * I] of the raw weight for tiles of ``size`` (kept in ``cache`` while the weight is
+    unchanged), the input scale [I] (the styles; None: ones) and the output scale [O] (``modulation.output_scale``)."""
+    u, sumsq = modulation.cached(cache, (transform.__name__, size), weight,
+                                 lambda w: (_filters(transform, size, slots, w.contiguous()), modulation.sum_of_squares(w)))
     s = None if styles is None else styles.float().reshape(-1).contiguous()
     return u, s, modulation.output_scale(sumsq, s, demodulate, gain)
 
 
-def _filters(transform: Callable, slots: int, weight: torch.Tensor) -> torch.Tensor:
-    """The transformed filters of weight [O, I, 3, 3] (float32, contiguous): [slots, O * I], packed for ``wino_gemm``
-    (see winograd_kernel.c), output channels split over the intra-op threads."""
+def _filters(transform: Callable, size: int, slots: int, weight: torch.Tensor) -> torch.Tensor:
+    """The transformed filters of weight [O, I, 3, 3] (float32, contiguous) for tiles of ``size``: [slots, O * I],
+    packed for ``wino_gemm`` (see winograd_kernel.c), output channels split over the intra-op threads."""
     o, i = weight.shape[:2]
     u = torch.empty(slots, o * i)
     parts = max(1, min(torch.get_num_threads(), o // 64))
 
     def run(k: int) -> None:
-        transform(o, i, float_ptr(weight), o // 8 * k // parts * 8, o // 8 * (k + 1) // parts * 8, float_ptr(u))
+        transform(size, o, i, float_ptr(weight), o // 8 * k // parts * 8, o // 8 * (k + 1) // parts * 8, float_ptr(u))
 
     run_parts(run, parts)
     return u

@@ -247,22 +247,6 @@ static inline __attribute__((always_inline)) void at4x2(const vec *m, vec *y) {
 
 static const double G2X2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 
-/* F(2x2, 3x3): weight [O][I][3][3] -> u [16][O x I, packed]; x -> v [16][count][I]; m [16][count][O] -> y. */
-void wino_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                  float *restrict u) {
-    filters_3x3(4, G2X2, o_count, i_count, weight, o0, o1, u);
-}
-
-void wino_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                int64_t first, int64_t count, float *restrict v) {
-    input_tiles(4, 2, bt4x4, h, w, i_count, x, scale, first, count, v);
-}
-
-void wino_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                 const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
-                 int64_t count, float *restrict y) {
-    output_tiles(4, 2, at4x2, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
-}
 
 /*
  * Winograd F(3x3, 3x3): each 3x3 output tile from a 5x5 input tile (interpolation points 0, 1, -1, 2 and infinity),
@@ -294,22 +278,6 @@ static inline __attribute__((always_inline)) void at5(const vec *m, vec *y) {
 static const double G3X3[5][3] = {{0.5, 0, 0}, {-0.5, -0.5, -0.5}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                   {1.0 / 6, 1.0 / 3, 2.0 / 3}, {0, 0, 1}};
 
-/* F(3x3, 3x3): weight -> u [25][O x I, packed]; x -> v [25][count][I]; m [25][count][O] -> y, as F(2x2, 3x3). */
-void wino3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                   float *restrict u) {
-    filters_3x3(5, G3X3, o_count, i_count, weight, o0, o1, u);
-}
-
-void wino3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                 int64_t first, int64_t count, float *restrict v) {
-    input_tiles(5, 3, bt5, h, w, i_count, x, scale, first, count, v);
-}
-
-void wino3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                  const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
-                  int64_t count, float *restrict y) {
-    output_tiles(5, 3, at5, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
-}
 
 /*
  * Winograd F(6x6, 3x3), for reduced precision only: each 6x6 output tile from an 8x8 input tile (points 0, +-1, +-2,
@@ -365,23 +333,32 @@ static const double G6X6[8][3] = {{1, 0, 0}, {-2.0 / 9, -2.0 / 9, -2.0 / 9}, {-2
                                   {1.0 / 90, 1.0 / 45, 2.0 / 45}, {1.0 / 90, -1.0 / 45, 2.0 / 45},
                                   {32.0 / 45, 16.0 / 45, 8.0 / 45}, {32.0 / 45, -16.0 / 45, 8.0 / 45}, {0, 0, 1}};
 
-/* F(6x6, 3x3): weight -> u [64][O x I, packed]; x -> v [64][count][I]; m [64][count][O] -> y, as F(2x2, 3x3). */
-void wino6_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                   float *restrict u) {
-    filters_3x3(8, G6X6, o_count, i_count, weight, o0, o1, u);
+
+
+/* The exported transforms of an F(size x size, 3x3), size 2, 3 or 6: weight [O][I][3][3] -> u [(size + 2)^2][O x I,
+ * packed] for output channels o0 .. o1 - 1 (filters_3x3); x -> v [(size + 2)^2][count][I] (input_tiles);
+ * m [(size + 2)^2][count][O] -> y (output_tiles). */
+void wino_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
+                  int64_t o1, float *restrict u) {
+    if (size == 6) filters_3x3(8, G6X6, o_count, i_count, weight, o0, o1, u);
+    else if (size == 3) filters_3x3(5, G3X3, o_count, i_count, weight, o0, o1, u);
+    else filters_3x3(4, G2X2, o_count, i_count, weight, o0, o1, u);
 }
 
-void wino6_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                 int64_t first, int64_t count, float *restrict v) {
-    input_tiles(8, 6, bt8, h, w, i_count, x, scale, first, count, v);
+void wino_input(int64_t size, int64_t h, int64_t w, int64_t i_count, const float *restrict x,
+                const float *restrict scale, int64_t first, int64_t count, float *restrict v) {
+    if (size == 6) input_tiles(8, 6, bt8, h, w, i_count, x, scale, first, count, v);
+    else if (size == 3) input_tiles(5, 3, bt5, h, w, i_count, x, scale, first, count, v);
+    else input_tiles(4, 2, bt4x4, h, w, i_count, x, scale, first, count, v);
 }
 
-void wino6_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                  const float *restrict bias, const float *restrict noise, float slope, float limit, int64_t first,
-                  int64_t count, float *restrict y) {
-    output_tiles(8, 6, at8, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
+void wino_output(int64_t size, int64_t h, int64_t w, int64_t o_count, const float *restrict m,
+                 const float *restrict scale, const float *restrict bias, const float *restrict noise, float slope,
+                 float limit, int64_t first, int64_t count, float *restrict y) {
+    if (size == 6) output_tiles(8, 6, at8, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
+    else if (size == 3) output_tiles(5, 3, at5, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
+    else output_tiles(4, 2, at4x2, h, w, o_count, m, scale, bias, noise, slope, limit, first, count, y);
 }
-
 
 /*
  * Stride-2 transposed 3x3 convolution (weights unflipped; output 2H+1 square) by its four output phases:
@@ -395,8 +372,8 @@ void wino6_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m
  */
 
 /* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8). */
-void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                     float *restrict u) {
+static void up2_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+                        float *restrict u) {
     float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 25 * 8 * i_count);
     for (int64_t o = o0; o < o1; ++o) {
@@ -434,8 +411,8 @@ void wino_up_weights(int64_t o_count, int64_t i_count, const float *restrict wei
 
 /* Input transform of the tiles first .. first + count - 1 (row by row, tw = (W + 2) / 2 to a row): x [H][W][I] times
  * scale[i] (if not NULL) -> v [25][count][I]; tile (ta, tb) reads x[2ta-1 .. 2ta+1][2tb-1 .. 2tb+1] (zero outside). */
-void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                   int64_t first, int64_t count, float *restrict v) {
+static void up2_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
+                      int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 2) / 2;
     const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
@@ -478,8 +455,8 @@ void wino_up_input(int64_t h, int64_t w, int64_t i_count, const float *restrict 
 
 /* Output transform of the tiles first .. first + count - 1: m [25][count][O] -> y [2H+1][2W+1][O], times scale[o] (if
  * not NULL); tile (ta, tb) writes the output block rows 4ta .. 4ta+3, columns 4tb .. 4tb+3 (those inside). */
-void wino_up_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                    int64_t first, int64_t count, float *restrict y) {
+static void up2_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
+                       int64_t first, int64_t count, float *restrict y) {
     const int64_t tw = (w + 2) / 2;
     const int64_t plane = wino_slot_stride(count, o_count);
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
@@ -551,8 +528,8 @@ static inline __attribute__((always_inline)) void at4(vec m0, vec m1, vec m2, ve
 
 /* Filter transform: weight [O][I][3][3] -> u [49][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
  * in double precision, four input channels at a time, rounded once. */
-void wino_up3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
-                      float *restrict u) {
+static void up3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+                        float *restrict u) {
     const __m256d half = _mm256_set1_pd(0.5);
     float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 49 * 8 * i_count);
@@ -587,8 +564,8 @@ void wino_up3_weights(int64_t o_count, int64_t i_count, const float *restrict we
 
 /* Input transform of the tiles first .. first + count - 1: x [H][W][I] times scale[i] (if not NULL) ->
  * v [49][count][I]. */
-void wino_up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
-                    int64_t first, int64_t count, float *restrict v) {
+static void up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict x, const float *restrict scale,
+                      int64_t first, int64_t count, float *restrict v) {
     const int64_t tw = (w + 3) / 3;
     const int64_t plane = wino_slot_stride(count, i_count);
     const vec zero = _mm256_setzero_ps();
@@ -629,8 +606,8 @@ void wino_up3_input(int64_t h, int64_t w, int64_t i_count, const float *restrict
 
 /* Output transform of the tiles first .. first + count - 1: m [49][count][O] -> y [2H+1][2W+1][O], times scale[o] (if
  * not NULL); tile (ta, tb) writes the output rows 6ta .. 6ta+5, columns 6tb .. 6tb+5 (those inside). */
-void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
-                     int64_t first, int64_t count, float *restrict y) {
+static void up3_output(int64_t h, int64_t w, int64_t o_count, const float *restrict m, const float *restrict scale,
+                       int64_t first, int64_t count, float *restrict y) {
     const int64_t tw = (w + 3) / 3;
     const int64_t plane = wino_slot_stride(count, o_count);
     const int64_t oh = 2 * h + 1, ow = 2 * w + 1;
@@ -668,6 +645,23 @@ void wino_up3_output(int64_t h, int64_t w, int64_t o_count, const float *restric
 #undef PUT
         }
     }
+}
+
+/* The exported transforms of the stride-2 transposed convolution on tiles of size x size input positions, size 2
+ * (up2_*, 25 slots) or 3 (up3_*, 49 slots). */
+void wino_up_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
+                     int64_t o1, float *restrict u) {
+    (size == 3 ? up3_weights : up2_weights)(o_count, i_count, weight, o0, o1, u);
+}
+
+void wino_up_input(int64_t size, int64_t h, int64_t w, int64_t i_count, const float *restrict x,
+                   const float *restrict scale, int64_t first, int64_t count, float *restrict v) {
+    (size == 3 ? up3_input : up2_input)(h, w, i_count, x, scale, first, count, v);
+}
+
+void wino_up_output(int64_t size, int64_t h, int64_t w, int64_t o_count, const float *restrict m,
+                    const float *restrict scale, int64_t first, int64_t count, float *restrict y) {
+    (size == 3 ? up3_output : up2_output)(h, w, o_count, m, scale, first, count, y);
 }
 
 /*
@@ -768,15 +762,14 @@ void wino_conv(int64_t size, int64_t kc, int64_t h, int64_t w, int64_t i_count, 
     float *v = scratch, *m = scratch + slots * wino_slot_stride(chunk, i_count);
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
-        (size == 6 ? wino6_input : size == 3 ? wino3_input : wino_input)(h, w, i_count, x, scale_in, c0, n, v);
+        wino_input(size, h, w, i_count, x, scale_in, c0, n, v);
         wino_gemm(slots, n, i_count, o_count, 0, o_count, kc, v, u, m);
-        (size == 6 ? wino6_output : size == 3 ? wino3_output : wino_output)(h, w, o_count, m, scale_out, bias, noise,
-                                                                           slope, limit, c0, n, y);
+        wino_output(size, h, w, o_count, m, scale_out, bias, noise, slope, limit, c0, n, y);
     }
 }
 
 /* The same for the stride-2 transposed convolution, with tiles of size x size input positions (size 2: 25 slots, see
- * wino_up_input; size 3: 49 slots, see wino_up3_input). */
+ * up2_input; size 3: 49 slots, see up3_input). */
 void wino_up_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o_count, const float *restrict x,
                   const float *restrict scale_in, const float *restrict u, const float *restrict scale_out,
                   int64_t first, int64_t count, int64_t chunk, float *restrict scratch, float *restrict y) {
@@ -784,8 +777,8 @@ void wino_up_conv(int64_t size, int64_t h, int64_t w, int64_t i_count, int64_t o
     float *v = scratch, *m = scratch + slots * wino_slot_stride(chunk, i_count);
     for (int64_t c0 = first; c0 < first + count; c0 += chunk) {
         const int64_t n = min64(chunk, first + count - c0);
-        (size == 3 ? wino_up3_input : wino_up_input)(h, w, i_count, x, scale_in, c0, n, v);
+        wino_up_input(size, h, w, i_count, x, scale_in, c0, n, v);
         wino_gemm(slots, n, i_count, o_count, 0, o_count, KC, v, u, m);
-        (size == 3 ? wino_up3_output : wino_up_output)(h, w, o_count, m, scale_out, c0, n, y);
+        wino_up_output(size, h, w, o_count, m, scale_out, c0, n, y);
     }
 }
