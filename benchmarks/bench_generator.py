@@ -25,11 +25,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import eg3d_core.generator as generator_module  # noqa: E402
-import eg3d_core.rendering.native as native_field  # noqa: E402
+import eg3d_core.kernels.field as native_field  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
+from eg3d_core.kernels import winograd
 from eg3d_core.mesh import density_grid  # noqa: E402
-from eg3d_core.networks import layers, winograd  # noqa: E402
+from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402

@@ -1,4 +1,4 @@
-"""Rendering throughput of the toy-car family (eg3d_core.toycars.render) on this machine.
+"""Rendering throughput of the toy-car family (eg3d_core.training.toycars.render) on this machine.
 
 Prints images/s at 64 and 128 px for a batch of 64 random cars from random cameras, for 1 thread and for
 the current torch thread count (best of ``--repeats`` runs; the first, warm-up run is not counted).
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eg3d_core import toycars  # noqa: E402
+from eg3d_core.training import toycars  # noqa: E402
 
 
 def bench(batch: int, resolution: int, repeats: int, device: str) -> float:

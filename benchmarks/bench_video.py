@@ -28,12 +28,12 @@ import torch  # noqa: E402
 # Runnable as a plain script from anywhere without installing the package.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from eg3d_core.apps.convert import load_model  # noqa: E402
+from eg3d_core.apps.samples import RenderOptions  # noqa: E402
+from eg3d_core.apps.video import keyframe_latents, latent_interpolation_frames, orbit_frames, write_video  # noqa: E402
 from eg3d_core.checkpoints import DEMO_MODEL  # noqa: E402
-from eg3d_core.convert import load_model  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.presets import PRESETS  # noqa: E402
-from eg3d_core.samples import RenderOptions  # noqa: E402
-from eg3d_core.video import keyframe_latents, latent_interpolation_frames, orbit_frames, write_video  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 

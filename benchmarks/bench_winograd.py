@@ -2,7 +2,7 @@
 
 Three tables, each pair timed alternately in the same process (best of ``--repeats``), single image, float32:
 
-* Winograd convolutions (``eg3d_core.networks.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
+* Winograd convolutions (``eg3d_core.kernels.winograd``) against oneDNN's direct ones: 3x3 convolutions and the
   upsampling layers' stride-2 transposed convolutions, with small tiles (2x2: F(2x2, 3x3), and F(2x2, 2x2) per
   phase) and with large ones (3x3: F(3x3, 3x3), F(3x3, 2x2) per phase; the generator's choice for the 3x3
   convolutions from 128 channels and for the transposed ones from 128 input channels and 64 px), and the maximum
@@ -10,7 +10,7 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
   (``winograd.reduced_precision``, on CPUs without native bfloat16);
 * the Winograd products alone: the kernel's own matrix product (``wino_gemm``) against ``torch.bmm`` on one chunk of
   tiles, one thread (as each thread runs its chunks);
-* the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``networks.fir``) against
+* the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``kernels.fir``) against
   PyTorch's separate operations, and the backbone's 4-8 px layers as one matrix product with the raw weight
   (``layers.small_image_conv3x3``) against modulating the weight for oneDNN.
 
@@ -31,8 +31,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from eg3d_core.native import float_ptr  # noqa: E402
-from eg3d_core.networks import fir, layers, winograd  # noqa: E402
+from eg3d_core.kernels import fir, winograd
+from eg3d_core.kernels.build import float_ptr  # noqa: E402
+from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -1,6 +1,6 @@
 """``python -m eg3d_core ...`` is the ``eg3d`` command."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

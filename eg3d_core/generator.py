@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
-from .networks import winograd
+from .kernels import field as native
+from .kernels import winograd
 from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
 from .networks.superresolution import SuperResolution
 from .networks.synthesis import SynthesisNetwork
-from .rendering import native
 from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
@@ -29,7 +29,7 @@ def default_reduced_dtype(device: torch.device) -> torch.dtype:
     float16 on CUDA (as the original's fp16 layers). On CPU, bfloat16 only where the CPU has native
     bfloat16 arithmetic (AVX512-BF16 / AMX): elsewhere (e.g. AVX2-only CPUs) oneDNN emulates it and
     bfloat16 convolutions run many times *slower* than float32, so reduced precision computes in float32
-    there, with faster but less exact convolution algorithms (``networks.winograd.reduced_precision``).
+    there, with faster but less exact convolution algorithms (``kernels.winograd.reduced_precision``).
     """
     if device.type == "cuda":
         return torch.float16
@@ -57,7 +57,7 @@ class Generator(nn.Module):
 
     ``precision="reduced"`` runs the backbone, decoder and super-resolution under autocast
     (bfloat16 on CPU, float16 on CUDA; on CPUs without native bfloat16, float32 with the larger Winograd
-    tiles of ``networks.winograd.reduced_precision``); ``"fp32"`` matches the original's CPU outputs.
+    tiles of ``kernels.winograd.reduced_precision``); ``"fp32"`` matches the original's CPU outputs.
     ``deterministic=True`` renders without random jitter (coarse depths exactly evenly spaced,
     importance samples from u = linspace(0, 1)); ``False`` draws them like the original.
     """

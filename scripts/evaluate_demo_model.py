@@ -39,13 +39,13 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eg3d_core import toycars as tc  # noqa: E402
 from eg3d_core.cameras import camera_vector, intrinsics_from_focal, lookat_pose  # noqa: E402
 from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays  # noqa: E402
 from eg3d_core.rendering.triplane import plane_table  # noqa: E402
+from eg3d_core.training import toycars as tc  # noqa: E402
 from eg3d_core.visualize import seed_to_z  # noqa: E402
 
 HELD_OUT_SEED = 100_000

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eg3d_core.toycars import write_dataset  # noqa: E402
+from eg3d_core.training.toycars import write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:

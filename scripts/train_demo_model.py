@@ -5,7 +5,7 @@
 The generator is a narrow version of EG3D's ShapeNet-cars architecture (``demo_config``). It is not trained as
 a GAN: the latent z is tied to the family (``toycars.params_from_latent(z)``), so every z has a ground-truth
 car, and each step renders fresh (z, camera, image/depth/mask) triples with the analytic renderer of
-``eg3d_core.toycars``. The losses:
+``eg3d_core.training.toycars``. The losses:
 
 * ray steps (every step): a random subset of the 64x64 rays of several views per car (multi-view supervision
   of one tri-plane set), volume-rendered with the model's two-pass sampler; photometric MSE of the raw RGB,
@@ -44,7 +44,6 @@ from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eg3d_core import toycars as tc  # noqa: E402
 from eg3d_core.checkpoints import save_generator  # noqa: E402
 from eg3d_core.config import GeneratorConfig  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
@@ -53,6 +52,7 @@ from eg3d_core.presets import PRESETS  # noqa: E402
 from eg3d_core.rendering.marcher import march  # noqa: E402
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
 from eg3d_core.rendering.renderer import importance_depths, stratified_depths  # noqa: E402
+from eg3d_core.training import toycars as tc  # noqa: E402
 
 
 def demo_config() -> GeneratorConfig:

@@ -1,4 +1,4 @@
-"""The web demo's logic (eg3d_core.webapp) in-process, on the tiny random fixture: validation, cache, files."""
+"""The web demo's logic (eg3d_core.apps.webapp) in-process, on the tiny random fixture: validation, cache, files."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,8 @@ import pytest  # noqa: E402
 import trimesh  # noqa: E402
 
 import eg3d_core  # noqa: E402
-from eg3d_core import webapp  # noqa: E402
-from eg3d_core.webapp import DemoModel, InputError, Limits, OutputDir, parse_render  # noqa: E402
+from eg3d_core.apps import webapp  # noqa: E402
+from eg3d_core.apps.webapp import DemoModel, InputError, Limits, OutputDir, parse_render  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 

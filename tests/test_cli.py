@@ -20,9 +20,9 @@ import trimesh
 from PIL import Image
 
 import eg3d_core
+from eg3d_core.apps.cli import main
+from eg3d_core.apps.samples import RenderOptions, seeds_to_ws
 from eg3d_core.checkpoints import DEMO_MODEL
-from eg3d_core.cli import main
-from eg3d_core.samples import RenderOptions, seeds_to_ws
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PKL = str(FIXTURES / "tiny_cars128" / "network-snapshot.pkl")
@@ -184,7 +184,7 @@ def test_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The middle view is the frontal yaw at pitch -0.2, rendered from the seed's latent.
     G = eg3d_core.load_generator(PKL)
     from eg3d_core import cameras
-    from eg3d_core.video import frame_image
+    from eg3d_core.apps.video import frame_image
 
     d = cameras.camera_defaults(G.config)
     ws = seeds_to_ws(G, [0], cameras.conditioning(d))
@@ -206,7 +206,7 @@ def test_samples_super_resolution_precision(tmp_path: Path, capsys: pytest.Captu
     """--sr-precision reaches the super-resolution (``RenderOptions.sr_precision``); bfloat16 forced on the model so
     that reduced and fp32 really differ on any CPU."""
     from eg3d_core import cameras
-    from eg3d_core.samples import render_outputs
+    from eg3d_core.apps.samples import render_outputs
 
     rc, _, _ = run(["samples", "--network", PKL, "--seeds", "0", "--nrr", "16", "--precision", "reduced",
                     "--sr-precision", "fp32", "--outdir", str(tmp_path), "-q"], capsys)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eg3d_core.datasets import convert_labels, parse_labels, read_labels
+from eg3d_core.apps.datasets import convert_labels, parse_labels, read_labels
 
 
 def label(k: float) -> list[float]:

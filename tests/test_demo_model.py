@@ -16,13 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eg3d_core import toycars as tc
 from eg3d_core.cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose
 from eg3d_core.checkpoints import DEMO_MODEL, load_generator
 from eg3d_core.generator import Generator
 from eg3d_core.rendering.rays import sample_rays
 from eg3d_core.rendering.renderer import render_rays
 from eg3d_core.rendering.triplane import plane_table
+from eg3d_core.training import toycars as tc
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from eg3d_core.cli import main as cli_main
+from eg3d_core.apps.cli import main as cli_main
 from eg3d_core.metrics.fid import FakeSampler, FIDSettings, fid_camera, open_real
 from eg3d_core.metrics.frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from eg3d_core.metrics.images import open_dataset
@@ -161,7 +161,7 @@ def test_missing_or_wrong_inception_is_one_clear_line(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from eg3d_core.toycars import write_dataset
+    from eg3d_core.training.toycars import write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("data") / "toycars", 160, 128, seed=3, progress=False)
 

@@ -1,11 +1,12 @@
-"""The fused upsampling tail (eg3d_core/networks/fir.py) against PyTorch's separate operations."""
+"""The fused upsampling tail (eg3d_core/kernels/fir.py) against PyTorch's separate operations."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from eg3d_core.networks import fir, layers
+from eg3d_core.kernels import fir
+from eg3d_core.networks import layers
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:

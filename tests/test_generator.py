@@ -160,11 +160,11 @@ def test_super_resolution_precision_can_differ(cars_generator):
 
 def test_reduced_precision_in_float32_takes_the_larger_tiles():
     """Where "reduced" computes in float32 (CPUs without native bfloat16), its 3x3 convolutions on the larger images
-    take F(6x6, 3x3) (networks.winograd.reduced_precision): a different result, but still within the float32 parity
+    take F(6x6, 3x3) (kernels.winograd.reduced_precision): a different result, but still within the float32 parity
     bound (1e-4 on [-1, 1] images; measured 0.2-3e-6 here, since each such layer stays within ~1e-5 of its outputs'
     magnitude). The model: 64-channel layers on 128 px planes and a 128 px super-resolution, which qualify."""
     from eg3d_core.config import GeneratorConfig, RenderingConfig
-    from eg3d_core.networks import winograd
+    from eg3d_core.kernels import winograd
 
     if winograd.library() is None:
         pytest.skip("compiled kernels are x86-64 AVX2 only")

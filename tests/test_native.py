@@ -6,8 +6,8 @@ import platform
 import pytest
 import torch
 
-import eg3d_core.native
-from eg3d_core.rendering import native
+import eg3d_core.kernels.build
+from eg3d_core.kernels import field as native
 from eg3d_core.rendering.decoder import Decoder
 from eg3d_core.rendering.triplane import plane_table, sample_planes
 
@@ -19,10 +19,10 @@ X86_AVX2 = platform.machine().lower() in ("x86_64", "amd64") and torch.backends.
 def fresh_library():
     """Kernels are loaded once per process: forget them before and after the test."""
     native.library.cache_clear()
-    eg3d_core.native.load.cache_clear()
+    eg3d_core.kernels.build.load.cache_clear()
     yield
     native.library.cache_clear()
-    eg3d_core.native.load.cache_clear()
+    eg3d_core.kernels.build.load.cache_clear()
 
 
 def _decoder(channels: int, seed: int = 0) -> Decoder:
@@ -78,7 +78,7 @@ def test_pytorch_path_where_the_kernel_does_not_apply(fresh_library, monkeypatch
         assert native.field(coords, torch.randn(1, 3, 12, 8, 8), 1.0, _decoder(12)) is None  # not a multiple of 8
         monkeypatch.setenv("EG3D_NATIVE", "0")
         native.library.cache_clear()
-        eg3d_core.native.load.cache_clear()
+        eg3d_core.kernels.build.load.cache_clear()
         assert native.field(coords, planes.detach(), 1.0, dec) is None
 
 
@@ -90,7 +90,7 @@ def test_a_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, tm
             assert native.library(32) is None
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.raises(OSError, match="no C compiler"):
-        eg3d_core.native.build(native.SOURCE, (("CH", 32),), tmp_path)
+        eg3d_core.kernels.build.build(native.SOURCE, (("CH", 32),), tmp_path)
     assert not list(tmp_path.glob("**/*.so"))  # nothing half-written left behind
 
 

@@ -7,7 +7,7 @@ import torch
 from conftest import reference
 from test_native import X86_AVX2
 
-from eg3d_core.rendering import native
+from eg3d_core.kernels import field as native
 from eg3d_core.rendering.marcher import march
 from eg3d_core.rendering.rays import sample_rays
 from eg3d_core.rendering.renderer import importance_depths, stratified_depths

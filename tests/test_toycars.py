@@ -1,4 +1,4 @@
-"""Tests of the procedural toy-car family and its sphere-tracing renderer (eg3d_core.toycars).
+"""Tests of the procedural toy-car family and its sphere-tracing renderer (eg3d_core.training.toycars).
 
 Small resolutions and batches throughout: the suite must stay fast on a 2-core CPU. No timing asserts.
 """
@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from eg3d_core import toycars as tc
 from eg3d_core.cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose, split_camera_vector
+from eg3d_core.training import toycars as tc
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,9 @@ import torch
 
 import eg3d_core
 from eg3d_core import cameras
-from eg3d_core.checkpoints.mmagic import parse_mmagic_camera
-from eg3d_core.generator import Generator
-from eg3d_core.mmagic_demo import DemoSettings, demo_camera, depth_images, draw_latents, render_demo
-from eg3d_core.presets import PRESETS
-from eg3d_core.samples import RenderOptions, parse_seeds, seeds_to_ws
-from eg3d_core.video import (
+from eg3d_core.apps.mmagic_demo import DemoSettings, demo_camera, depth_images, draw_latents, render_demo
+from eg3d_core.apps.samples import RenderOptions, parse_seeds, seeds_to_ws
+from eg3d_core.apps.video import (
     calculate_grid_size,
     frame_image,
     keyframe_latents,
@@ -27,6 +24,9 @@ from eg3d_core.video import (
     video_cameras,
     write_video,
 )
+from eg3d_core.checkpoints.mmagic import parse_mmagic_camera
+from eg3d_core.generator import Generator
+from eg3d_core.presets import PRESETS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CARS_PKL = FIXTURES / "tiny_cars128" / "network-snapshot.pkl"

@@ -14,20 +14,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
-
-import eg3d_core
-from eg3d_core import save_generator
-from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
-from viewer import actions
-from viewer import camera_controller as cc
-from viewer.directions import compute_directions, load_or_compute
-from viewer.model_info import ModelInfo
-from viewer.renderer import Cancelled, ViewerRenderer, compose_ws
-from viewer.requests import adapt_resolution, full_quality, preview_quality, scene_of
-from viewer.scheduler import RenderScheduler, RequestSlot
-from viewer.script import ScriptError, parse_script, set_field
-from viewer.state import AppState, CameraState
-from viewer.worker import (
+from eg3d_viewer import actions
+from eg3d_viewer import camera_controller as cc
+from eg3d_viewer.directions import compute_directions, load_or_compute
+from eg3d_viewer.model_info import ModelInfo
+from eg3d_viewer.renderer import Cancelled, ViewerRenderer, compose_ws
+from eg3d_viewer.requests import adapt_resolution, full_quality, preview_quality, scene_of
+from eg3d_viewer.scheduler import RenderScheduler, RequestSlot
+from eg3d_viewer.script import ScriptError, parse_script, set_field
+from eg3d_viewer.state import AppState, CameraState
+from eg3d_viewer.worker import (
     DirectionsReady,
     ExportWorker,
     FrameCancelled,
@@ -38,6 +34,10 @@ from viewer.worker import (
     RenderWorker,
     SaveFrameJob,
 )
+
+import eg3d_core
+from eg3d_core import save_generator
+from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
 
 FIXTURE_PKL = FIXTURES / "tiny_cars128" / "network-snapshot.pkl"
 
@@ -490,7 +490,7 @@ def test_render_worker_loads_renders_and_keeps_the_model_on_a_failed_load(tmp_pa
 
 
 def test_export_worker_saves_frames_and_reports_mesh_failures(cars_generator, tmp_path, state, info) -> None:
-    from viewer.worker import ExportDone, ExportFailed
+    from eg3d_viewer.worker import ExportDone, ExportFailed
 
     events: queue.Queue = queue.Queue()
     ex = ExportWorker(events)
@@ -594,7 +594,7 @@ def test_threads_do_not_leak_between_tests() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux-only")
 def test_worker_threads_yield_to_the_ui_thread():
     """The render/export workers raise their own nice value (so their OpenMP teams do too), not the UI thread's."""
-    from viewer.worker import lower_thread_priority
+    from eg3d_viewer.worker import lower_thread_priority
 
     main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     seen = {}

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3), F(3x3, 3x3) and F(6x6, 3x3) convolutions (eg3d_core/networks/winograd.py) against the
+"""Winograd F(2x2, 3x3), F(3x3, 3x3) and F(6x6, 3x3) convolutions (eg3d_core/kernels/winograd.py) against the
 direct convolution."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eg3d_core.networks import layers, winograd
+from eg3d_core.kernels import winograd
+from eg3d_core.networks import layers
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:

@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from eg3d_viewer.widgets.conditioning_widget import draw_conditioning
+from eg3d_viewer.widgets.directions_widget import draw_directions
+from eg3d_viewer.widgets.export_widget import draw_export
+from eg3d_viewer.widgets.latent_widget import draw_latent
+from eg3d_viewer.widgets.model_widget import draw_model
+from eg3d_viewer.widgets.performance_widget import draw_performance
+from eg3d_viewer.widgets.pose_widget import draw_pose
+from eg3d_viewer.widgets.render_widget import draw_render
+from eg3d_viewer.widgets.stylemix_widget import draw_stylemix
+from eg3d_viewer.widgets.truncation_widget import draw_truncation
 from imgui_bundle import imgui
 from PIL import Image
 
 import eg3d_core
-from widgets.conditioning_widget import draw_conditioning
-from widgets.directions_widget import draw_directions
-from widgets.export_widget import draw_export
-from widgets.latent_widget import draw_latent
-from widgets.model_widget import draw_model
-from widgets.performance_widget import draw_performance
-from widgets.pose_widget import draw_pose
-from widgets.render_widget import draw_render
-from widgets.stylemix_widget import draw_stylemix
-from widgets.truncation_widget import draw_truncation
 
 from . import actions
 from . import camera_controller as cc

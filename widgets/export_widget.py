@@ -1,9 +1,8 @@
 """Export: save the current frame (PNG image, raw render, depth PNG + .npy) and extract a mesh of the latent."""
 from __future__ import annotations
 
+from eg3d_viewer.state import MESH_FORMATS, MESH_RESOLUTIONS, ExportState
 from imgui_bundle import imgui
-
-from viewer.state import MESH_FORMATS, MESH_RESOLUTIONS, ExportState
 
 from .common import combo_str, status
 

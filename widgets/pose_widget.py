@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
+from eg3d_viewer.camera_controller import PITCH_LIMIT, CameraLimits, clamped, reset
+from eg3d_viewer.state import ZOOM_MODES, CameraState
 from imgui_bundle import imgui
-
-from viewer.camera_controller import PITCH_LIMIT, CameraLimits, clamped, reset
-from viewer.state import ZOOM_MODES, CameraState
 
 from .common import angle_field, combo_str
 

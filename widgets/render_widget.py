@@ -1,9 +1,8 @@
 """Render settings: precision, sampling, output view, and the full / preview (moving camera) qualities."""
 from __future__ import annotations
 
+from eg3d_viewer.state import PLANE_SCALES, PRECISIONS, VIEW_LABELS, VIEWS, RenderSettings
 from imgui_bundle import imgui
-
-from viewer.state import PLANE_SCALES, PRECISIONS, VIEW_LABELS, VIEWS, RenderSettings
 
 from .common import combo_str
 

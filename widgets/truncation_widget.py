@@ -1,9 +1,8 @@
 """Truncation psi and cutoff, and the backbone's noise mode."""
 from __future__ import annotations
 
+from eg3d_viewer.state import NOISE_MODES, TruncationState
 from imgui_bundle import imgui
-
-from viewer.state import NOISE_MODES, TruncationState
 
 from .common import combo_str
 

@@ -15,12 +15,21 @@ from ..config import GeneratorConfig
 from ..errors import CheckpointError
 from ..generator import Generator
 from ..presets import PRESETS
-from . import native
+from . import saved as native
 from .mmagic import config_from_mmagic, embedded_config, looks_like_torch_zip, read_mmagic
 from .official import config_from_official, looks_like_pickle, read_official_pickle
 
-# The bundled demo model, shipped with the package.
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "assets" / "demo"
+
+def _demo_model() -> Path:
+    """The bundled demo model's folder: inside the installed ``eg3d_assets`` package (the repository's ``assets/``)."""
+    try:
+        import eg3d_assets
+    except ImportError:  # a checkout used without installing it: the repository's own folder
+        return Path(__file__).resolve().parents[2] / "assets" / "demo"
+    return Path(eg3d_assets.__file__).resolve().parent / "demo"
+
+
+DEMO_MODEL = _demo_model()
 
 
 def resolve_source(source: str | os.PathLike[str] | None) -> Path:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..apps.mmagic_demo import DemoCamera, demo_camera
 from ..generator import PRECISIONS, Generator
-from ..mmagic_demo import DemoCamera, demo_camera
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
@@ -116,7 +116,7 @@ def open_real(source: str | os.PathLike[str], labels: str | os.PathLike[str] | N
         real.dataset = open_dataset(path)
         real.labels = real.dataset.labels
     if labels is not None:
-        from ..datasets import read_labels
+        from ..apps.datasets import read_labels
 
         _, pairs = read_labels(labels)
         real.labels = np.asarray([v for _, v in pairs], dtype=np.float32)

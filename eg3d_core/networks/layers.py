@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..native import float32_cpu_inference
-from . import modulation
-from .fir import upsample_tail, use_fused_tail
-from .winograd import conv3x3 as winograd_conv3x3
-from .winograd import conv_transpose3x3_up as winograd_conv_transpose_up
-from .winograd import use_winograd, use_winograd_up
+from ..kernels import modulation
+from ..kernels.build import float32_cpu_inference
+from ..kernels.fir import upsample_tail, use_fused_tail
+from ..kernels.winograd import conv3x3 as winograd_conv3x3
+from ..kernels.winograd import conv_transpose3x3_up as winograd_conv_transpose_up
+from ..kernels.winograd import use_winograd, use_winograd_up
 
 # The [1, 3, 3, 1] binomial filter of StyleGAN2, normalised to sum 1 (separable 1-D form).
 _FIR_1D = (1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8)

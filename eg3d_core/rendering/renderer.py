@@ -8,8 +8,8 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
+from ..kernels import field as native
 from ..runtime import may_spread_work
-from . import native
 from .marcher import composite_weights, march
 
 # points [N, M, 3] -> {"sigma": [N, M, 1], "rgb": [N, M, C]}

@@ -2,7 +2,7 @@
 
 Tri-plane lookup + decoder in PyTorch is a dozen operations, each streaming a [points, channels] tensor through
 memory; the fused loop keeps a point's features in registers and prefetches the next point's texels, several times
-faster (benchmarks/RESULTS.md). Built and loaded by ``eg3d_core.native`` (one library per tri-plane channel count);
+faster (benchmarks/RESULTS.md). Built and loaded by ``eg3d_core.kernels.build`` (one library per tri-plane channel count);
 calls release the GIL, so the renderer's chunk workers run it in parallel. Where it does not apply (no compiler,
 not x86-64 AVX2, ``EG3D_NATIVE=0``, autograd, autocast, other devices or decoder sizes) the PyTorch path runs:
 same results to float32 rounding (tested).
@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import native
-from ..native import float_ptr as _ptr
+from ..rendering.triplane import PLANE_AXES, plane_table
 from ..runtime import may_spread_work
-from .triplane import PLANE_AXES, plane_table
+from . import build as native
+from .build import float_ptr as _ptr
 
 SOURCE = Path(__file__).with_name("field_kernel.c")
 # The decoder sizes of the kernel (every EG3D model's); tri-plane channels are a compile-time choice, multiple of 8.

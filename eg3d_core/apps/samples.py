@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cameras
-from . import mesh as M
-from .config import GeneratorConfig
-from .generator import PRECISIONS, Generator
-from .shapes import color_fn, density_fn, generator_mesh
-from .visualize import seed_to_z
+from .. import cameras
+from .. import mesh as M
+from ..config import GeneratorConfig
+from ..generator import PRECISIONS, Generator
+from ..shapes import color_fn, density_fn, generator_mesh
+from ..visualize import seed_to_z
 
 # gen_samples' three views: (yaw, pitch) offsets from frontal.
 DEFAULT_YAWS = (0.4, 0.0, -0.4)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import CheckpointError
-from .runtime import reuse_freed_memory
+from ..errors import CheckpointError
+from ..runtime import reuse_freed_memory
 
 T = TypeVar("T")
 
@@ -162,7 +162,7 @@ def _render_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .checkpoints.mmagic import parse_mmagic_camera
+    from ..checkpoints.mmagic import parse_mmagic_camera
     from .mmagic_demo import DemoSettings, demo_camera, render_demo, write_demo
 
     if args.model_name.lower() != "eg3d":
@@ -211,7 +211,7 @@ def _extra_parameters(items: Sequence[str] | None) -> dict[str, Any]:
 def cmd_samples(args: argparse.Namespace) -> int:
     import torch
 
-    from . import cameras
+    from .. import cameras
     from .samples import export_shape, render_views, save_png, seed_name, seeds_to_ws
 
     G = _load(args, args.model, args.config).G
@@ -270,7 +270,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_mesh(args: argparse.Namespace) -> int:
     import torch
 
-    from . import cameras
+    from .. import cameras
     from .samples import export_shape, seed_name, seeds_to_ws
 
     mesh_format = None if args.format == "none" else args.format
@@ -320,10 +320,10 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 def cmd_fid(args: argparse.Namespace) -> int:
     """FID of a model; under torchrun every rank runs this and rank 0 writes the result."""
-    from .checkpoints.mmagic import parse_mmagic_camera
+    from ..checkpoints.mmagic import parse_mmagic_camera
+    from ..metrics.fid import FIDSettings, evaluate_fid
+    from ..metrics.sharding import rank_device
     from .datasets import write_json_atomic
-    from .metrics.fid import FIDSettings, evaluate_fid
-    from .metrics.sharding import rank_device
 
     settings = FIDSettings(
         num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import cameras, visualize
-from .generator import Generator
-from .mesh import Mesh, save_mesh
-from .presets import PRESETS
-from .runtime import spread_work
-from .shapes import generator_mesh
+from .. import cameras, visualize
+from ..generator import Generator
+from ..mesh import Mesh, save_mesh
+from ..presets import PRESETS
+from ..runtime import spread_work
+from ..shapes import generator_mesh
 
 OUTPUTS = ("image", "raw", "depth", "all")
 PRECISIONS = ("fp32", "reduced")
@@ -200,7 +200,7 @@ def _even(frame: np.ndarray) -> np.ndarray:
 
 
 def _write_video_imageio(frames: Iterable[np.ndarray], path: str | Path, fps: int = 60, bitrate: str = "10M") -> None:
-    # Fallback until eg3d_core.video exists; same codec and settings it uses.
+    # Fallback until eg3d_core.apps.video exists; same codec and settings it uses.
     import imageio.v2 as imageio
 
     writer = imageio.get_writer(str(path), fps=fps, codec="libx264", quality=None, bitrate=bitrate,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .runtime import cache_dir
+from ..runtime import cache_dir
 
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c99"]
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import detect_format, load_generator, resolve_source, save_generator
-from .checkpoints import native as native_format
-from .checkpoints.mmagic import embedded_config, parse_mmagic_config, write_mmagic
-from .config import GeneratorConfig
-from .errors import CheckpointError
-from .generator import Generator
-from .presets import PRESETS
+from ..checkpoints import detect_format, load_generator, resolve_source, save_generator
+from ..checkpoints import saved as native_format
+from ..checkpoints.mmagic import embedded_config, parse_mmagic_config, write_mmagic
+from ..config import GeneratorConfig
+from ..errors import CheckpointError
+from ..generator import Generator
+from ..presets import PRESETS
 
 FORMATS = ("native", "mmagic", "official")
 # Fields a converted MMagic file cannot carry (MMagic's layers never clamp): ignored when matching presets.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .. import native
-from ..native import float32_cpu_inference, float_ptr, run_parts
+from . import build as native
+from .build import float32_cpu_inference, float_ptr, run_parts
 
 SOURCE = Path(__file__).with_name("fir_kernel.c")
 

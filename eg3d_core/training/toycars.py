@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose, split_camera_vector
+from ..cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose, split_camera_vector
 
 RAY_START = 0.1
 RAY_END = 2.6

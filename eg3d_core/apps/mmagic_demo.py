@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cameras
-from .config import GeneratorConfig
-from .generator import Generator
+from .. import cameras
+from ..config import GeneratorConfig
+from ..generator import Generator
 from .samples import RenderOptions, save_png
 from .video import calculate_grid_size, make_grid, write_video
 

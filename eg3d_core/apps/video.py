@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cameras
-from .generator import Generator
+from .. import cameras
+from ..generator import Generator
+from ..visualize import to_uint8
 from .samples import RenderOptions, render_outputs, seeds_to_ws
-from .visualize import to_uint8
 
 IMAGE_MODES = ("image", "image_raw", "image_depth")
 

@@ -3,7 +3,7 @@ instead of 9) on the layers from 128 channels, F(2x2, 3x3) (4 per output) elsewh
 (``reduced_precision``) F(6x6, 3x3) (1.78 per output) on the larger images.
 
 The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
-``eg3d_core.native``). Besides one scale per input and per output channel (the styles, the demodulation) the
+``eg3d_core.kernels.build``). Besides one scale per input and per output channel (the styles, the demodulation) the
 transforms only add, subtract and scale by small constants (the fractions are applied to the filters, in double
 precision), and the products sum in short runs, so the result stays within float32 rounding of the direct convolution
 (tested against float64: F(2x2, 3x3) several times below oneDNN's direct convolution's error, F(3x3, 3x3) about equal
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .. import native
-from ..native import float32_cpu_inference, float_ptr, run_parts
+from . import build as native
 from . import modulation
+from .build import float32_cpu_inference, float_ptr, run_parts
 
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
 # Images whose transformed tiles ([slots, tiles, channels]) take at most this are run in three passes (see _run).
