@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
+
+from .fileio import atomic_file
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
 ColorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -555,19 +556,8 @@ def to_original_volume_convention(volume: np.ndarray, pad_borders: bool = True) 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Write via a temporary file in the target directory + os.replace, so readers never see a partial file."""
-    path = Path(path)
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def _extension(path: str | os.PathLike, allowed: tuple[str, ...], what: str) -> str:

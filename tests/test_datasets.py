@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from eg3d_core.apps.datasets import convert_labels, parse_labels, read_labels
+from eg3d_core.errors import OutputError
 
 
 def label(k: float) -> list[float]:
@@ -75,5 +76,5 @@ def test_existing_output_is_kept_when_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read"):
         convert_labels(tmp_path / "missing.json", dst)
     src.write_text(json.dumps(official(1)))
-    with pytest.raises(ValueError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write"):
         convert_labels(src, tmp_path / "no" / "dir" / "out.json")

@@ -11,6 +11,7 @@ import torch
 import trimesh
 
 from eg3d_core import mesh as M
+from eg3d_core.errors import OutputError
 
 
 def two_spheres() -> M.DensityFn:
@@ -242,10 +243,10 @@ def test_save_mesh_round_trip(colored_sphere: M.Mesh, tmp_path, ext: str) -> Non
 def test_save_mesh_errors_leave_no_file(colored_sphere: M.Mesh, tmp_path) -> None:
     with pytest.raises(ValueError, match="unsupported mesh extension '.stl'"):
         M.save_mesh(colored_sphere, tmp_path / "a.stl")
-    with pytest.raises(ValueError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write"):
         M.save_mesh(colored_sphere, tmp_path / "missing_dir" / "a.ply")
     (tmp_path / "taken.ply").mkdir()  # the target is a directory: the final rename fails after writing
-    with pytest.raises(ValueError, match="cannot write") as err:
+    with pytest.raises(OutputError, match="cannot write") as err:
         M.save_mesh(colored_sphere, tmp_path / "taken.ply")
     assert "\n" not in str(err.value)
     assert sorted(os.listdir(tmp_path)) == ["taken.ply"] and not os.listdir(tmp_path / "taken.ply")

@@ -321,9 +321,9 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def cmd_fid(args: argparse.Namespace) -> int:
     """FID of a model; under torchrun every rank runs this and rank 0 writes the result."""
     from ..checkpoints.mmagic import parse_mmagic_camera
+    from ..fileio import write_json
     from ..metrics.fid import FIDSettings, evaluate_fid
     from ..metrics.sharding import rank_device
-    from .datasets import write_json_atomic
 
     settings = FIDSettings(
         num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,
@@ -346,7 +346,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
                           cache_dir=None if args.no_cache else args.cache_dir, mmagic_camera=mmagic_cam,
                           keep_shards=args.keep_shards, progress=not quiet, log=log)
     if result.fid is not None:
-        write_json_atomic(result.record, out, indent=1)
+        write_json(result.record, out, indent=1)
         if result.record["run"]["resumed_samples"]:
             log(f"resumed {result.record['run']['resumed_samples']} samples from {run_dir}")
         print(f"{settings.metric}: {result.fid:.4f} (wrote {out})")
@@ -536,8 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="fid.json", metavar="JSON", help="result file (default fid.json)")
     p.add_argument("--run-dir", default=None, metavar="DIR", help="shards for resuming (default: OUT.parts)")
     p.add_argument("--keep-shards", action="store_true", help="keep the shards after success")
-    p.add_argument("--cache-dir", default=str(Path("~/.cache/eg3d-toolkit/fid")), metavar="DIR",
-                   help="where real-image statistics are cached (default ~/.cache/eg3d-toolkit/fid)")
+    p.add_argument("--cache-dir", default="default", metavar="DIR",
+                   help="where real-image statistics are cached (default: the toolkit cache, $EG3D_CACHE_DIR or "
+                   "~/.cache/eg3d_toolkit, then fid/)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached real statistics")
     p.set_defaults(func=cmd_fid)
     return parser

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..fileio import write_json
 
 LABEL_SIZE = 25
 LAYOUTS = ("official", "mmagic")
@@ -112,26 +113,6 @@ def to_layout(labels: Labels, layout: str) -> dict[str, Any]:
     raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 
 
-def write_json_atomic(data: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
-    """JSON (no NaN/Infinity) via a temporary sibling + rename."""
-    path = Path(path)
-    text = json.dumps(data, allow_nan=False, indent=indent)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def convert_labels(src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str | None = None) -> tuple[str, str, int]:
     """Convert a label file; ``to`` None converts official -> mmagic and mmagic -> official.
 
@@ -139,8 +120,8 @@ def convert_labels(src: str | os.PathLike[str], dst: str | os.PathLike[str], to:
     """
     layout, labels = read_labels(src)
     target = to or ("mmagic" if layout == "official" else "official")
-    write_json_atomic(to_layout(labels, target), dst)
+    write_json(to_layout(labels, target), dst)
     return layout, target, len(labels)
 
 
-__all__ = ["LABEL_SIZE", "LAYOUTS", "convert_labels", "parse_labels", "read_labels", "to_layout", "write_json_atomic"]
+__all__ = ["LABEL_SIZE", "LAYOUTS", "convert_labels", "parse_labels", "read_labels", "to_layout"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from .. import cameras
 from .. import mesh as M
 from ..config import GeneratorConfig
+from ..fileio import atomic_file
 from ..generator import PRECISIONS, Generator
 from ..shapes import color_fn, density_fn, generator_mesh
 from ..visualize import seed_to_z
@@ -125,14 +125,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     from PIL import Image
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import cameras
+from ..fileio import atomic_file
 from ..generator import Generator
 from ..visualize import to_uint8
 from .samples import RenderOptions, render_outputs, seeds_to_ws
@@ -72,10 +72,8 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
-    os.close(fd)
     count, shape = 0, None
-    try:
+    with atomic_file(path if path.suffix else path.with_suffix(".mp4")) as tmp:
         with _quiet_imageio():
             writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", bitrate=bitrate,
                                         macro_block_size=macro_block_size)
@@ -89,10 +87,6 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
                 writer.close()
         if count == 0:
             raise ValueError(f"cannot write {path}: no frames")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return count
 
 

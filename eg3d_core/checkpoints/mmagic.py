@@ -19,7 +19,6 @@ import copy
 import math
 import os
 import re
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ import torch
 
 from ..config import SR_INPUT_RESOLUTION, GeneratorConfig, RenderingConfig
 from ..errors import CheckpointError
+from ..fileio import atomic_file
 from ..presets import PRESETS
 
 PathArg = str | os.PathLike[str]
@@ -446,16 +446,10 @@ def write_mmagic(state_dict: Mapping[str, torch.Tensor], config: GeneratorConfig
         "eg3d_config": config.to_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"meta": meta, "state_dict": out}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"meta": meta, "state_dict": out}, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError
+from ..fileio import atomic_folder, default_mode
 
 FORMAT_NAME = "eg3d-toolkit"
 FORMAT_VERSION = 1
@@ -51,22 +50,14 @@ def save(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, path: str
         raise CheckpointError(f"cannot write {out}: folder {parent} does not exist")
     if out.exists() and not (out / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"cannot write {out}: it exists and is not a checkpoint folder")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    except OSError as e:
-        raise CheckpointError(f"cannot write {out}: {e.strerror}") from None
-    try:
-        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"eg3d": json.dumps(doc)})
-        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    with atomic_folder(out, replace=True) as tmp:
+        weights = tmp / WEIGHTS_FILE
+        save_file(tensors, str(weights), metadata={"eg3d": json.dumps(doc)})
+        config_file = tmp / CONFIG_FILE
+        config_file.write_text(json.dumps(doc, indent=2) + "\n")
+        for f in (weights, config_file):
+            os.chmod(f, default_mode())
     return out
 
 

@@ -31,6 +31,7 @@ import torch
 
 from ..apps.mmagic_demo import DemoCamera, demo_camera
 from ..generator import PRECISIONS, Generator
+from ..runtime import cache_dir as runtime_cache_dir
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
@@ -39,7 +40,8 @@ from .sharding import Distributed, RunFolder, chunk_range, sharded_features
 CAMERA_MODES = ("dataset", "random")
 NOISE_MODES = ("random", "const", "none")
 UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
-DEFAULT_CACHE = Path("~/.cache/eg3d-toolkit/fid")
+# Stands for the toolkit's cache folder (``runtime.cache_dir()``), resolved when used: ``$EG3D_CACHE_DIR/fid`` etc.
+DEFAULT_CACHE = "default"
 
 
 def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> DemoCamera:
@@ -237,6 +239,8 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
         key = hashlib.sha256(f"{data.content_hash()}:{data.resolution}:{inception.sha256}".encode()).hexdigest()[:24]
     info = {"source": real.source, "kind": "dataset", "num_images": len(data), "resolution": data.resolution,
             "content_key": key}
+    if cache_dir == DEFAULT_CACHE:
+        cache_dir = runtime_cache_dir() / "fid"
     cache = Path(cache_dir).expanduser() / f"real-{key}.npz" if cache_dir is not None else None
     cached = None
     if ctx.is_main and cache is not None and cache.is_file():

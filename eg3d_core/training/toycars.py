@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from ..cameras import SHAPENET_FOCAL, camera_vector, intrinsics_from_focal, lookat_pose, split_camera_vector
+from ..fileio import atomic_folder
 
 RAY_START = 0.1
 RAY_END = 2.6
@@ -577,8 +576,9 @@ def write_dataset(out_dir: str | os.PathLike, num_images: int, resolution: int, 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    if out.exists():
+        out.rmdir()  # empty (checked above); a rename cannot replace a folder on every platform
+    with atomic_folder(out) as tmp:
         # Draw everything up front so that the dataset depends on the seed only, not on the batch size.
         gen = torch.Generator().manual_seed(seed)
         all_params = params_from_latent(torch.randn(num_images, PARAM_DIM, generator=gen))
@@ -598,10 +598,4 @@ def write_dataset(out_dir: str | os.PathLike, num_images: int, resolution: int, 
         with open(tmp / "dataset.json", "w") as f:
             json.dump({"labels": labels}, f)
         np.save(tmp / "params.npy", all_params.numpy().astype(np.float32))
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename cannot replace a folder on every platform
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
