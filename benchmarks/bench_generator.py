@@ -29,12 +29,11 @@ import eg3d_core.kernels.field as native_field  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
 from eg3d_core.kernels import winograd
-from eg3d_core.mesh import density_grid  # noqa: E402
+from eg3d_core.mesh import density_fn, density_grid  # noqa: E402
 from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
-from eg3d_core.shapes import density_fn  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- bench_generator:begin -->", "<!-- bench_generator:end -->"

@@ -3,7 +3,7 @@
 The density is a torus (major 0.25, minor 0.1, slope 100 per world unit, level 10 as in EG3D) plus a tiny random
 2-layer MLP bump field (3 -> 64 -> 1, ReLU), so that evaluating the density costs roughly like a small decoder and
 dominates the bookkeeping, as it does with a real generator (whose tri-plane decoder is 32 -> 64 -> 33 plus the
-feature sampling).  Keeps the 256^3 + 512^3 run around 2-3 minutes on 2 cores.
+feature sampling).
 
 Usage:  python benchmarks/bench_mesh.py [--resolutions 256 512] [--threads 2]
 Prints a markdown table; nothing is written to disk.
@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 # Runnable as a plain script from anywhere without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eg3d_core import mesh as M  # noqa: E402
+from eg3d_core.mesh.testing import torus_density  # noqa: E402
 
 
 class BumpyTorus(torch.nn.Module):
@@ -38,7 +39,7 @@ class BumpyTorus(torch.nn.Module):
             self.l1.bias.copy_(torch.randn(64, generator=gen) * 2)
             self.l2.weight.copy_(torch.randn(1, 64, generator=gen) / 8)
             self.l2.bias.zero_()
-        self.torus = M.torus_density()
+        self.torus = torus_density()
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:  # [M,3] -> [M]
         return self.torus(points) + 1.5 * torch.tanh(self.l2(torch.relu(self.l1(points)))[:, 0])

@@ -1,9 +1,10 @@
-"""Tests for eg3d_core.mesh: grids, marching cubes, coarse-to-fine, the original's conventions, export."""
+"""Tests for eg3d_core.mesh: grids, marching cubes, coarse-to-fine, clean-up, the original's conventions, export."""
 from __future__ import annotations
 
 import math
 import os
 import struct
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,18 +12,30 @@ import torch
 import trimesh
 
 from eg3d_core import mesh as M
-from eg3d_core.errors import OutputError
+from eg3d_core.errors import InputError, NoSurfaceError, OutputError
+from eg3d_core.mesh.testing import sphere_density, torus_density
 
 
 def two_spheres() -> M.DensityFn:
     """Non-convex, two components of different size: max of two sphere densities."""
-    big, small = M.sphere_density((-0.15, 0.0, 0.0), 0.2), M.sphere_density((0.25, 0.1, 0.0), 0.1)
+    big, small = sphere_density((-0.15, 0.0, 0.0), 0.2), sphere_density((0.25, 0.1, 0.0), 0.1)
     return lambda p: torch.maximum(big(p), small(p))
 
 
 def as_trimesh(mesh: M.Mesh) -> trimesh.Trimesh:
     # process=False: trimesh's vertex merging would weld vertices that marching cubes places at exactly the same spot.
     return trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=mesh.colors, process=False)
+
+
+def umbrella(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Reference uniform Laplacian, slow and plain: mean of each vertex's edge neighbours minus the vertex. [V, 3]"""
+    neighbours: list[set[int]] = [set() for _ in range(len(vertices))]
+    for a, b, c in faces.tolist():
+        neighbours[a] |= {b, c}
+        neighbours[b] |= {a, c}
+        neighbours[c] |= {a, b}
+    v = vertices.astype(np.float64)
+    return np.stack([v[sorted(nb)].mean(axis=0) for nb in neighbours]) - v
 
 
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,7 +82,7 @@ def test_density_fn_shape_and_finiteness_checked() -> None:
 @pytest.mark.parametrize("n", [64, 128])
 def test_sphere_extraction_accuracy(n: int) -> None:
     r = 0.3
-    mesh = M.extract_mesh(M.sphere_density(radius=r), n)
+    mesh = M.extract_mesh(sphere_density(radius=r), n)
     assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int64 and mesh.colors is None
     voxel = 1.0 / (n - 1)
     radii = np.linalg.norm(mesh.vertices, axis=1)
@@ -83,7 +96,7 @@ def test_sphere_extraction_accuracy(n: int) -> None:
 
 def test_padding_closes_a_shape_that_leaves_the_box() -> None:
     n = 64
-    big = M.sphere_density(radius=0.7)
+    big = sphere_density(radius=0.7)
     closed = M.extract_mesh(big, n)
     assert as_trimesh(closed).is_watertight
     pad = M.border_pad(n)
@@ -96,8 +109,8 @@ def test_padding_closes_a_shape_that_leaves_the_box() -> None:
 
 @pytest.mark.parametrize("coarse_to_fine", [False, True])
 def test_no_surface_error_names_the_range(coarse_to_fine: bool) -> None:
-    with pytest.raises(ValueError) as err:
-        M.extract_mesh(M.sphere_density(radius=0.3), 32, level=1000.0, coarse_to_fine=coarse_to_fine)
+    with pytest.raises(NoSurfaceError) as err:
+        M.extract_mesh(sphere_density(radius=0.3), 32, level=1000.0, coarse_to_fine=coarse_to_fine)
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("no surface at level 1000.0: density range seen [")
@@ -108,14 +121,22 @@ def test_no_surface_error_names_the_range(coarse_to_fine: bool) -> None:
     assert hi == pytest.approx(10 + 100 * (0.3 - math.sqrt(3) / 2 / 31), abs=0.01)
 
 
+def test_volume_below_the_level_has_no_surface() -> None:
+    volume = np.full((8, 8, 8), 3.0, dtype=np.float32)
+    with pytest.raises(NoSurfaceError, match=r"^no surface at level 10.0: density range seen \[3, 3\]$"):
+        M.volume_to_mesh(volume)
+    with pytest.raises(InputError, match=r"volume must be a cube \[N,N,N\], got shape \(8, 8, 4\)"):
+        M.volume_to_mesh(volume[:, :, :4])
+
+
 @pytest.mark.parametrize(
     "name,density,n,pad_borders",
     [
-        ("sphere", M.sphere_density(radius=0.3), 128, True),
-        ("torus", M.torus_density(), 128, True),
-        ("torus-nopad", M.torus_density(), 96, False),
+        ("sphere", sphere_density(radius=0.3), 128, True),
+        ("torus", torus_density(), 128, True),
+        ("torus-nopad", torus_density(), 96, False),
         ("two-spheres", two_spheres(), 128, True),
-        ("cut-by-border", M.sphere_density((0.3, 0.1, 0.0), 0.3), 64, True),
+        ("cut-by-border", sphere_density((0.3, 0.1, 0.0), 0.3), 64, True),
     ],
 )
 def test_coarse_to_fine_equals_dense(name: str, density: M.DensityFn, n: int, pad_borders: bool) -> None:
@@ -138,10 +159,10 @@ def test_coarse_to_fine_equals_dense(name: str, density: M.DensityFn, n: int, pa
 
 def test_coarse_to_fine_progress_and_step() -> None:
     calls: list[tuple[int, int]] = []
-    grid = M.density_grid_coarse_to_fine(M.sphere_density(), 65, coarse_step=8, progress=lambda d, t: calls.append((d, t)))
+    grid = M.density_grid_coarse_to_fine(sphere_density(), 65, coarse_step=8, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1][0] == calls[-1][1] == int(grid.evaluated.sum())
     assert all(d <= t for d, t in calls)
-    dense = M.density_grid(M.sphere_density(), 65)
+    dense = M.density_grid(sphere_density(), 65)
     np.testing.assert_array_equal(M.volume_to_mesh(grid.volume).vertices, M.volume_to_mesh(dense).vertices)
 
 
@@ -149,18 +170,64 @@ def test_largest_component_keeps_the_big_sphere() -> None:
     n = 64
     both = M.extract_mesh(two_spheres(), n)
     big_only = M.extract_mesh(two_spheres(), n, largest_component=True)
-    alone = M.extract_mesh(M.sphere_density((-0.15, 0.0, 0.0), 0.2), n)
+    alone = M.extract_mesh(sphere_density((-0.15, 0.0, 0.0), 0.2), n)
     assert len(big_only.vertices) == len(alone.vertices) < len(both.vertices)
     assert chamfer(big_only.vertices, alone.vertices) < 1e-6
     assert as_trimesh(big_only).is_watertight
 
 
+def test_largest_component_keeps_order_and_colours() -> None:
+    both = M.extract_mesh(two_spheres(), 32, color_fn=lambda p: p / 0.5)
+    big_only = M.keep_largest_component(both)
+    kept = both.vertices[:, 0] < 0.1  # the big sphere ends at x = 0.05, the small one starts at x = 0.15
+    assert 0 < kept.sum() < len(kept)
+    # Vertices in their original order with their own colours; faces are the big sphere's, re-indexed.
+    np.testing.assert_array_equal(big_only.vertices, both.vertices[kept])
+    np.testing.assert_array_equal(big_only.colors, both.colors[kept])
+    big_faces = both.faces[kept[both.faces[:, 0]]]
+    np.testing.assert_array_equal(big_only.vertices[big_only.faces], both.vertices[big_faces])
+    assert M.keep_largest_component(big_only) is big_only  # one component: unchanged
+
+
 def test_smoothing_keeps_topology_and_size() -> None:
-    raw = M.extract_mesh(M.sphere_density(), 48)
-    smooth = M.extract_mesh(M.sphere_density(), 48, smooth_iterations=5)
+    raw = M.extract_mesh(sphere_density(), 48)
+    smooth = M.extract_mesh(sphere_density(), 48, smooth_iterations=5)
     np.testing.assert_array_equal(smooth.faces, raw.faces)
     assert not np.array_equal(smooth.vertices, raw.vertices)
     assert as_trimesh(smooth).volume == pytest.approx(as_trimesh(raw).volume, rel=0.02)
+
+
+def test_smoothing_is_trimesh_taubin() -> None:
+    raw = M.extract_mesh(sphere_density(), 24)
+    with mock.patch.object(trimesh.smoothing, "filter_taubin", wraps=trimesh.smoothing.filter_taubin) as spy:
+        M.smooth_mesh(raw, 3)
+    spy.assert_called_once()
+    # One of our iterations is a shrink and an inflate step, each a trimesh iteration; trimesh's nu is -mu.
+    assert spy.call_args.kwargs == {"lamb": 0.5, "nu": 0.53, "iterations": 6}
+    assert M.smooth_mesh(raw, 0) is raw
+
+
+def test_smoothing_matches_reference_taubin_on_a_closed_mesh() -> None:
+    """On a closed, consistently oriented mesh trimesh's Laplacian is the symmetric uniform one.
+
+    (On an open mesh trimesh builds it from directed face edges, so boundary vertices see one boundary neighbour.)
+    """
+    raw = M.extract_mesh(torus_density(), 32)
+    iterations, lamb, mu = 4, 0.5, -0.53
+    v = raw.vertices.astype(np.float64)
+    for _ in range(iterations):
+        for factor in (lamb, mu):
+            v = v + factor * umbrella(v, raw.faces)
+    # Both in float64, differing only in summation order; the result is rounded to float32 (ulp 3e-8 below 0.5).
+    torch.testing.assert_close(M.smooth_mesh(raw, iterations, lamb, mu).vertices, v.astype(np.float32),
+                               rtol=0, atol=1e-7)
+
+
+def test_smoothing_reduces_roughness() -> None:
+    raw = M.extract_mesh(sphere_density(), 48)
+    roughness = [float(np.linalg.norm(umbrella(m.vertices, m.faces), axis=1).mean())
+                 for m in (raw, *(M.smooth_mesh(raw, k) for k in (1, 5, 20)))]
+    assert roughness == sorted(roughness, reverse=True) and roughness[2] < 0.5 * roughness[0]
 
 
 @pytest.mark.parametrize("color_range", [(-1.0, 1.0), (0.0, 1.0)])
@@ -171,7 +238,7 @@ def test_color_fn_applied_at_vertices(color_range: tuple[float, float]) -> None:
         red = lo + (p[:, 0] / 0.6 + 0.5) * (hi - lo)
         return torch.stack([red, torch.full_like(red, (lo + hi) / 2), torch.full_like(red, hi)], dim=1)
 
-    mesh = M.extract_mesh(M.sphere_density(), 32, color_fn=color_fn, color_range=color_range)
+    mesh = M.extract_mesh(sphere_density(), 32, color_fn=color_fn, color_range=color_range)
     assert mesh.colors is not None and mesh.colors.dtype == np.uint8 and mesh.colors.shape == (len(mesh.vertices), 3)
     expected_red = np.clip(np.rint((mesh.vertices[:, 0].astype(np.float64) / 0.6 + 0.5) * 255), 0, 255)
     np.testing.assert_allclose(mesh.colors[:, 0], expected_red, atol=1)
@@ -197,7 +264,7 @@ def test_voxel_convention_reproduces_the_original_pipeline() -> None:
     import mcubes
 
     n = 48
-    density = M.sphere_density((0.12, -0.05, 0.02), 0.25)  # off-centre so the flip and transpose matter
+    density = sphere_density((0.12, -0.05, 0.02), 0.25)  # off-centre so the flip and transpose matter
     volume = M.density_grid(density, n)
     original_volume = M.to_original_volume_convention(volume)
     pad = M.border_pad(n)
@@ -224,7 +291,7 @@ def test_original_volume_convention_flips_x() -> None:
 
 @pytest.fixture(scope="module")
 def colored_sphere() -> M.Mesh:
-    return M.extract_mesh(M.sphere_density(), 24, color_fn=lambda p: p / 0.3)
+    return M.extract_mesh(sphere_density(), 24, color_fn=lambda p: p / 0.3)
 
 
 @pytest.mark.parametrize("ext", [".ply", ".obj", ".glb"])
@@ -241,7 +308,7 @@ def test_save_mesh_round_trip(colored_sphere: M.Mesh, tmp_path, ext: str) -> Non
 
 
 def test_save_mesh_errors_leave_no_file(colored_sphere: M.Mesh, tmp_path) -> None:
-    with pytest.raises(ValueError, match="unsupported mesh extension '.stl'"):
+    with pytest.raises(InputError, match="unsupported mesh extension '.stl'"):
         M.save_mesh(colored_sphere, tmp_path / "a.stl")
     with pytest.raises(OutputError, match="cannot write"):
         M.save_mesh(colored_sphere, tmp_path / "missing_dir" / "a.ply")
@@ -256,33 +323,36 @@ def test_save_volume_npy_round_trip(tmp_path) -> None:
     v = np.random.default_rng(0).standard_normal((5, 6, 7)).astype(np.float32)
     M.save_volume(v, tmp_path / "v.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), v)
-    with pytest.raises(ValueError, match="unsupported volume extension"):
+    with pytest.raises(InputError, match="unsupported volume extension"):
         M.save_volume(v, tmp_path / "v.raw")
+    with pytest.raises(InputError, match=r"volume must be 3-D, got shape \(6, 7\)"):
+        M.save_volume(v[0], tmp_path / "v.npy")
+    for name in ("v.npy", "v.mrc"):
+        with pytest.raises(OutputError, match="cannot write"):
+            M.save_volume(v, tmp_path / "missing_dir" / name)
+    assert sorted(os.listdir(tmp_path)) == ["v.npy"]
 
 
-def test_save_volume_mrc_header(tmp_path) -> None:
+def test_save_volume_mrc_read_by_mrcfile(tmp_path) -> None:
+    import mrcfile
+
     v = np.random.default_rng(1).standard_normal((5, 6, 7)).astype(np.float32)
     path = tmp_path / "v.mrc"
     M.save_volume(v, path, voxel_size=2.0)
+    assert sorted(os.listdir(tmp_path)) == ["v.mrc"]  # no temporary left behind
+    with mrcfile.open(path, permissive=False) as mrc:
+        np.testing.assert_array_equal(mrc.data, v)
+        assert mrc.data.dtype == np.float32
+        assert tuple(float(x) for x in mrc.voxel_size.item()) == (2.0, 2.0, 2.0)
+        h = mrc.header
+        assert (int(h.nx), int(h.ny), int(h.nz), int(h.mode)) == (7, 6, 5, 2)  # the last axis is the fastest (NX)
+        assert (int(h.mapc), int(h.mapr), int(h.maps)) == (1, 2, 3)
+        assert int(h.ispg) == 1  # a single volume, not an image stack
+        assert float(h.dmin) == v.min() and float(h.dmax) == v.max()
+        assert h.label[0].startswith(b"eg3d_core density volume")
+    assert mrcfile.validate(str(path), print_file=open(os.devnull, "w"))
+    # The plain layout other readers rely on: a 1024-byte little-endian header, no extended header, then the data.
     raw = path.read_bytes()
     assert len(raw) == 1024 + v.nbytes
-    nx, ny, nz, mode = struct.unpack_from("<4i", raw, 0)
-    assert (nx, ny, nz, mode) == (7, 6, 5, 2)
-    assert struct.unpack_from("<3f", raw, 40) == (14.0, 12.0, 10.0)
-    assert struct.unpack_from("<3i", raw, 64) == (1, 2, 3)
-    dmin, dmax, _ = struct.unpack_from("<3f", raw, 76)
-    assert dmin == v.min() and dmax == v.max()
-    assert raw[208:212] == b"MAP " and raw[212:214] == b"\x44\x44"
-    assert struct.unpack_from("<i", raw, 108)[0] == 20140
+    assert struct.unpack_from("<3i", raw, 0) == (7, 6, 5) and raw[212:214] == b"\x44\x44"
     np.testing.assert_array_equal(np.frombuffer(raw[1024:], dtype="<f4").reshape(v.shape), v)
-
-
-def test_save_volume_mrc_readable_by_mrcfile(tmp_path) -> None:
-    mrcfile = pytest.importorskip("mrcfile")
-    v = np.random.default_rng(2).standard_normal((8, 8, 8)).astype(np.float32)
-    M.save_volume(v, tmp_path / "v.mrc")
-    with mrcfile.open(tmp_path / "v.mrc", permissive=False) as mrc:
-        np.testing.assert_array_equal(mrc.data, v)
-        assert float(mrc.voxel_size.x) == 1.0
-        assert mrc.header.ispg == 1
-        assert mrcfile.validate(str(tmp_path / "v.mrc"), print_file=open(os.devnull, "w"))

@@ -20,9 +20,8 @@ import torch
 from PIL import Image
 
 import eg3d_core
-from eg3d_core.mesh import save_mesh
+from eg3d_core.mesh import generator_mesh, save_mesh
 from eg3d_core.runtime import spread_work
-from eg3d_core.shapes import generator_mesh
 
 from . import directions as dirs
 from .model_info import ModelInfo

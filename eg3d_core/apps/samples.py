@@ -26,7 +26,7 @@ from .. import mesh as M
 from ..config import GeneratorConfig
 from ..fileio import atomic_file
 from ..generator import PRECISIONS, Generator
-from ..shapes import color_fn, density_fn, generator_mesh
+from ..mesh import color_fn, density_fn, generator_mesh
 from ..visualize import seed_to_z
 
 # gen_samples' three views: (yaw, pitch) offsets from frontal.

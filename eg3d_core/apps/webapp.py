@@ -30,10 +30,9 @@ from PIL import Image
 
 from .. import cameras, visualize
 from ..generator import Generator
-from ..mesh import Mesh, save_mesh
+from ..mesh import Mesh, generator_mesh, save_mesh
 from ..presets import PRESETS
 from ..runtime import spread_work
-from ..shapes import generator_mesh
 
 OUTPUTS = ("image", "raw", "depth", "all")
 PRECISIONS = ("fp32", "reduced")

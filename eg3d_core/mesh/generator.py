@@ -1,16 +1,18 @@
-"""Meshes of a generator's geometry: adapters from a generator to ``mesh.extract_mesh``."""
+"""Meshes of a generator's geometry: its density and colour as callables of points, and :func:`generator_mesh`."""
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
-from .generator import Generator
-from .mesh import ORIGINAL_LEVEL, Mesh, extract_mesh
-from .rendering.triplane import plane_table
+from ..errors import InputError
+from ..generator import Generator
+from ..rendering.triplane import plane_table
+from .color import ColorFn
+from .extract import extract_mesh
+from .grid import ORIGINAL_LEVEL, DensityFn, ProgressFn
+from .surface import Mesh
 
 
-def density_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def density_fn(G: Generator, planes: torch.Tensor) -> DensityFn:
     """Raw sigma of one latent's cached planes [1, 3, C, H, W]: points [M, 3] -> [M]."""
     table = plane_table(planes)  # laid out once for all the chunks of a grid
 
@@ -20,7 +22,7 @@ def density_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], t
     return f
 
 
-def color_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def color_fn(G: Generator, planes: torch.Tensor) -> ColorFn:
     """Raw RGB (first 3 feature channels, mapped to [-1, 1] like the renderer does) at points [M, 3] -> [M, 3]."""
     table = plane_table(planes)
 
@@ -32,14 +34,14 @@ def color_fn(G: Generator, planes: torch.Tensor) -> Callable[[torch.Tensor], tor
 
 def generator_mesh(G: Generator, ws: torch.Tensor, resolution: int = 256, level: float = ORIGINAL_LEVEL,
                    colors: bool = True, coarse_to_fine: bool = True, noise_mode: str = "const",
-                   progress: Callable[[int, int], None] | None = None, **mesh_kwargs) -> Mesh:
+                   progress: ProgressFn | None = None, **mesh_kwargs) -> Mesh:
     """Iso-surface of the density of latent ws [1, num_ws, w_dim] over the model's box (world units).
 
     Uses the original's conventions (grid over the ``box_warp`` cube, raw sigma, level 10, padded borders).
-    Raises ValueError (one line) if the density never crosses ``level``.
+    Raises NoSurfaceError (one line) if the density never crosses ``level``.
     """
     if ws.ndim != 3 or ws.shape[0] != 1:
-        raise ValueError(f"generator_mesh takes one latent ws [1, num_ws, w_dim], got {list(ws.shape)}")
+        raise InputError(f"generator_mesh takes one latent ws [1, num_ws, w_dim], got {list(ws.shape)}")
     with torch.no_grad():
         planes = G.planes(ws, noise_mode)
     return extract_mesh(density_fn(G, planes), resolution, G.config.rendering.box_warp, level,
