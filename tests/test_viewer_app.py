@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
 import re  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -24,7 +25,8 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
-PANEL_WIDTH = 400  # viewer.app.PANEL_WIDTH: the control panel; the rendered view is to its right
+PANEL_WIDTH = 400  # viewer.layout.PANEL_WIDTH: the control panel; the rendered view is to its right
+WEB_DEMO_HINT = "use the web demo instead: "
 
 needs_xvfb = pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed")
 
@@ -42,14 +44,47 @@ def view_region(path: Path) -> np.ndarray:
     return img[:, PANEL_WIDTH:]
 
 
-def test_no_display_says_so_in_one_line_and_points_to_the_web_demo() -> None:
+def assert_web_demo_runs(command: str, env: dict[str, str], cwd: Path) -> None:
+    """``command --help`` works as a user would type it, outside the checkout."""
+    r = subprocess.run([*shlex.split(command), "--help"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--model" in r.stdout, f"{command} --help failed:\n{r.stdout}{r.stderr}"
+
+
+def test_no_display_says_so_in_one_line_and_names_a_web_demo_command_that_works(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     r = launch(["--model", str(FIXTURE)], env=env, xvfb=False, timeout=60)
-    assert r.returncode != 0
+    assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert "no display" in lines[0] and "app_gradio.py" in lines[0]
+    assert "no display" in lines[0] and WEB_DEMO_HINT in lines[0]
     assert "Traceback" not in r.stderr
+    assert_web_demo_runs(lines[0].split(WEB_DEMO_HINT, 1)[1], env, tmp_path)
+
+
+@pytest.mark.parametrize("where", ["path", "beside", "module"])
+def test_web_demo_command_is_found_or_falls_back_to_the_module(where, tmp_path, monkeypatch) -> None:
+    """On PATH it is named as such; a venv that is not activated has it beside its python; else ``python -m``."""
+    from eg3d_viewer import launch as launcher
+
+    python = sys.executable
+    installed = Path(python).with_name("eg3d-web")
+    if where != "module" and not installed.is_file():
+        pytest.skip("eg3d-web is not installed beside this python")
+    env = os.environ.copy()
+    if where == "path":
+        env["PATH"] = f"{installed.parent}{os.pathsep}{env.get('PATH', '')}"
+    else:
+        env["PATH"] = str(tmp_path)  # nothing named eg3d-web there
+    monkeypatch.setenv("PATH", env["PATH"])
+    if where == "module":
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no eg3d-web beside it
+    command = launcher.web_demo_command()
+    expected = {"path": "eg3d-web", "beside": shlex.quote(str(installed)),
+                "module": shlex.join([str(tmp_path / "python"), "-m", "eg3d_core.apps.gradio_app"])}[where]
+    assert command == expected
+    if where == "module":
+        command = shlex.join([python, "-m", "eg3d_core.apps.gradio_app"])  # the real python, same module
+    assert_web_demo_runs(command, env, tmp_path)
 
 
 def test_bad_script_is_rejected_before_anything_starts() -> None:

@@ -8,23 +8,28 @@ import queue
 import sys
 import threading
 import time
+import types
+import typing
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
-from eg3d_viewer import actions
+from eg3d_viewer import actions, events, report
 from eg3d_viewer import camera_controller as cc
 from eg3d_viewer.directions import compute_directions, load_or_compute
 from eg3d_viewer.model_info import ModelInfo
 from eg3d_viewer.renderer import Cancelled, ViewerRenderer, compose_ws
 from eg3d_viewer.requests import adapt_resolution, full_quality, preview_quality, scene_of
 from eg3d_viewer.scheduler import RenderScheduler, RequestSlot
-from eg3d_viewer.script import ScriptError, parse_script, set_field
+from eg3d_viewer.script import ScriptError, ScriptRunner, Step, apply_step, parse_script, set_field
 from eg3d_viewer.state import AppState, CameraState
 from eg3d_viewer.worker import (
     DirectionsReady,
+    Event,
+    ExportDone,
+    ExportFailed,
     ExportWorker,
     FrameCancelled,
     FrameReady,
@@ -335,6 +340,78 @@ def test_bad_scripts_are_rejected_with_one_line(bad) -> None:
     with pytest.raises(ScriptError) as e:
         parse_script(bad)
     assert "\n" not in str(e.value)
+
+
+def test_script_runner_applies_one_ready_step_per_frame(state, limits) -> None:
+    steps = parse_script('[{"load": "m.pkl"}, {"wait": "model"}, {"orbit": [10, 0], "frame": 5}, {"wait": 0.5}, '
+                         '{"snapshot": "a.png"}, {"capture": "b.png"}]')
+    runner = ScriptRunner(steps)
+    model_ready = full_shown = False
+    conditions = {"full": lambda: full_shown, "model": lambda: model_ready, "export": lambda: True,
+                  "directions": lambda: True}
+
+    def advance(frame: int, now: float, lim: cc.CameraLimits | None = limits) -> str | None:
+        return runner.advance(state, lim, frame, now, conditions)
+
+    assert advance(0, 0.0, None) is None and runner.index == 1  # a load needs no model
+    assert state.model.load_requested == "m.pkl" and state.model.loading
+    assert advance(1, 0.0) is None and runner.index == 1  # waits for the model
+    model_ready = True
+    advance(2, 0.0)
+    yaw = state.camera.yaw
+    assert advance(4, 0.0) is None and runner.index == 2  # not before frame 5
+    advance(5, 0.0)
+    assert runner.index == 3 and state.camera.yaw != yaw
+    advance(6, 1.0)
+    advance(7, 1.4)
+    assert runner.index == 3  # the wait started at the first frame that judged it
+    advance(8, 1.5)
+    assert runner.index == 4
+    assert advance(9, 2.0) is None and runner.index == 4  # a snapshot waits for the full-quality frame
+    full_shown = True
+    assert advance(10, 2.0) == "a.png" and advance(11, 2.0) == "b.png"
+    assert runner.finished and advance(12, 2.0) is None
+
+
+def test_script_steps_other_than_load_and_wait_need_a_model(state) -> None:
+    runner = ScriptRunner(parse_script('[{"zoom": 1}]'))
+    assert runner.advance(state, None, 10, 0.0, {}) is None and not runner.finished
+
+
+def test_script_unknown_action_is_a_script_error(state, limits) -> None:
+    with pytest.raises(ScriptError, match="unknown action 'fly'"):
+        apply_step(state, limits, Step("action", "fly"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# App: worker events and status lines
+
+
+def test_every_worker_event_type_has_a_handler() -> None:
+    assert set(events.HANDLERS) == set(typing.get_args(Event))
+
+
+def test_export_events_update_the_export_state_and_status(state) -> None:
+    app = types.SimpleNamespace(state=state, export_note_until=0.0)
+    state.export.busy = True
+    events.HANDLERS[ExportFailed](app, ExportFailed("disk full"), 5.0)
+    assert (state.export.busy, state.export.error, app.export_note_until) == (False, True, 5.0 + events.EXPORT_NOTE_SECONDS)
+    lines = report.status_lines(state, True, None, False, "", export_note=True)
+    assert lines == ["export failed: disk full"] and lines[0].startswith(report.ERROR_PREFIXES)
+    assert report.status_lines(state, True, None, False, "", export_note=False) == []
+    events.HANDLERS[ExportDone](app, ExportDone("saved x.ply"), 6.0)
+    assert not state.export.error and report.status_lines(state, True, None, False, "oops", True) == [
+        "render error: oops", "saved x.ply"]
+
+
+def test_model_failure_ends_a_snapshot_run_only_without_a_model(state) -> None:
+    app = types.SimpleNamespace(state=state, info=None, options=types.SimpleNamespace(snapshot="x.png"), exit_code=None)
+    events.HANDLERS[ModelFailed](app, ModelFailed("cannot read m.pkl"), 0.0)
+    assert app.exit_code == 1 and state.model.error and not state.model.loading
+    assert report.status_lines(state, False, None, False, "", False) == ["cannot read m.pkl"]
+    app = types.SimpleNamespace(state=state, info=object(), options=app.options, exit_code=None)
+    events.HANDLERS[ModelFailed](app, ModelFailed("cannot read n.pkl"), 0.0)
+    assert app.exit_code is None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -111,9 +111,9 @@ def apply_model(state: AppState, info: ModelInfo) -> cc.CameraLimits:
     r = state.render
     r.full_resolution = info.neural_rendering_resolution
     r.full_samples, r.full_importance = info.depth_resolution, info.depth_resolution_importance
-    # Previews (see benchmarks/bench_viewer.py): a quarter of the samples along the ray but at least 16 (fewer show
-    # depth banding) and no importance pass (the second pass costs as much as the first), tri-planes pooled to
-    # <= 128 texels, half the resolution to start.
+    # Previews: a quarter of the samples along the ray but at least 16 (fewer show depth banding), no importance pass
+    # (its samples cost as much as the coarse ones), tri-planes pooled to <= 128 texels, half the resolution to start.
+    # benchmarks/bench_viewer.py measures these choices; its figures are in benchmarks/RESULTS.md.
     r.preview_samples = min(info.depth_resolution, max(16, info.depth_resolution // 4))
     r.preview_importance = 0
     r.preview_resolution = max(32, info.neural_rendering_resolution // 2)

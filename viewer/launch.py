@@ -1,8 +1,8 @@
 """Desktop viewer for EG3D generators: orbit, zoom and explore latents in real time.
 
-    python launch_viewer.py                       # the bundled demo model
-    python launch_viewer.py --model ffhq512-128.pkl
-    python launch_viewer.py --snapshot out.png --frames 30 --script '[{"orbit": [80, 0]}]'
+    eg3d-viewer                       # the bundled demo model (from a checkout: python launch_viewer.py)
+    eg3d-viewer --model ffhq512-128.pkl
+    eg3d-viewer --snapshot out.png --frames 30 --script '[{"orbit": [80, 0]}]'
 
 Without a display (a server, SSH without X forwarding) it says so and points to the web demo instead.
 """
@@ -10,12 +10,35 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads are 3-6x slower on a shared CPU
+# Before torch: OpenMP threads that spin while waiting take the CPU from each other and from the UI thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-WEB_DEMO_HINT = "use the web demo instead: python app_gradio.py"
+
+def web_demo_command() -> str:
+    """A command line that starts the web demo from anywhere: ``eg3d-web`` if it is on PATH, else the ``eg3d-web``
+    installed beside this Python (a venv not activated), else this Python running the module."""
+    if shutil.which("eg3d-web"):
+        return "eg3d-web"
+    exe = Path(sys.executable)
+    beside = exe.with_name("eg3d-web" + exe.suffix)  # the .exe suffix on Windows, where scripts get one too
+    if beside.is_file():
+        return _command_line([str(beside)])
+    return _command_line([sys.executable, "-m", "eg3d_core.apps.gradio_app"])
+
+
+def _command_line(args: list[str]) -> str:
+    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+
+
+def web_demo_hint() -> str:
+    return f"use the web demo instead: {web_demo_command()}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     missing = missing_packages()
     if missing:
-        print(f"eg3d viewer: missing {', '.join(missing)}: pip install {' '.join(missing)} (or {WEB_DEMO_HINT})",
+        print(f"eg3d viewer: missing {', '.join(missing)}: pip install {' '.join(missing)} (or {web_demo_hint()})",
               file=sys.stderr)
         return 2
     problem = display_problem()
     if problem:
-        print(f"eg3d viewer: {problem}; {WEB_DEMO_HINT}", file=sys.stderr)
+        print(f"eg3d viewer: {problem}; {web_demo_hint()}", file=sys.stderr)
         return 2
     from eg3d_viewer.app import AppOptions, ViewerApp
     from eg3d_viewer.directions import default_cache_dir
@@ -71,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = ViewerApp(options)
     except WindowError as e:
-        print(f"eg3d viewer: {e}; {WEB_DEMO_HINT}", file=sys.stderr)
+        print(f"eg3d viewer: {e}; {web_demo_hint()}", file=sys.stderr)
         return 2
     try:
         return app.run()

@@ -6,23 +6,27 @@ Each step is an object with one action key and an optional ``"frame"`` (not befo
      {"zoom": 2},                                # wheel notches (positive zooms in)
      {"pan": [30, 0]},                           # drag with the right mouse button
      {"set": {"latent.seed": 7, "render.view": "depth"}},   # any state field, by dotted path
-     {"action": "next_seed"},                    # any keyboard-shortcut action (see viewer.app.ACTIONS)
+     {"action": "next_seed"},                    # any keyboard-shortcut action (see viewer.actions.ACTIONS)
      {"load": "path/to/model.pkl"},              # load a checkpoint (then e.g. {"wait": "model"})
      {"wait": "full"},                           # until the full-quality frame of the current view is shown
      {"wait": 0.5},                              # seconds
      {"snapshot": "out.png", "frame": 40},       # wait for the full frame, then save a window screenshot
      {"capture": "now.png"}]                     # save a window screenshot of this frame, whatever is shown
 
-Parsing and state edits are pure (no GL), so scripts are validated before the window opens.
+Parsing, state edits and ``ScriptRunner`` (which applies the steps) are pure (no GL), so scripts are validated
+before the window opens and their effects can be tested without one.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import actions
+from . import camera_controller as cc
 from .state import AppState
 
 KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "wait", "snapshot", "capture")
@@ -127,3 +131,71 @@ def set_field(state: AppState, path: str, value: Any) -> None:
 
 def _raise() -> Any:
     raise TypeError
+
+
+class ScriptRunner:
+    """Applies a script's steps to the app state, at most one per frame.
+
+    One step per frame because a step's effects (requests handled later in the frame, the UI drawn in the next one)
+    must be visible before the next step is judged, e.g. ``{"wait": "export"}`` after an export.
+    """
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.index = 0
+        self._wait_started: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.index >= len(self.steps)
+
+    def advance(self, state: AppState, limits: cc.CameraLimits | None, frame: int, now: float,
+                conditions: Mapping[str, Callable[[], bool]]) -> str | None:
+        """Apply the next step if its frame has come and it is ready. ``limits`` is None until a model is loaded;
+        ``conditions`` answers each of ``WAIT_CONDITIONS``. Returns the path of a screenshot the step asks for."""
+        if self.finished:
+            return None
+        step = self.steps[self.index]
+        if frame < step.frame or not self._ready(step, limits, now, conditions):
+            return None
+        self.index += 1
+        self._wait_started = None
+        return apply_step(state, limits, step)
+
+    def _ready(self, step: Step, limits: cc.CameraLimits | None, now: float,
+               conditions: Mapping[str, Callable[[], bool]]) -> bool:
+        if step.kind == "snapshot":
+            return conditions["full"]()
+        if step.kind != "wait":
+            # Everything but a load waits for the first model: loading it resets the camera and render settings.
+            return limits is not None or step.kind == "load"
+        if isinstance(step.value, (int, float)):
+            if self._wait_started is None:
+                self._wait_started = now
+            return now - self._wait_started >= step.value
+        return conditions[step.value]()
+
+
+def apply_step(state: AppState, limits: cc.CameraLimits | None, step: Step) -> str | None:
+    """Apply one step to ``state``; returns the screenshot path of a snapshot or capture step, else None."""
+    assert limits is not None or step.kind in ("load", "wait")
+    if step.kind == "orbit":
+        state.camera = cc.orbit(state.camera, *step.value, limits)
+    elif step.kind == "pan":
+        state.camera = cc.pan(state.camera, *step.value, 512.0, limits)
+    elif step.kind == "zoom":
+        state.camera = cc.zoom(state.camera, step.value, limits)
+    elif step.kind == "set":
+        for path, value in step.value.items():
+            set_field(state, path, value)
+    elif step.kind == "action":
+        if step.value not in actions.ACTIONS:
+            raise ScriptError(f"unknown action {step.value!r}; known: {', '.join(actions.ACTIONS)}")
+        actions.ACTIONS[step.value](state, limits)
+    elif step.kind == "load":
+        # Marked loading now (not when the request is handled later this frame) so that a following
+        # {"wait": "model"} step waits for this load.
+        state.model.path, state.model.load_requested, state.model.loading = step.value, step.value, True
+    elif step.kind in ("snapshot", "capture"):
+        return step.value
+    return None

@@ -1,0 +1,135 @@
+"""Worker -> UI events: one handler per event type, chosen from a table by the event's type.
+
+Handlers run on the UI thread and update the app: new frames go to the textures, model and direction results to the
+state, export progress and results to the Export panel and the view's status lines.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import actions
+from .renderer import RenderResult
+from .requests import adapt_resolution
+from .worker import (
+    DirectionsReady,
+    Event,
+    ExportDone,
+    ExportFailed,
+    ExportProgress,
+    FrameCancelled,
+    FrameReady,
+    ModelFailed,
+    ModelLoaded,
+    RenderFailed,
+)
+
+if TYPE_CHECKING:
+    from .app import ViewerApp
+
+EXPORT_NOTE_SECONDS = 10.0  # how long an export result stays on the view (it is also in the Export panel)
+
+
+def poll_events(app: ViewerApp, now: float) -> bool:
+    """Handle all pending worker events; True if there were any."""
+    any_event = False
+    while True:
+        try:
+            ev = app.events.get_nowait()
+        except queue.Empty:
+            return any_event
+        any_event = True
+        HANDLERS[type(ev)](app, ev, now)
+
+
+def show(app: ViewerApp, result: RenderResult, now: float) -> None:
+    """Put a rendered frame on screen and record its timings; a preview also adapts the preview resolution."""
+    # Results come back in request order from one worker, but never let an older one replace a newer frame.
+    if app.shown is not None and result.request.serial < app.shown.request.serial:
+        return
+    app.shown = result
+    app.render_error = ""
+    if result.image is not None:
+        app.textures["image"].upload(result.image)
+    app.textures["raw"].upload(result.raw)
+    app.textures["depth"].upload(result.depth)
+    if result.final:
+        app.render_rate.tick(now)
+        app.log.results.append((result.request.quality.label, result.timings["total"]))
+    q, p, r = result.request.quality, app.state.perf, app.state.render
+    p.quality, p.stage_ms, p.planes_cached = q.label, dict(result.timings), result.planes_cached
+    if q.preview and r.preview_auto:
+        cost = result.timings["total"] - result.timings["mapping"] - result.timings["backbone"]
+        top = r.full_resolution
+        app.preview_resolution = adapt_resolution(app.preview_resolution, cost, 1e3 / r.preview_target_fps,
+                                                  lo=min(32, top), hi=top)
+
+
+def _frame_ready(app: ViewerApp, ev: FrameReady, now: float) -> None:
+    show(app, ev.result, now)
+
+
+def _frame_cancelled(app: ViewerApp, ev: FrameCancelled, now: float) -> None:
+    app.scheduler.full_cancelled(ev.request)
+    app.state.perf.cancelled += 1
+
+
+def _render_failed(app: ViewerApp, ev: RenderFailed, now: float) -> None:
+    app.render_error = ev.message
+
+
+def _model_loaded(app: ViewerApp, ev: ModelLoaded, now: float) -> None:
+    app.generator, app.info, app.directions = ev.generator, ev.info, None
+    app.limits = actions.apply_model(app.state, ev.info)
+    app.preview_resolution = app.state.render.preview_resolution
+    app.render_error = ""
+
+
+def _model_failed(app: ViewerApp, ev: ModelFailed, now: float) -> None:
+    m = app.state.model
+    m.loading, m.error, m.message = False, True, ev.message
+    if app.info is None and app.options.snapshot is not None:
+        # A snapshot run without a model has nothing to wait for.
+        print(f"eg3d viewer: {ev.message}", file=sys.stderr)
+        app.exit_code = 1
+
+
+def _directions_ready(app: ViewerApp, ev: DirectionsReady, now: float) -> None:
+    app.directions = ev.directions
+    d = app.state.directions
+    d.amounts = [0.0] * len(ev.directions)
+    d.status = (f"{len(ev.directions)} principal directions of W, PCA of {ev.samples} samples "
+                f"({'from the cache' if ev.from_cache else 'computed and cached'})")
+
+
+def _export_progress(app: ViewerApp, ev: ExportProgress, now: float) -> None:
+    app.state.export.progress = ev.fraction
+
+
+def _export_done(app: ViewerApp, ev: ExportDone, now: float) -> None:
+    _export_finished(app, ev.message, False, now)
+
+
+def _export_failed(app: ViewerApp, ev: ExportFailed, now: float) -> None:
+    _export_finished(app, ev.message, True, now)
+
+
+def _export_finished(app: ViewerApp, message: str, error: bool, now: float) -> None:
+    e = app.state.export
+    e.busy, e.message, e.error = False, message, error
+    app.export_note_until = now + EXPORT_NOTE_SECONDS
+
+
+HANDLERS: dict[type[Event], Callable[[ViewerApp, Any, float], None]] = {
+    FrameReady: _frame_ready,
+    FrameCancelled: _frame_cancelled,
+    RenderFailed: _render_failed,
+    ModelLoaded: _model_loaded,
+    ModelFailed: _model_failed,
+    DirectionsReady: _directions_ready,
+    ExportProgress: _export_progress,
+    ExportDone: _export_done,
+    ExportFailed: _export_failed,
+}
