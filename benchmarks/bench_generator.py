@@ -25,12 +25,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import eg3d_core.generator as generator_module  # noqa: E402
-import eg3d_core.kernels.field as native_field  # noqa: E402
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.generator import default_reduced_dtype  # noqa: E402
-from eg3d_core.kernels import winograd
+from eg3d_core.kernels import cpu, fir, winograd  # noqa: E402
 from eg3d_core.mesh import density_fn, density_grid  # noqa: E402
-from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays_reference  # noqa: E402
 from eg3d_core.rendering.triplane import sample_planes_reference  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
@@ -134,7 +132,7 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         # Optimisation ratios against the plain path, same run: the two timed alternately (see ``ratio``).
         full = lambda: G.synthesis(ws, c)  # noqa: E731
         render = lambda: G.render(planes, c)  # noqa: E731
-        no_field = (native_field, "field", lambda *a, **k: None)  # the PyTorch field instead of the compiled one
+        no_field = (cpu, "field", lambda *a, **k: None)  # the PyTorch field instead of the compiled one
 
         def nchw() -> object:
             G.set_memory_format(torch.contiguous_format)
@@ -148,16 +146,16 @@ def bench_preset(name: str, repeats: int) -> list[dict]:
         r["ratio_gather"] = ratio(under(render, no_field, (generator_module, "sample_planes", sample_planes_reference)),
                                   under(render, no_field), repeats)
         r["ratio_native"] = ratio(under(render, no_field), render, repeats)
-        r["ratio_march"] = ratio(under(render, (native_field, "march", lambda *a: None)), render, repeats)
-        r["ratio_importance"] = ratio(under(render, (native_field, "importance", lambda *a: None)), render, repeats)
+        r["ratio_march"] = ratio(under(render, (cpu, "march", lambda *a: None)), render, repeats)
+        r["ratio_importance"] = ratio(under(render, (cpu, "importance", lambda *a: None)), render, repeats)
         r["ratio_chunked"] = ratio(under(render, (generator_module, "render_rays", render_rays_reference)), render,
                                    repeats)
-        r["ratio_winograd"] = ratio(under(full, (layers, "use_winograd", lambda x, w: False),
-                                          (layers, "use_winograd_up", lambda x, w: False)), full, repeats)
+        r["ratio_winograd"] = ratio(under(full, (winograd, "use_winograd", lambda x, w: False),
+                                          (winograd, "use_winograd_up", lambda x, w: False)), full, repeats)
         r["ratio_tiles"] = ratio(under(full, (winograd, "tile_size", lambda x, w: 2),
                                        (winograd, "up_tile_size", lambda x, w: 2)), full, repeats)
-        r["ratio_layers"] = ratio(under(full, (layers, "use_fused_tail", lambda x: False),
-                                        (layers, "use_small_image_product", lambda x, w: False)), full, repeats)
+        r["ratio_layers"] = ratio(under(full, (fir, "use_fused_tail", lambda x: False),
+                                        (cpu, "use_small_image_product", lambda x, w: False)), full, repeats)
         rows[0]["ratio_cached"] = rows[0]["full"] / rows[0]["cached"]
         rows[1]["ratio_reduced_full"] = ratio(full, lambda: G.synthesis(ws, c, precision="reduced"), repeats)
         rows[1]["ratio_reduced_cached"] = ratio(lambda: G.render_planes(planes, ws, c),

@@ -12,7 +12,7 @@ Three tables, each pair timed alternately in the same process (best of ``--repea
   tiles, one thread (as each thread runs its chunks);
 * the upsampling layers' tail (low-pass filter, bias, noise, leaky ReLU, clamp) fused (``kernels.fir``) against
   PyTorch's separate operations, and the backbone's 4-8 px layers as one matrix product with the raw weight
-  (``layers.small_image_conv3x3``) against modulating the weight for oneDNN.
+  (``kernels.cpu.small_image_conv3x3``) against modulating the weight for oneDNN.
 
     python benchmarks/bench_winograd.py [--repeats 5] [--write]
 """
@@ -31,8 +31,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from eg3d_core.kernels import fir, winograd
-from eg3d_core.kernels.build import float_ptr  # noqa: E402
+from eg3d_core.kernels import cpu, fir, winograd  # noqa: E402
 from eg3d_core.networks import layers  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 
@@ -146,8 +145,7 @@ def products_table(repeats: int) -> list[str]:
             out = torch.empty(slots, m, cout)
             v_own, out_own = winograd.slot_buffer(slots, m, cin).normal_(), winograd.slot_buffer(slots, m, cout)
             kc = winograd.products_run(tile, cin) if kind == "3x3" else 64
-            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, kc, float_ptr(v_own), float_ptr(u),
-                                    float_ptr(out_own))
+            own = functools.partial(lib.wino_gemm, slots, m, cin, cout, 0, cout, kc, v_own, u, out_own)
             tb, to = alternating([functools.partial(torch.bmm, v, u_bmm, out=out), own], repeats)
             rows.append(f"| {where} ({kind}) | {slots} x {m} x {cin} -> {cout} | {tb * 1e3:.1f} ms | {to * 1e3:.1f} ms "
                         f"| {tb / to:.2f}x |")
@@ -178,7 +176,7 @@ def tail_and_small_table(repeats: int) -> list[str]:
         up = kind == "up"
         x, w, styles = torch.randn(1, 512, size, size), torch.randn(512, 512, 3, 3), torch.rand(512) + 0.5
         tp, tf = alternating([functools.partial(plain_conv, x, w, styles, up),
-                              functools.partial(layers.small_image_conv3x3, x, w, styles, True, up, 1.0, {})], repeats)
+                              functools.partial(cpu.small_image_conv3x3, x, w, styles, True, up, 1.0, {})], repeats)
         label = "3x3 conv" if kind == "3x3" else "stride-2 transposed 3x3"
         rows.append(f"| small image: {label} as one matrix product | {where} | 512 -> 512, {size} px "
                     f"| {tp * 1e3:.1f} ms | {tf * 1e3:.1f} ms | {tp / tf:.2f}x |")

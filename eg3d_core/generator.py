@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
-from .kernels import field as native
-from .kernels import winograd
+from .kernels import dispatch, winograd
 from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
 from .networks.superresolution import SuperResolution
@@ -144,8 +143,7 @@ class Generator(nn.Module):
         """
         box_warp = self.config.rendering.box_warp
         with self._precision(precision, coords.device):
-            # The compiled loop where it applies (float32 CPU inference), else the PyTorch path: same values.
-            out = native.field(coords, planes, box_warp, self.decoder, table)
+            out = dispatch.field(coords, planes, box_warp, self.decoder, table)
             return out if out is not None else self.decoder(sample_planes(planes, coords.float(), box_warp, table))
 
     def sample(self, coords: torch.Tensor, ws: torch.Tensor, noise_mode: str = "const",

@@ -5,7 +5,7 @@
  * with softplus; an output layer giving the raw density and sigmoid colours. Same arithmetic as the PyTorch path
  * (eg3d_core.rendering.triplane.sample_planes followed by eg3d_core.rendering.decoder.Decoder), fused so that no
  * intermediate leaves the registers: the PyTorch path streams each stage's [points, channels] result through memory.
- * Built by eg3d_core/rendering/native.py with the system C compiler for AVX2 + FMA (x86-64 only), written with
+ * Built by eg3d_core/kernels/build.py with the system C compiler for AVX2 + FMA (x86-64 only), written with
  * 8-wide vector intrinsics: channel counts are fixed, so every stage is a few registers; no libm calls (exp and
  * log1p are evaluated by polynomials on the vectors).
  */
@@ -185,7 +185,7 @@ void eg3d_field(int64_t n, int64_t m, int64_t begin, int64_t end, const float *r
 }
 
 /*
- * The ray marcher's compositing for a chunk of rays (eg3d_core/rendering/native.py: march): per ray, the coarse and
+ * The ray marcher's compositing for a chunk of rays (eg3d_core/kernels/field.py: march): per ray, the coarse and
  * the fine samples merged by depth, the interval weights of the original's MipRayMarcher2 and the weighted sums the
  * renderer needs, without sorting or moving the colours. On the depth-sorted samples j = 0 .. T-1 (T = S + F),
  * interval k has density softplus((sigma_k + sigma_k+1) / 2 - 1), alpha_k = 1 - exp(-density (d_k+1 - d_k)) and
@@ -233,16 +233,23 @@ static void order_by_depth(int64_t n, const float *restrict d, int32_t *restrict
  * For each of `rays` rays: coarse depths dc [S], raw densities sc [S], colours cc [S][C]; fine ones df [F], sf [F],
  * cf [F][C] -> rgb [C] (the colours times their per-sample weights), depth_sum (w_k times the interval's mid depth)
  * and total (sum of w_k). A tie between a coarse and a fine depth takes the coarse sample first. C: a multiple of 8.
+ * Returns 0, or -1 (nothing written) if its buffers could not be allocated.
  */
-void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *restrict dc, const float *restrict sc,
+int eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *restrict dc, const float *restrict sc,
                 const float *restrict cc, const float *restrict df, const float *restrict sf,
                 const float *restrict cf, float *restrict rgb, float *restrict depth_sum, float *restrict total) {
     const int64_t t = s + f, padded = t + 16;
     int32_t *oc = malloc(sizeof(int32_t) * (size_t)(t + 1));
-    int32_t *of = oc + s;
     float *d = calloc((size_t)(4 * padded), sizeof(float)); /* zero padding for the 8-wide loads past the end */
-    float *sig = d + padded, *alpha = d + 2 * padded, *per = d + 3 * padded;
     const float **col = malloc(sizeof(float *) * (size_t)(t + 1));
+    if (!oc || !d || !col) {
+        free(col);
+        free(d);
+        free(oc);
+        return -1;
+    }
+    int32_t *of = oc + s;
+    float *sig = d + padded, *alpha = d + 2 * padded, *per = d + 3 * padded;
     for (int64_t r = 0; r < rays; ++r) {
         const float *rdc = dc + r * s, *rsc = sc + r * s, *rcc = cc + r * s * c;
         const float *rdf = df + r * f, *rsf = sf + r * f, *rcf = cf + r * f * c;
@@ -278,22 +285,24 @@ void eg3d_march(int64_t rays, int64_t s, int64_t f, int64_t c, const float *rest
     free(col);
     free(d);
     free(oc);
+    return 0;
 }
 
 /*
- * The importance sampler's depths for a chunk of rays (eg3d_core/rendering/native.py: importance), as
+ * The importance sampler's depths for a chunk of rays (eg3d_core/kernels/field.py: importance), as
  * renderer.importance_depths(depths, marcher.composite_weights(densities, depths), ...) computes them: per ray, the
  * coarse interval weights (as in eg3d_march; the coarse depths come sorted), max-pooled and average-pooled (kernel 2)
  * and floored by 0.01; a pdf over the interior weights (+ 1e-5) and its cdf (cumulative sums in double, as PyTorch's
  * CPU cumsum); then each u is placed by the cdf (the first entry above it, as searchsorted(right=True)) and
  * interpolated linearly between the midpoints of the coarse depths.
  * dc, sc [rays][S] (S >= 4): coarse depths, raw densities; u: [rays][F] if u_stride = F, or one [F] shared by all rays
- * if u_stride = 0 -> df [rays][F].
+ * if u_stride = 0 -> df [rays][F]. Returns 0, or -1 (nothing written) if its buffer could not be allocated.
  */
-void eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict dc, const float *restrict sc,
+int eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict dc, const float *restrict sc,
                      const float *restrict u, int64_t u_stride, float *restrict df) {
     const int64_t padded = s + 16, n_cdf = s - 2;
     float *alpha = calloc((size_t)(6 * padded), sizeof(float)); /* zero padding for the 8-wide loads past the end */
+    if (!alpha) return -1;
     float *w = alpha + padded, *bins = alpha + 2 * padded, *cdf = alpha + 3 * padded;
     float *d = alpha + 4 * padded, *sig = alpha + 5 * padded;
     for (int64_t r = 0; r < rays; ++r) {
@@ -336,4 +345,5 @@ void eg3d_importance(int64_t rays, int64_t s, int64_t f, const float *restrict d
         }
     }
     free(alpha);
+    return 0;
 }

@@ -14,8 +14,9 @@
 typedef __m256 vec;
 
 /* Output rows r0 .. r1 - 1, each followed by: + bias[c] (if not NULL), + noise[r][q] (if not NULL), leaky ReLU with
- * this slope (if slope != 1), clamp to [-limit, limit] (if limit > 0); each step rounded as PyTorch's would be. */
-void fir_up_post(int64_t xh, int64_t xw, int64_t c, const float *restrict x, const float *restrict bias,
+ * this slope (if slope != 1), clamp to [-limit, limit] (if limit > 0); each step rounded as PyTorch's would be.
+ * Returns 0, or -1 (nothing written) if its row buffer could not be allocated. */
+int fir_up_post(int64_t xh, int64_t xw, int64_t c, const float *restrict x, const float *restrict bias,
                  const float *restrict noise, float slope, float limit, int64_t r0, int64_t r1, float *restrict y) {
     const int64_t ow = xw - 1;
     const vec f0 = _mm256_set1_ps(0.125f), f1 = _mm256_set1_ps(0.375f);
@@ -24,6 +25,7 @@ void fir_up_post(int64_t xh, int64_t xw, int64_t c, const float *restrict x, con
     const vec zero = _mm256_setzero_ps();
     /* Column-filtered row, columns -1 .. xw (index + 1). */
     float *row = malloc(sizeof(float) * (size_t)((xw + 2) * c));
+    if (!row) return -1;
     for (int64_t k = 0; k < c; k += 8) {
         _mm256_storeu_ps(row + k, zero);
         _mm256_storeu_ps(row + (xw + 1) * c + k, zero);
@@ -64,4 +66,5 @@ void fir_up_post(int64_t xh, int64_t xw, int64_t c, const float *restrict x, con
         }
     }
     free(row);
+    return 0;
 }

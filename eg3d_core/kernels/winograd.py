@@ -5,27 +5,26 @@ instead of 9) on the layers from 128 channels, F(2x2, 3x3) (4 per output) elsewh
 The tile transforms and the matrix products between them are compiled loops (``winograd_kernel.c``, built by
 ``eg3d_core.kernels.build``). Besides one scale per input and per output channel (the styles, the demodulation) the
 transforms only add, subtract and scale by small constants (the fractions are applied to the filters, in double
-precision), and the products sum in short runs, so the result stays within float32 rounding of the direct convolution
-(tested against float64: F(2x2, 3x3) several times below oneDNN's direct convolution's error, F(3x3, 3x3) about equal
-to it on the layers it serves; F(6x6, 3x3), reduced precision only, 5-9x above it). Used for float32 CPU inference on
-the wide layers where it is faster (``use_winograd``); everything else takes ``F.conv2d``. The stride-2 transposed
-convolutions of the upsampling layers get the same treatment by output phase (``conv_transpose3x3_up``,
-``use_winograd_up``).
+precision), and the products sum in short runs, so F(2x2, 3x3) and F(3x3, 3x3) stay within float32 rounding of the
+direct convolution (tests/test_winograd.py bounds them by twice its error against float64); F(6x6, 3x3)'s larger
+transform coefficients amplify rounding more, which is why only reduced precision uses it. The CPU backend
+(``kernels.cpu``) uses these for float32 inference on the wide layers where they are faster (``use_winograd``);
+everything else takes ``F.conv2d``. The stride-2 transposed convolutions of the upsampling layers get the same
+treatment by output phase (``conv_transpose3x3_up``, ``use_winograd_up``). Where each pays is measured by
+benchmarks/bench_winograd.py (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from . import build as native
-from . import modulation
-from .build import float32_cpu_inference, float_ptr, run_parts
+from . import build, modulation
+from .build import F32, FLOATS, I64, IMAGE, OPTIONAL_FLOATS, STATUS, Function, Library, float32_cpu_inference, run_parts
 
 SOURCE = Path(__file__).with_name("winograd_kernel.c")
 # Images whose transformed tiles ([slots, tiles, channels]) take at most this are run in three passes (see _run).
@@ -39,10 +38,9 @@ _REDUCED = contextvars.ContextVar("eg3d_winograd_reduced", default=False)
 @contextlib.contextmanager
 def reduced_precision() -> Iterator[None]:
     """Inside (in this thread or context only, like autocast), ``conv3x3`` trades accuracy for speed: F(6x6, 3x3) on
-    the images of at least 64 px from 128 channels and of 128 px from 64 channels (1.0-1.7x faster than the float32
-    choice there, mostly 1.2-1.4x; rounding error 5-9x the direct convolution's, 3-7e-6 of a layer's largest output,
-    a hundred times below bfloat16's rounding). This is ``precision="reduced"`` on CPUs without native bfloat16,
-    where bfloat16 itself would be many times slower."""
+    the images of at least 64 px from 128 channels and of 128 px from 64 channels (``tile_size``), whose rounding
+    error is several times the direct convolution's but far below bfloat16's (tests/test_winograd.py bounds it). This
+    is ``precision="reduced"`` on CPUs without native bfloat16, where bfloat16 itself would be many times slower."""
     token = _REDUCED.set(True)
     try:
         yield
@@ -50,28 +48,55 @@ def reduced_precision() -> Iterator[None]:
         _REDUCED.reset(token)
 
 
+# The transforms take the tile size first (see winograd_kernel.c); transformed tiles and products are flat
+# ``slot_buffer``s, the packed filters [slots, O * I].
+_CONV_IN = (("size", I64),)
+FUNCTIONS = (
+    Function("wino_slot_stride", (("count", I64), ("channels", I64)), I64),
+    Function("wino_gemm", (("slots", I64), ("m", I64), ("k", I64), ("n", I64), ("n0", I64), ("n1", I64), ("kc", I64),
+                           ("a", FLOATS), ("b", FLOATS), ("c", FLOATS))),
+    Function("wino_weights", (*_CONV_IN, ("o_count", I64), ("i_count", I64), ("weight", FLOATS), ("o0", I64),
+                              ("o1", I64), ("u", FLOATS)), STATUS),
+    Function("wino_input", (*_CONV_IN, ("h", I64), ("w", I64), ("i_count", I64), ("x", IMAGE),
+                            ("scale", OPTIONAL_FLOATS), ("first", I64), ("count", I64), ("v", FLOATS))),
+    Function("wino_output", (*_CONV_IN, ("h", I64), ("w", I64), ("o_count", I64), ("m", FLOATS),
+                             ("scale", OPTIONAL_FLOATS), ("bias", OPTIONAL_FLOATS), ("noise", OPTIONAL_FLOATS),
+                             ("slope", F32), ("limit", F32), ("first", I64), ("count", I64), ("y", IMAGE))),
+    Function("wino_conv", (*_CONV_IN, ("kc", I64), ("h", I64), ("w", I64), ("i_count", I64), ("o_count", I64),
+                           ("x", IMAGE), ("scale_in", OPTIONAL_FLOATS), ("u", FLOATS), ("scale_out", OPTIONAL_FLOATS),
+                           ("bias", OPTIONAL_FLOATS), ("noise", OPTIONAL_FLOATS), ("slope", F32), ("limit", F32),
+                           ("first", I64), ("count", I64), ("chunk", I64), ("scratch", FLOATS), ("y", IMAGE))),
+    Function("wino_up_weights", (*_CONV_IN, ("o_count", I64), ("i_count", I64), ("weight", FLOATS), ("o0", I64),
+                                 ("o1", I64), ("u", FLOATS)), STATUS),
+    Function("wino_up_input", (*_CONV_IN, ("h", I64), ("w", I64), ("i_count", I64), ("x", IMAGE),
+                               ("scale", OPTIONAL_FLOATS), ("first", I64), ("count", I64), ("v", FLOATS))),
+    Function("wino_up_output", (*_CONV_IN, ("h", I64), ("w", I64), ("o_count", I64), ("m", FLOATS),
+                                ("scale", OPTIONAL_FLOATS), ("first", I64), ("count", I64), ("y", IMAGE))),
+    Function("wino_up_conv", (*_CONV_IN, ("h", I64), ("w", I64), ("i_count", I64), ("o_count", I64), ("x", IMAGE),
+                              ("scale_in", OPTIONAL_FLOATS), ("u", FLOATS), ("scale_out", OPTIONAL_FLOATS),
+                              ("first", I64), ("count", I64), ("chunk", I64), ("scratch", FLOATS), ("y", IMAGE))),
+)
+
+
 @functools.cache
-def library() -> ctypes.CDLL | None:
+def library() -> Library | None:
     """The transforms, or None where compiled kernels cannot be used."""
-    lib = native.load(SOURCE)
-    if lib is not None:
-        i64, fp, f32 = ctypes.c_int64, ctypes.POINTER(ctypes.c_float), ctypes.c_float
-        lib.wino_slot_stride.argtypes, lib.wino_slot_stride.restype = [i64, i64], i64
-        # The transforms take the tile size first (see winograd_kernel.c).
-        signatures = {"wino_gemm": [i64, i64, i64, i64, i64, i64, i64, fp, fp, fp],
-                      "wino_conv": [i64, i64, i64, i64, i64, i64, fp, fp, fp, fp, fp, fp, f32, f32, i64, i64, i64, fp,
-                                    fp],
-                      "wino_up_conv": [i64, i64, i64, i64, i64, fp, fp, fp, fp, i64, i64, i64, fp, fp],
-                      "wino_weights": [i64, i64, i64, fp, i64, i64, fp],
-                      "wino_input": [i64, i64, i64, i64, fp, fp, i64, i64, fp],
-                      "wino_output": [i64, i64, i64, i64, fp, fp, fp, fp, f32, f32, i64, i64, fp],
-                      "wino_up_weights": [i64, i64, i64, fp, i64, i64, fp],
-                      "wino_up_input": [i64, i64, i64, i64, fp, fp, i64, i64, fp],
-                      "wino_up_output": [i64, i64, i64, i64, fp, fp, i64, i64, fp]}
-        for name, args in signatures.items():
-            getattr(lib, name).argtypes = args
-            getattr(lib, name).restype = None
+    return build.library(SOURCE, FUNCTIONS)
+
+
+def _kernels() -> Library:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the compiled Winograd kernels are unavailable here")
     return lib
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """Raise ValueError unless x is one image [1, I, H, W] and weight [O, I, 3, 3] with I and O multiples of 8."""
+    if (x.ndim != 4 or x.shape[0] != 1 or weight.ndim != 4 or tuple(weight.shape[1:]) != (x.shape[1], 3, 3)
+            or x.shape[1] % 8 or weight.shape[0] % 8):
+        raise ValueError(f"Winograd convolutions take one image [1, I, H, W] and a weight [O, I, 3, 3] with I and O "
+                         f"multiples of 8, got {list(x.shape)} and {list(weight.shape)}")
 
 
 def _single_image(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -85,9 +110,8 @@ def _single_image(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv3x3`` serves ``F.conv2d(x, weight, padding=1)``: one float32 CPU image, channels-last, channel
     counts that are multiples of 8, no autograd or autocast, kernels available; and at least 128 channels in and out
-    and 16 px, or 64 channels and 256 px. Measured on a 2-core AVX2 CPU against oneDNN's direct convolution:
-    1.2-2.5x from 128 channels and 16 px up; for 64 channels 1.3x at 256-512 px (AFHQ's super-resolution), about even
-    or slower below (benchmarks/RESULTS.md); in ``reduced_precision`` from 128 px (F(6x6, 3x3): 1.25x at 128 px)."""
+    and 16 px, or 64 channels and 256 px (in ``reduced_precision`` 128 px), the layers where it beats oneDNN's direct
+    convolution (benchmarks/bench_winograd.py)."""
     channels, size = min(weight.shape[0], weight.shape[1]), min(x.shape[2], x.shape[3])
     large = 128 if _REDUCED.get() else 256
     return (channels >= 128 and size >= 16 or channels >= 64 and size >= large) and _single_image(x, weight)
@@ -96,9 +120,7 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def use_winograd_up(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``conv_transpose3x3_up`` serves the stride-2 transposed convolution of x by the convolution-shaped
     weight [O, I, 3, 3]: as ``use_winograd``, for inputs of at most 256 px and from 32 channels in, with 128 channels
-    out and 16 px, or 64 out and 256 px. Measured on a 2-core AVX2 CPU against oneDNN (benchmarks/bench_winograd.py):
-    1.1-2.2x, least for the super-resolution's 256 px layer, where it is still 3x more exact; 1.8x for AFHQ's
-    128 -> 64 channel one, about even for 64 output channels at 128 px."""
+    out and 16 px, or 64 out and 256 px, the layers where it beats oneDNN (benchmarks/bench_winograd.py)."""
     out, size = weight.shape[0], min(x.shape[2], x.shape[3])
     return (weight.shape[1] >= 32 and (out >= 128 and size >= 16 or out >= 64 and size >= 256)
             and max(x.shape[2], x.shape[3]) <= 256 and _single_image(x, weight))
@@ -108,11 +130,9 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
     """The output tile size ``conv3x3`` uses by default: 3, F(3x3, 3x3) with 1.44x fewer products, from 128 channels
     in and out and 16 px; else 2, F(2x2, 3x3). F(3x3, 3x3)'s rounding error comes mostly from its products' sums,
     amplified by its output transform, and shrinks less with fewer input channels than the direct convolution's, so
-    below 256 input channels its products are summed in shorter runs (``products_run``): 0.6-1.4x oneDNN's direct
-    convolution's error on the layers it serves (tests/test_winograd.py bounds it by 2x); with 64 channels it would
-    be 2.6x. F(2x2, 3x3)'s stays several times below the direct convolution's. In ``reduced_precision``: 6,
-    F(6x6, 3x3), from 128 channels and 64 px or 64 channels and 128 px (slower than F(3x3, 3x3) on smaller images,
-    whose few tiles do not pay for its 64-slot filters)."""
+    it serves only the wide layers, and below 256 input channels its products are summed in shorter runs
+    (``products_run``). In ``reduced_precision``: 6, F(6x6, 3x3), from 128 channels and 64 px or 64 channels and
+    128 px (on smaller images its few tiles do not pay for its 64-slot filters)."""
     channels, px = min(weight.shape[0], weight.shape[1]), min(x.shape[2], x.shape[3])
     if _REDUCED.get() and (channels >= 128 and px >= 64 or channels >= 64 and px >= 128):
         return 6
@@ -120,18 +140,15 @@ def tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
 
 
 def products_run(size: int, channels_in: int) -> int:
-    """Input channels summed at a time in the products (see wino_gemm): 32 for F(3x3, 3x3) below 256 input channels
-    (its error reached 1.3-2.1x the direct convolution's with 64 on strongly modulated 128-channel layers, 0.7-1.2x
-    with 32, which is 7-22 % slower), else 64."""
+    """Input channels summed at a time in the products (see wino_gemm): 32 for F(3x3, 3x3) below 256 input channels,
+    whose error with 64 exceeds the direct convolution's on strongly modulated 128-channel layers
+    (tests/test_winograd.py), else 64."""
     return 32 if size == 3 and channels_in < 256 else 64
 
 
 def up_tile_size(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels and 64 px (1.07-1.12x faster
-    than 2 on those of the backbone and the super-resolution), else 2. Its filters take twice the memory (49 slots
-    instead of 25: 51 MB for a 512-channel layer), which the backbone's 16-32 px layers would pay for 1.06-1.17x on a
-    few milliseconds. For the super-resolution's 32-channel first layer the measurements disagree (0.75x in one run,
-    1.10-1.19x in later ones; benchmarks/RESULTS.md), so it keeps 2."""
+    """The tile size ``conv_transpose3x3_up`` uses by default: 3 from 128 input channels and 64 px, else 2 (the
+    smaller layers do not pay for the larger tiles' filters, 49 slots instead of 25; benchmarks/bench_winograd.py)."""
     return 3 if weight.shape[1] >= 128 and min(x.shape[2], x.shape[3]) >= 64 else 2
 
 
@@ -148,7 +165,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     gain the output in its transform, around the filters of the raw weight, which ``cache`` (a dict, e.g. one per
     layer; None: none) keeps from call to call while the weight is unchanged. ``size``: the output tiles' size, 2 for
     F(2x2, 3x3), 3 for F(3x3, 3x3), 6 for F(6x6, 3x3) (None: ``tile_size``). Requires ``library()``."""
-    lib = library()
+    _check(x, weight)
+    lib = _kernels()
     _, i, h, w = x.shape
     o = weight.shape[0]
     size = size or tile_size(x, weight)
@@ -159,18 +177,17 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     b = None if bias is None else bias.float().contiguous()
     out = torch.empty(1, o, h, w, memory_format=torch.channels_last)
     nz = None if noise is None else noise.float().reshape(h, w).contiguous()
-    post = (_ptr(scale_out), _ptr(b), _ptr(nz), slope, 0.0 if limit is None else float(limit))
+    post = (scale_out, b, nz, slope, 0.0 if limit is None else float(limit))
 
     kc = products_run(size, i)
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_input(size, h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        lib.wino_input(size, h, w, i, src, scale_in, 0, th * tw, v)
         _products(v, u, m, slots, th * tw, i, o, parts, kc)
-        lib.wino_output(size, h, w, o, float_ptr(m), *post, 0, th * tw, float_ptr(out))
+        lib.wino_output(size, h, w, o, m, *post, 0, th * tw, out)
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
-        lib.wino_conv(size, kc, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), *post, first, count, chunk,
-                      float_ptr(scratch), float_ptr(out))
+        lib.wino_conv(size, kc, h, w, i, o, src, scale_in, u, *post, first, count, chunk, scratch, out)
 
     _run(th * tw, slots, i, o, in_passes, fused)
     return out
@@ -185,7 +202,8 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     on tiles of ``size`` x ``size`` input positions: 3, F(3x3, 2x2) / F(3, 2), 49 products per 9 positions; 2,
     F(2x2, 2x2) / F(2, 2), 25 per 4; both instead of 9 per position (None: ``up_tile_size``). Requires
     ``library()``."""
-    lib = library()
+    _check(x, weight)
+    lib = _kernels()
     _, i, h, w = x.shape
     o = weight.shape[0]
     size = size or up_tile_size(x, weight)
@@ -196,21 +214,15 @@ def conv_transpose3x3_up(x: torch.Tensor, weight: torch.Tensor, styles: torch.Te
     out = torch.empty(1, o, 2 * h + 1, 2 * w + 1, memory_format=torch.channels_last)
 
     def in_passes(v: torch.Tensor, m: torch.Tensor, parts: int) -> None:
-        lib.wino_up_input(size, h, w, i, float_ptr(src), _ptr(scale_in), 0, th * tw, float_ptr(v))
+        lib.wino_up_input(size, h, w, i, src, scale_in, 0, th * tw, v)
         _products(v, u, m, slots, th * tw, i, o, parts)
-        lib.wino_up_output(size, h, w, o, float_ptr(m), _ptr(scale_out), 0, th * tw, float_ptr(out))
+        lib.wino_up_output(size, h, w, o, m, scale_out, 0, th * tw, out)
 
     def fused(first: int, count: int, chunk: int, scratch: torch.Tensor) -> None:
-        lib.wino_up_conv(size, h, w, i, o, float_ptr(src), _ptr(scale_in), float_ptr(u), _ptr(scale_out), first,
-                         count, chunk, float_ptr(scratch), float_ptr(out))
+        lib.wino_up_conv(size, h, w, i, o, src, scale_in, u, scale_out, first, count, chunk, scratch, out)
 
     _run(th * tw, slots, i, o, in_passes, fused)
     return out
-
-
-def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:
-    """``float_ptr``, None for None (a NULL argument)."""
-    return None if t is None else float_ptr(t)
 
 
 def _prepare(transform: Callable, size: int, slots: int, weight: torch.Tensor, styles: torch.Tensor | None,
@@ -231,7 +243,7 @@ def _filters(transform: Callable, size: int, slots: int, weight: torch.Tensor) -
     parts = max(1, min(torch.get_num_threads(), o // 64))
 
     def run(k: int) -> None:
-        transform(size, o, i, float_ptr(weight), o // 8 * k // parts * 8, o // 8 * (k + 1) // parts * 8, float_ptr(u))
+        transform(size, o, i, weight, o // 8 * k // parts * 8, o // 8 * (k + 1) // parts * 8, u)
 
     run_parts(run, parts)
     return u
@@ -240,7 +252,7 @@ def _filters(transform: Callable, size: int, slots: int, weight: torch.Tensor) -
 def slot_buffer(slots: int, rows: int, channels: int) -> torch.Tensor:
     """An uninitialised buffer for transformed tiles or products [slots][rows][channels], the slots
     ``wino_slot_stride`` floats apart (a cache line more than their data; see winograd_kernel.c), flat."""
-    return torch.empty(slots * library().wino_slot_stride(rows, channels))
+    return torch.empty(slots * _kernels().wino_slot_stride(rows, channels))
 
 
 def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, slots: int, rows: int, i: int, o: int, parts: int,
@@ -249,10 +261,11 @@ def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, slots: int, row
     ``slot_buffer`` lays them out; ``wino_gemm``, summing ``kc`` input channels at a time), the output channels split
     over ``parts`` threads (so that each reads only its share of the filters)."""
     panels = -(-o // 16)
+    gemm = _kernels().wino_gemm
 
     def run(k: int) -> None:
         n0, n1 = 16 * (panels * k // parts), min(o, 16 * (panels * (k + 1) // parts))
-        library().wino_gemm(slots, rows, i, o, n0, n1, kc, float_ptr(v), float_ptr(u), float_ptr(m))
+        gemm(slots, rows, i, o, n0, n1, kc, v, u, m)
 
     run_parts(run, parts)
 
@@ -260,8 +273,8 @@ def _products(v: torch.Tensor, u: torch.Tensor, m: torch.Tensor, slots: int, row
 def chunk_tiles(tiles: int, slots: int, i: int, o: int, parts: int) -> int:
     """Tiles per chunk of the fused path: CHUNK_BYTES of transformed tiles and products, but at least as many tiles
     as channels (so that streaming the filters, which outgrow the caches at 512 channels, is paid by enough products)
-    and at most a thread's share of the ``tiles``. Twice as many as channels was up to 1.5x slower for the 49-slot
-    transposed convolutions (benchmarks/bench_winograd.py)."""
+    and at most a thread's share of the ``tiles`` (more tiles per chunk let the 49-slot transposed convolutions'
+    chunks outgrow the caches)."""
     return min(max(CHUNK_BYTES // (slots * (i + o) * 4), max(i, o)), -(-tiles // parts))
 
 
@@ -285,7 +298,7 @@ def _run(tiles: int, slots: int, i: int, o: int, in_passes: Callable[[torch.Tens
 
     def work(k: int) -> None:
         first, last = tiles * k // parts, tiles * (k + 1) // parts
-        stride = library().wino_slot_stride
+        stride = _kernels().wino_slot_stride
         fused(first, last - first, chunk, torch.empty(slots * (stride(chunk, i) + stride(chunk, o))))
 
     run_parts(work, parts)

@@ -1,6 +1,6 @@
 /*
  * Winograd F(2x2, 3x3), F(3x3, 3x3) and (reduced precision) F(6x6, 3x3) convolutions of one channels-last image
- * (called from eg3d_core/networks/winograd.py): the tile transforms, the products between them, and a driver that
+ * (called from eg3d_core/kernels/winograd.py): the tile transforms, the products between them, and a driver that
  * runs them chunk by chunk; then the same for the stride-2 transposed convolutions.
  *
  * Each 2x2 output tile comes from a 4x4 input tile d: Y = A^T [ (G g G^T) .* (B^T d B) ] A, with
@@ -108,12 +108,17 @@ static void put_filters(int slots, int64_t o_count, int64_t i_count, int64_t o, 
 
 /* Filter transform of an F(m x m, 3x3) with n = m + 2 and G = g_mat [n][3]: weight [O][I][3][3] -> u [n*n][O x I,
  * packed], for output channels o0 .. o1 - 1 (multiples of 8); G g G^T in double precision, four input channels at a
- * time, rounded once. */
-static inline __attribute__((always_inline)) void filters_3x3(int n, const double (*g_mat)[3], int64_t o_count,
+ * time, rounded once. Returns 0, or -1 (nothing written) if its buffers could not be allocated. */
+static inline __attribute__((always_inline)) int filters_3x3(int n, const double (*g_mat)[3], int64_t o_count,
                                                                int64_t i_count, const float *restrict weight,
                                                                int64_t o0, int64_t o1, float *restrict u) {
     float *g = malloc(sizeof(float) * 9 * i_count);
     float *scratch = malloc(sizeof(float) * n * n * 8 * i_count);
+    if (!g || !scratch) {
+        free(scratch);
+        free(g);
+        return -1;
+    }
     for (int64_t o = o0; o < o1; ++o) {
         taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
@@ -136,6 +141,7 @@ static inline __attribute__((always_inline)) void filters_3x3(int n, const doubl
     }
     free(scratch);
     free(g);
+    return 0;
 }
 
 /* Input transform of an F(m x m, 3x3) with n = m + 2 and the 1-D transform bt (B^T applied to n values): x [H][W][I]
@@ -337,12 +343,12 @@ static const double G6X6[8][3] = {{1, 0, 0}, {-2.0 / 9, -2.0 / 9, -2.0 / 9}, {-2
 
 /* The exported transforms of an F(size x size, 3x3), size 2, 3 or 6: weight [O][I][3][3] -> u [(size + 2)^2][O x I,
  * packed] for output channels o0 .. o1 - 1 (filters_3x3); x -> v [(size + 2)^2][count][I] (input_tiles);
- * m [(size + 2)^2][count][O] -> y (output_tiles). */
-void wino_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
-                  int64_t o1, float *restrict u) {
-    if (size == 6) filters_3x3(8, G6X6, o_count, i_count, weight, o0, o1, u);
-    else if (size == 3) filters_3x3(5, G3X3, o_count, i_count, weight, o0, o1, u);
-    else filters_3x3(4, G2X2, o_count, i_count, weight, o0, o1, u);
+ * m [(size + 2)^2][count][O] -> y (output_tiles). wino_weights returns 0, or -1 if out of memory. */
+int wino_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
+                 int64_t o1, float *restrict u) {
+    if (size == 6) return filters_3x3(8, G6X6, o_count, i_count, weight, o0, o1, u);
+    if (size == 3) return filters_3x3(5, G3X3, o_count, i_count, weight, o0, o1, u);
+    return filters_3x3(4, G2X2, o_count, i_count, weight, o0, o1, u);
 }
 
 void wino_input(int64_t size, int64_t h, int64_t w, int64_t i_count, const float *restrict x,
@@ -371,11 +377,13 @@ void wino_output(int64_t size, int64_t h, int64_t w, int64_t o_count, const floa
  * 21-24 phase (1,1) [2x2].
  */
 
-/* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8). */
-static void up2_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+/* Filter transform: weight [O][I][3][3] -> u [25][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8).
+ * Returns 0, or -1 (nothing written) if its buffer could not be allocated. */
+static int up2_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                         float *restrict u) {
     float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 25 * 8 * i_count);
+    if (!scratch) return -1;
     for (int64_t o = o0; o < o1; ++o) {
         taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
@@ -407,6 +415,7 @@ static void up2_weights(int64_t o_count, int64_t i_count, const float *restrict 
         if (o % 8 == 7) put_filters(25, o_count, i_count, o - 7, scratch, u);
     }
     free(scratch);
+    return 0;
 }
 
 /* Input transform of the tiles first .. first + count - 1 (row by row, tw = (W + 2) / 2 to a row): x [H][W][I] times
@@ -527,12 +536,14 @@ static inline __attribute__((always_inline)) void at4(vec m0, vec m1, vec m2, ve
 }
 
 /* Filter transform: weight [O][I][3][3] -> u [49][O x I, packed], for output channels o0 .. o1 - 1 (multiples of 8);
- * in double precision, four input channels at a time, rounded once. */
-static void up3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
+ * in double precision, four input channels at a time, rounded once. Returns 0, or -1 (nothing written) if its buffer
+ * could not be allocated. */
+static int up3_weights(int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0, int64_t o1,
                         float *restrict u) {
     const __m256d half = _mm256_set1_pd(0.5);
     float g[9 * i_count];
     float *scratch = malloc(sizeof(float) * 49 * 8 * i_count);
+    if (!scratch) return -1;
     for (int64_t o = o0; o < o1; ++o) {
         taps(weight + o * 9 * i_count, i_count, g);
         float *dst = scratch + o % 8 * i_count;
@@ -560,6 +571,7 @@ static void up3_weights(int64_t o_count, int64_t i_count, const float *restrict 
         if (o % 8 == 7) put_filters(49, o_count, i_count, o - 7, scratch, u);
     }
     free(scratch);
+    return 0;
 }
 
 /* Input transform of the tiles first .. first + count - 1: x [H][W][I] times scale[i] (if not NULL) ->
@@ -648,10 +660,10 @@ static void up3_output(int64_t h, int64_t w, int64_t o_count, const float *restr
 }
 
 /* The exported transforms of the stride-2 transposed convolution on tiles of size x size input positions, size 2
- * (up2_*, 25 slots) or 3 (up3_*, 49 slots). */
-void wino_up_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
-                     int64_t o1, float *restrict u) {
-    (size == 3 ? up3_weights : up2_weights)(o_count, i_count, weight, o0, o1, u);
+ * (up2_*, 25 slots) or 3 (up3_*, 49 slots). wino_up_weights returns 0, or -1 if out of memory. */
+int wino_up_weights(int64_t size, int64_t o_count, int64_t i_count, const float *restrict weight, int64_t o0,
+                    int64_t o1, float *restrict u) {
+    return (size == 3 ? up3_weights : up2_weights)(o_count, i_count, weight, o0, o1, u);
 }
 
 void wino_up_input(int64_t size, int64_t h, int64_t w, int64_t i_count, const float *restrict x,
@@ -672,8 +684,8 @@ void wino_up_output(int64_t size, int64_t h, int64_t w, int64_t o_count, const f
  * over kc values of k at a time, each such partial sum then added into c: shorter running sums than one over all of k
  * (256-512 here), which keeps the rounding error below that of oneDNN's direct convolution (with 256 it was not, for
  * the backbone's b256 upsampling layer) for a few per cent of speed. KC = 64 serves all but F(3x3, 3x3) with 128 input
- * channels, whose larger transform coefficients need 32 (1.3-2.1x the direct convolution's error with 64, 0.7-1.2x
- * with 32; 32 is 7-22 % slower). MC rows of a are reused from the first-level caches across all panels of b. For the
+ * channels, whose larger transform coefficients need 32 to stay within the direct convolution's error (at some cost
+ * in speed; tests/test_winograd.py). MC rows of a are reused from the first-level caches across all panels of b. For the
  * narrow shapes here (k, n of 128-512) this runs faster than MKL's batched product, which spends a larger share of the
  * time packing.
  */
@@ -715,8 +727,8 @@ static void block_any(int rows, int nv, int64_t k, const float *a, int64_t lda, 
     }
 }
 
-/* wino_gemm for a constant kc (the compiler specialises the loops for it: with kc an ordinary argument the products
- * ran 2.3x slower). */
+/* wino_gemm for a constant kc (the compiler specialises the loops for it; with kc an ordinary argument the products
+ * ran several times slower). */
 static inline __attribute__((always_inline)) void gemm(int64_t slots, int64_t m, int64_t k, int64_t n, int64_t n0,
                                                         int64_t n1, const int64_t kc, const float *restrict a,
                                                         const float *restrict b, float *restrict c) {

@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
-from ..kernels import field as native
+from ..kernels import dispatch
 from ..runtime import may_spread_work
 from .marcher import composite_weights, march
 
@@ -110,13 +110,13 @@ def _render_chunk(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, dep
     densities = out["sigma"].reshape(n, r, s, 1)
     order = None
     if samples_fine > 0:
-        fine = native.importance(depths, densities, samples_fine, deterministic, u)  # compiled, or None
+        fine = dispatch.importance(depths, densities, samples_fine, deterministic, u)
         if fine is None:
             fine = importance_depths(depths, composite_weights(densities, depths), samples_fine, deterministic, u)
         out = field(_points(origins, dirs, fine))
         colors.append(out["rgb"].reshape(n, r, samples_fine, -1))
-        fast = native.march(depths, densities, colors[0], fine, out["sigma"].reshape(n, r, samples_fine, 1), colors[1])
-        if fast is not None:  # the same compositing in one compiled loop
+        fast = dispatch.march(depths, densities, colors[0], fine, out["sigma"].reshape(n, r, samples_fine, 1), colors[1])
+        if fast is not None:  # the backend's compositing, without the sort below
             return (*fast, torch.minimum(depths.min(), fine.min()), torch.maximum(depths.max(), fine.max()))
         depths, order = torch.sort(torch.cat([depths, fine], dim=-2), dim=-2)
         densities = torch.cat([densities, out["sigma"].reshape(n, r, samples_fine, 1)], dim=-2).gather(-2, order)
@@ -138,9 +138,10 @@ def _map_chunks(job: Callable[[int], T], starts: list[int], workers: int) -> lis
 
     A chunk is many small tensor operations. Run with torch's intra-op threads, each of them wakes the other cores
     (tens of microseconds per operation when idle threads sleep, as with OMP_WAIT_POLICY=PASSIVE) and they scale
-    poorly; run single-threaded side by side (torch releases the GIL inside operations) they are ~1.4x faster on
-    2 cores. ``torch.set_num_threads(1)`` inside a worker affects that thread only (and threads started meanwhile);
-    each worker restores the caller's count before it ends. Inference only: the workers run under ``no_grad``.
+    poorly; run single-threaded side by side (torch releases the GIL inside operations) they are faster
+    (benchmarks/RESULTS.md). ``torch.set_num_threads(1)`` inside a worker affects that thread only (and threads
+    started meanwhile); each worker restores the caller's count before it ends. Inference only: the workers run under
+    ``no_grad``, with the caller's backend (``kernels.dispatch.use``).
     """
     if workers <= 1 or len(starts) <= 1:
         return [job(a) for a in starts]
@@ -149,11 +150,12 @@ def _map_chunks(job: Callable[[int], T], starts: list[int], workers: int) -> lis
     pending = iter(range(len(starts)))
     lock = threading.Lock()
     errors: list[BaseException] = []
+    backend = dispatch.current()
 
     def work() -> None:
         torch.set_num_threads(1)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), dispatch.use(backend):
                 while not errors:
                     with lock:
                         k = next(pending, None)
@@ -194,8 +196,8 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, ray_s
     if workers is None:
         # Parallel workers only where the calling thread may spread its work (the main thread, or one inside
         # runtime.spread_work), on CPU, without autograd. Concurrent callers (a server's request threads) keep the
-        # cores busy already, and worker threads spawned for each of their calls would each hold a malloc arena:
-        # measured +70 MB of resident memory per burst of 20 web requests.
+        # cores busy already, and worker threads spawned for each of their calls would each hold a malloc arena (the
+        # resident memory of a web server grew with every burst of requests).
         cpu = origins.device.type == "cpu"
         workers = torch.get_num_threads() if may_spread_work() and cpu and not torch.is_grad_enabled() else 1
     depths = stratified_depths(n, r, ray_start, ray_end, depth_resolution, not deterministic, origins.device)

@@ -30,9 +30,8 @@ def plane_table(planes: torch.Tensor) -> torch.Tensor:
 class PlaneTables:
     """``plane_table(planes)``, kept for the last ``size`` plane tensors while they live and are not modified in place
     (their in-place version is unchanged): rendering the same planes again, as each camera move does, then skips the
-    copy (3 ms for the backbone's FFHQ-size planes, which are channels-last; 15 ms from the plain layout; 5 ms per
-    frame of the viewer's half-size previews, measured end to end). Kept by the tensor's identity, not its address,
-    which a new tensor may reuse. Copies (``copy.deepcopy``) and pickles start empty."""
+    copy, a full pass over the planes (benchmarks/RESULTS.md). Kept by the tensor's identity, not its address, which
+    a new tensor may reuse. Copies (``copy.deepcopy``) and pickles start empty."""
 
     def __init__(self, size: int) -> None:
         self.size = size
