@@ -39,3 +39,13 @@ def demo_generator():
     import eg3d_core
 
     return eg3d_core.load_generator("demo")
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Each device present: the CPU, and CUDA where torch sees one (where the reference path runs)."""
+    import torch
+
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    return torch.device(request.param)
