@@ -17,9 +17,7 @@ from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
 from .rendering.triplane import PlaneTables, sample_planes
-
-PRECISIONS = ("fp32", "reduced")
-NOISE_MODES = ("const", "random", "none")
+from .settings import NOISE_MODES, PRECISIONS
 
 
 def default_reduced_dtype(device: torch.device) -> torch.dtype:
