@@ -12,17 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .config import GeneratorConfig
+from .errors import CheckpointError, InputError
 
 FRONTAL = math.pi / 2
 # The original gen_videos orbit and visualizer write pi as 3.14; kept so that their poses match.
 SCRIPT_PI = 3.14
 FFHQ_FOCAL = 4.2647  # focal written into every FFHQ/AFHQ dataset label (2985.29 / 700)
 SHAPENET_FOCAL = 1.7074  # gen_videos' ShapeNet focal (= intrinsics_from_fov(45))
+# MMagic's FFHQ/AFHQ cameras give fov 18.837; its focal rule 1 / (tan(fov / 2) * 1.414) (with math.pi) -> 4.26339.
+MMAGIC_FACE_FOCAL = 1.0 / (math.tan(18.837 * math.pi / 360.0) * 1.414)
 
 
 def _as_batch(x: float | Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -95,7 +99,7 @@ def camera_vector(pose: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
 def split_camera_vector(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """c [N, 25] -> (cam2world [N, 4, 4], intrinsics [N, 3, 3])."""
     if c.ndim != 2 or c.shape[1] != 25:
-        raise ValueError(f"camera vectors must have shape [N, 25], got {list(c.shape)}")
+        raise InputError(f"camera vectors must have shape [N, 25], got {list(c.shape)}")
     return c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3)
 
 
@@ -155,3 +159,81 @@ def turntable(num_frames: int, pitch: float = -0.2) -> np.ndarray:
     """A full 360 degree turn at a fixed pitch offset: [num_frames, 2] (yaw, pitch) offsets."""
     yaw = 2 * math.pi * np.arange(num_frames) / max(num_frames, 1)
     return np.stack([yaw, np.full(num_frames, pitch)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Camera distributions (MMagic's camera samplers): the MMagic demo's orbits and FID50k-Camera's random cameras
+
+
+@dataclass(frozen=True)
+class CameraDistribution:
+    """An MMagic camera: the orbit's centre and amplitudes (radians), placement and normalised focal.
+
+    ``kind`` (``gaussian``/``uniform``) only decides which random draws MMagic makes while building cameras.
+    """
+
+    kind: str
+    horizontal_mean: float
+    horizontal_std: float
+    vertical_mean: float
+    vertical_std: float
+    radius: float
+    look_at: tuple[float, float, float]
+    up: tuple[float, float, float]
+    focal: float
+
+    def cameras(self, yaw: np.ndarray, pitch: np.ndarray) -> torch.Tensor:
+        """Camera vectors [N, 25] at sampler angles (yaw, v)."""
+        pose = lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
+        return camera_vector(pose, intrinsics_from_focal(self.focal))
+
+    def draw(self, rs: np.random.RandomState) -> tuple[float, float]:
+        """One random (yaw, v) from this distribution, drawn from ``rs`` (yaw first): mean + std * N(0, 1) for
+        ``gaussian``, mean + std * U(-1, 1) for ``uniform``; v clamped to [1e-5, pi - 1e-5] as MMagic does."""
+        if self.kind == "gaussian":
+            h = self.horizontal_mean + self.horizontal_std * rs.randn()
+            v = self.vertical_mean + self.vertical_std * rs.randn()
+        else:
+            h = self.horizontal_mean + self.horizontal_std * (2 * rs.rand() - 1)
+            v = self.vertical_mean + self.vertical_std * (2 * rs.rand() - 1)
+        return float(h), float(np.clip(v, 1e-5, math.pi - 1e-5))
+
+    def mean(self) -> torch.Tensor:
+        """MMagic's ``cond_forward`` camera (std 0): [1, 25]."""
+        return self.cameras(np.array([self.horizontal_mean]), np.array([self.vertical_mean]))
+
+    def orbit(self, num_images: int) -> torch.Tensor:
+        """MMagic's closed elliptical orbit: [num_images, 25]; frame 0 is at the lowest point, not frontal."""
+        t = 2 * math.pi * np.arange(num_images) / num_images
+        return self.cameras(self.horizontal_mean + self.horizontal_std * np.sin(t),
+                            self.vertical_mean + self.vertical_std * np.cos(t))
+
+
+def camera_distribution(config: GeneratorConfig, mmagic_camera: dict[str, Any] | None = None) -> CameraDistribution:
+    """A model's camera distribution: from an MMagic config's ``camera`` section (``parse_mmagic_camera``) when
+    there is one.
+
+    Otherwise from the model: face-like models get MMagic's FFHQ/AFHQ camera (Gaussian, yaw 3.14/2 +- 0.35,
+    v 3.14/2 - 0.05 +- 0.25, fov 18.837) around the model's own average radius and pivot; ShapeNet-like models
+    (zeroed conditioning, white background) swing round the car from slightly above (yaw pi/2 +- pi,
+    v pi/2 - 0.25 +- 0.15) with the model's focal. (MMagic's ShapeNet orbit runs pole to pole around a z-up world,
+    made for its own converted ShapeNet setting.)
+    """
+    defaults = camera_defaults(config)
+    if mmagic_camera:
+        cam = mmagic_camera
+        for key in ("horizontal_mean", "vertical_mean"):
+            if cam.get(key) is None:
+                raise CheckpointError(f"the config's camera has no {key}")
+        kind = "uniform" if str(cam.get("type") or "").lower().startswith("uniform") else "gaussian"
+        focal = cam.get("normalized_focal") or defaults.focal
+        return CameraDistribution(kind, float(cam["horizontal_mean"]), float(cam["horizontal_std"]),
+                                  float(cam["vertical_mean"]), float(cam["vertical_std"]), float(cam["radius"]),
+                                  tuple(float(v) for v in cam["look_at"]), tuple(float(v) for v in cam["up"]),
+                                  float(focal))
+    r = config.rendering
+    if r.c_gen_conditioning_zero and r.white_back:
+        return CameraDistribution("uniform", math.pi / 2, math.pi, math.pi / 2 - 0.25, 0.15, defaults.radius,
+                                  defaults.pivot, (0.0, 1.0, 0.0), defaults.focal)
+    return CameraDistribution("gaussian", SCRIPT_PI / 2, 0.35, SCRIPT_PI / 2 - 0.05, 0.25, defaults.radius,
+                              defaults.pivot, (0.0, 1.0, 0.0), MMAGIC_FACE_FOCAL)

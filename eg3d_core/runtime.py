@@ -1,12 +1,12 @@
 """Process-level tuning for CPU inference.
 
-A full-size frame allocates well over a gigabyte of short-lived activations (a 128-channel 512x512 map alone is
-134 MB). glibc's malloc serves blocks that large with fresh ``mmap`` pages and unmaps them when they are freed, so
-every frame pays a page fault per 4 KiB the first time it writes them: ~55 ms for that one map, where writing
-memory it already owns takes ~6 ms. Keeping freed memory in the heap instead avoids that; how much a frame gains
-depends on the state glibc's own adaptive threshold has reached (benchmarks/RESULTS.md). This is a decision for the
-whole process, so the library never makes it on import: the
-front ends (viewer, web demo, CLIs, benchmarks) call ``reuse_freed_memory()`` at start-up, and so can scripts.
+A full-size frame allocates well over a gigabyte of short-lived activations (a 128-channel 512x512 float32 map alone
+is 134 MB). glibc's malloc serves blocks that large with fresh ``mmap`` pages and unmaps them when they are freed, so
+every frame pays a page fault per 4 KiB page the first time it writes them, several times the cost of writing memory
+the process already owns. Keeping freed memory in the heap instead avoids that; how much a frame gains depends on the
+state glibc's own adaptive threshold has reached (benchmarks/RESULTS.md). This is a decision for the whole process,
+so the library never makes it on import: the front ends (viewer, web demo, CLIs, benchmarks) call
+``reuse_freed_memory()`` at start-up, and so can scripts.
 """
 from __future__ import annotations
 

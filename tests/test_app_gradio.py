@@ -34,6 +34,8 @@ pytest.importorskip("gradio")
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from eg3d_core.errors import CheckpointError, InputError, NoSurfaceError, OutputError  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 DEMO_WEIGHTS = ROOT / "assets" / "demo" / "model.safetensors"
@@ -333,6 +335,39 @@ def test_unloadable_model_is_a_one_line_error(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: ") and "not a generator checkpoint" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("error", [InputError("seed must be an integer"), NoSurfaceError("no surface at level 3"),
+                                   OutputError("cannot write /x: No space left on device"),
+                                   CheckpointError("x.pkl: truncated")])
+def test_library_errors_reach_the_user_as_their_message(error: Exception) -> None:
+    """Every user error of the library (EG3DError) is shown as it is, whatever its kind."""
+    import gradio as gr
+
+    from eg3d_core.apps.gradio_app import user_errors
+
+    @user_errors
+    def endpoint() -> None:
+        raise error
+
+    with pytest.raises(gr.Error) as info:
+        endpoint()
+    assert info.value.message == str(error)
+
+
+def test_bugs_are_logged_with_their_traceback_and_summarised(caplog: pytest.LogCaptureFixture) -> None:
+    import gradio as gr
+
+    from eg3d_core.apps.gradio_app import user_errors
+
+    @user_errors
+    def endpoint() -> None:
+        raise ValueError("a bug\nwith details")
+
+    with caplog.at_level("ERROR", logger="eg3d.app"), pytest.raises(gr.Error) as info:
+        endpoint()
+    assert info.value.message == "internal error (ValueError): a bug"
+    assert "Traceback" in caplog.text and "ValueError: a bug" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import eg3d_core
 from eg3d_core.apps.cli import main
 from eg3d_core.apps.samples import RenderOptions, seeds_to_ws
 from eg3d_core.checkpoints import DEMO_MODEL
+from eg3d_core.errors import CheckpointError, InputError, NoSurfaceError, OutputError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PKL = str(FIXTURES / "tiny_cars128" / "network-snapshot.pkl")
@@ -110,6 +111,52 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
             main(argv)
         assert info.value.code == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug"), TypeError("a bug"), RuntimeError("a bug")])
+def test_library_bugs_keep_their_traceback(error: Exception, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the library's user errors (EG3DError) and the system's OSError become an 'error:' line; anything else
+    raised inside a command is a bug and reaches the caller with its traceback (no exit code 1, no 'error:' line)."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise error
+
+    src = tmp_path / "dataset.json"
+    src.write_text(json.dumps({"labels": [["a.png", [0.0] * 25]]}))
+    monkeypatch.setattr("eg3d_core.apps.datasets.write_json", broken)
+    with pytest.raises(type(error), match="a bug"):
+        main(["dataset", "--in-anno", str(src), "--out-anno", str(tmp_path / "out.json")])
+    assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [InputError("bad value"), OutputError("cannot write x: disk full"),
+                                   CheckpointError("x.pkl: truncated"), NoSurfaceError("no surface at level 3"),
+                                   PermissionError(13, "Permission denied", "out.json")])
+def test_user_errors_from_the_library_are_one_line(error: Exception, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    src = tmp_path / "dataset.json"
+    src.write_text(json.dumps({"labels": [["a.png", [0.0] * 25]]}))
+    monkeypatch.setattr("eg3d_core.apps.datasets.write_json", failing)
+    rc, _, err = run(["dataset", "--in-anno", str(src), "--out-anno", str(tmp_path / "out.json")], capsys)
+    want = "out.json: Permission denied" if isinstance(error, PermissionError) else str(error)
+    assert rc == 1 and error_line(err) == f"error: {want}"
+
+
+def test_python_m_bug_exits_with_a_traceback(tmp_path: Path) -> None:
+    """The same from a shell: a bug ends in Python's traceback (exit status 1 too, but no 'error:' line)."""
+    code = ("import sys, eg3d_core.apps.datasets as d\n"
+            "def broken(*a, **k): raise RuntimeError('a bug')\n"
+            "d.convert_labels = broken\n"
+            "from eg3d_core.apps.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    res = subprocess.run([sys.executable, "-c", code, "dataset", "--in-anno", "x.json", "--out-anno", "y.json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert res.returncode != 0 and "Traceback" in res.stderr and "RuntimeError: a bug" in res.stderr
+    assert "error:" not in res.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,6 +343,38 @@ def test_mesh_without_surface_is_one_line_and_writes_nothing(tmp_path: Path, cap
         line = error_line(err)
         assert rc == 1 and line.startswith("error: seed 0: no surface at level 1000") and "density range seen [" in line
         assert names(tmp_path) == []
+
+
+def test_failed_runs_leave_no_folder_they_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--outdir (and its missing parents) created by a run that then fails with nothing written is removed again;
+    a folder that existed before is kept, and so is one the run wrote into."""
+    out = tmp_path / "new" / "meshes"
+    rc, _, err = run(["mesh", "--model", PKL, "--resolution", "32", "--level", "1000", "--outdir", str(out), "-q"],
+                     capsys)
+    assert rc == 1 and "no surface" in error_line(err) and names(tmp_path) == []
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    rc, _, _ = run(["mesh", "--model", PKL, "--resolution", "32", "--level", "1000", "--outdir", str(existing), "-q"],
+                   capsys)
+    assert rc == 1 and names(tmp_path) == ["existing"] and names(existing) == []
+    # fid creates the folder of --out before it finds that there is no dataset.
+    rc, _, err = run(["fid", "--model", PKL, "--data", str(tmp_path / "nothing"), "--out",
+                      str(tmp_path / "f" / "fid.json"), "-q"], capsys)
+    assert rc == 1 and "no such dataset" in error_line(err) and names(tmp_path) == ["existing"]
+    # demo and a bug instead of a user error: still removed (the traceback goes on).
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("eg3d_core.apps.mmagic_demo.render_demo", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["demo", "--model-ckpt", PKL, "--result-out-dir", str(tmp_path / "d"), "-q"])
+    assert names(tmp_path) == ["existing"]
+    # A run that fails after writing keeps its folder and files (seed 0's picture, then its shape has no surface).
+    out = tmp_path / "partial"
+    rc, _, err = run(["samples", "--model", PKL, "--seeds", "0,1", "--nrr", "16", "--shapes", "--shape-res", "32",
+                      "--shape-format", "ply", "--level", "1000", "--outdir", str(out), "-q"], capsys)
+    assert rc == 1 and "seed 0: no surface" in error_line(err) and names(out) == ["seed0000.png"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

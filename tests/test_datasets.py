@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eg3d_core.apps.datasets import convert_labels, parse_labels, read_labels
-from eg3d_core.errors import OutputError
+from eg3d_core.apps.datasets import convert_labels
+from eg3d_core.errors import InputError, OutputError
+from eg3d_core.labels import parse_labels, read_labels
 
 
 def label(k: float) -> list[float]:
@@ -49,7 +50,7 @@ def test_ints_become_floats_and_mmagic_name_labels_is_not_official() -> None:
 def test_bad_entries_are_refused_naming_the_first(tmp_path: Path, entries: list, message: str) -> None:
     src, dst = tmp_path / "dataset.json", tmp_path / "out.json"
     src.write_text(json.dumps({"labels": entries}))  # json writes NaN as a bare NaN, which Python's parser accepts
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(InputError, match=message) as info:
         convert_labels(src, dst)
     assert "\n" not in str(info.value) and str(src) in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json"]
@@ -62,7 +63,7 @@ def test_bad_entries_are_refused_naming_the_first(tmp_path: Path, entries: list,
 def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
     src = tmp_path / "in.json"
     src.write_text(text)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         read_labels(src)
 
 
@@ -70,10 +71,10 @@ def test_existing_output_is_kept_when_refused(tmp_path: Path) -> None:
     src, dst = tmp_path / "dataset.json", tmp_path / "out.json"
     dst.write_text("previous")
     src.write_text(json.dumps({"labels": [["a.png", label(0)[:3]]]}))
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         convert_labels(src, dst)
     assert dst.read_text() == "previous"
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(InputError, match="cannot read"):
         convert_labels(tmp_path / "missing.json", dst)
     src.write_text(json.dumps(official(1)))
     with pytest.raises(OutputError, match="cannot write"):

@@ -18,6 +18,7 @@ import scipy.linalg
 import torch
 
 from eg3d_core.apps.cli import main as cli_main
+from eg3d_core.errors import EG3DError
 from eg3d_core.metrics.fid import FakeSampler, FIDSettings, fid_camera, open_real
 from eg3d_core.metrics.frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from eg3d_core.metrics.images import open_dataset
@@ -140,6 +141,7 @@ def test_missing_or_wrong_inception_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(InceptionError, match="no Inception network given") as e:
         load_inception(None)
     assert INCEPTION_URL in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, EG3DError)  # a user error: front ends show it as one line
     with pytest.raises(InceptionError, match="not found at") as e:
         load_inception(tmp_path / "nope.pt")
     assert INCEPTION_URL in str(e.value)

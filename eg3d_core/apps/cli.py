@@ -2,8 +2,9 @@
 
 Argument parsing and progress bars only; the work is done by library functions (``mmagic_demo``, ``samples``,
 ``video``, ``convert``, ``datasets``). Without ``--model``/``--network``/``--model-ckpt`` the bundled demo model
-is used. User errors (bad checkpoints, bad input, unwritable outputs) end with one ``error: ...`` line on stderr
-and exit code 1, never a traceback.
+is used. User errors (``EG3DError``: bad checkpoints, bad input, unwritable outputs; and ``OSError`` from the
+system) end with one ``error: ...`` line on stderr and exit code 1, never a traceback; any other exception is a bug
+and keeps its traceback. An output folder this run created is removed again when the run fails with nothing in it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import CheckpointError
+from ..errors import EG3DError, InputError, OutputError
 from ..runtime import reuse_freed_memory
 
 T = TypeVar("T")
@@ -47,22 +48,38 @@ def _device(name: str | None) -> str:
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available on this machine (use --device cpu)")
+        raise InputError("CUDA is not available on this machine (use --device cpu)")
     if not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise ValueError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+        raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
     return name
 
 
-def _outdir(path: str | os.PathLike[str]) -> Path:
-    """Create the output folder and make sure files can be written there (one-line error otherwise)."""
+def _outdir(args: argparse.Namespace, path: str | os.PathLike[str]) -> Path:
+    """Create the output folder and make sure files can be written there (one-line error otherwise).
+
+    The folders this creates are noted in ``args.created_dirs`` (deepest first), so that ``main`` can remove them
+    again if the command fails before writing anything into them.
+    """
     out = Path(path)
+    args.created_dirs.extend(p for p in (out, *out.parents) if not p.exists())
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as e:
-        raise ValueError(f"cannot write to {out}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write to {out}: {e.strerror or e}") from None
     return out
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the folders (deepest first) that are still empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def _bar(args: argparse.Namespace, iterable: Iterable[T], desc: str, total: int | None = None,
@@ -92,6 +109,11 @@ class _Progress:
 def _note(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(f"note: {text}", file=sys.stderr)
+
+
+def _for_seed(seed: int, e: InputError) -> InputError:
+    """The same error (same type, e.g. NoSurfaceError) with the seed it happened for in front of the message."""
+    return type(e)(f"seed {seed}: {e}")
 
 
 def _floats(text: str) -> list[float]:
@@ -135,7 +157,7 @@ def _seeds(text: str) -> list[int]:
 
     try:
         return parse_seeds(text)
-    except ValueError as e:
+    except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -166,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .mmagic_demo import DemoSettings, demo_camera, render_demo, write_demo
 
     if args.model_name.lower() != "eg3d":
-        raise ValueError(f"only --model-name eg3d is supported, got {args.model_name!r}")
+        raise InputError(f"only --model-name eg3d is supported, got {args.model_name!r}")
     extra = _extra_parameters(args.extra_parameters)
     num_batches = args.num_batches or extra.get("num_batches", 4)
     settings = DemoSettings(
@@ -175,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         video_suffix=args.video_suffix, latents=args.latents, render=_render_options(args),
     )
     G = _load(args, args.model_ckpt, args.model_config).G
-    outdir = _outdir(args.result_out_dir)
+    outdir = _outdir(args, args.result_out_dir)
     mmagic_cam = parse_mmagic_camera(args.model_config) if args.model_config and args.model_config.endswith(".py") else None
     camera = demo_camera(G.config, mmagic_cam)
     frames = render_demo(G, camera, settings, args.device,
@@ -192,19 +214,19 @@ def _extra_parameters(items: Sequence[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--extra-parameters takes key=value pairs, got {item!r}")
+            raise InputError(f"--extra-parameters takes key=value pairs, got {item!r}")
         if key == "num_batches":
             if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"num_batches must be a positive integer, got {value!r}")
+                raise InputError(f"num_batches must be a positive integer, got {value!r}")
             out[key] = int(value)
         elif key == "sample_model":
             if value not in ("ema", "orig"):
-                raise ValueError(f"sample_model must be ema or orig, got {value!r}")
+                raise InputError(f"sample_model must be ema or orig, got {value!r}")
             out[key] = value
         elif key == "add_noise":
             out[key] = value
         else:
-            raise ValueError(f"unsupported extra parameter {key!r} (EG3D takes num_batches, sample_model, add_noise)")
+            raise InputError(f"unsupported extra parameter {key!r} (EG3D takes num_batches, sample_model, add_noise)")
     return out
 
 
@@ -215,7 +237,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     from .samples import export_shape, render_views, save_png, seed_name, seeds_to_ws
 
     G = _load(args, args.model, args.config).G
-    outdir = _outdir(args.outdir)
+    outdir = _outdir(args, args.outdir)
     options = _render_options(args)
     cond = cameras.conditioning(cameras.camera_defaults(G.config))
     mesh_format = args.shape_format if args.shape_format in ("ply", "obj", "glb") else None
@@ -232,8 +254,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
                 with torch.no_grad():
                     count += len(export_shape(G, ws, outdir / seed_name(seed), args.shape_res, args.level, mesh_format,
                                               volume_format, colors=not args.no_colors, progress=progress))
-            except ValueError as e:
-                raise ValueError(f"seed {seed}: {e}") from None
+            except InputError as e:
+                raise _for_seed(seed, e) from None
             finally:
                 progress.close()
     print(f"wrote {_files(count)} to {outdir}")
@@ -245,7 +267,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .video import keyframe_latents, latent_interpolation_frames, orbit_frames, video_cameras, write_video
 
     G = _load(args, args.model, args.config).G
-    outdir = _outdir(args.outdir)
+    outdir = _outdir(args, args.outdir)
     options = _render_options(args)
     cond = video_cameras(G, 1, args.focal)[0]
     if args.interpolate:
@@ -275,9 +297,9 @@ def cmd_mesh(args: argparse.Namespace) -> int:
 
     mesh_format = None if args.format == "none" else args.format
     if mesh_format is None and args.volume is None:
-        raise ValueError("--format none needs --volume (nothing to write otherwise)")
+        raise InputError("--format none needs --volume (nothing to write otherwise)")
     G = _load(args, args.model, args.config).G
-    outdir = _outdir(args.outdir)
+    outdir = _outdir(args, args.outdir)
     cond = cameras.conditioning(cameras.camera_defaults(G.config))
     written: list[Path] = []
     for seed in args.seeds:
@@ -289,8 +311,8 @@ def cmd_mesh(args: argparse.Namespace) -> int:
                                         args.volume, colors=not args.no_colors, dense=args.dense,
                                         largest_component=args.largest_component, smooth_iterations=args.smooth,
                                         progress=progress)
-        except ValueError as e:
-            raise ValueError(f"seed {seed}: {e}") from None
+        except InputError as e:
+            raise _for_seed(seed, e) from None
         finally:
             progress.close()
     for path in written:
@@ -333,8 +355,8 @@ def cmd_fid(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a .json file path")
-    _outdir(out.parent)
+        raise InputError(f"--out {out} is a folder; give a .json file path")
+    _outdir(args, out.parent)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     quiet = args.quiet or not main_rank
     device = str(rank_device(args.device))  # each rank of a torchrun job loads straight onto its own GPU
@@ -549,15 +571,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reuse_freed_memory()
     func: Callable[[argparse.Namespace], int] = args.func
+    args.created_dirs = []
+    rc = None
     try:
         args.device = _device(args.device)
-        return func(args)
-    except (CheckpointError, ValueError, OSError) as e:
+        rc = func(args)
+        return rc
+    except (EG3DError, OSError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if rc != 0:
+            _remove_empty(args.created_dirs)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from ..checkpoints import detect_format, load_generator, resolve_source, save_ge
 from ..checkpoints import saved as native_format
 from ..checkpoints.mmagic import embedded_config, parse_mmagic_config, write_mmagic
 from ..config import GeneratorConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError, OutputError
 from ..generator import Generator
 from ..presets import PRESETS
 
@@ -124,15 +124,15 @@ def convert_checkpoint(source: str | os.PathLike[str] | None, target: str | os.P
     if to is None:
         to = "mmagic" if target.suffix == ".pth" else "native"
     if to not in ("native", "mmagic"):
-        raise ValueError(f"can convert to 'native' or 'mmagic', not {to!r}")
+        raise InputError(f"can convert to 'native' or 'mmagic', not {to!r}")
     loaded = load_model(source, config)
     if to == "native":
         if target.suffix in (".pth", ".pkl", ".safetensors"):
-            raise ValueError(f"{target}: our format is a folder; give a folder name (or --to mmagic for a .pth)")
+            raise InputError(f"{target}: our format is a folder; give a folder name (or --to mmagic for a .pth)")
         save_generator(loaded.G, target)
     else:
         if not target.parent.is_dir():
-            raise ValueError(f"cannot write {target}: folder {target.parent} does not exist")
+            raise OutputError(f"cannot write {target}: folder {target.parent} does not exist")
         write_mmagic(loaded.G.state_dict(), loaded.G.config, target)
     return loaded, to, target
 

@@ -1,107 +1,19 @@
-"""Camera-label files: the official ``dataset.json`` and MMagic's annotation JSON.
+"""Camera-label files: conversion between the official ``dataset.json`` and MMagic's annotation JSON.
 
-* official (``dataset_tool.py`` / EG3D preprocessing): ``{"labels": [[name, [25 numbers]], ...]}``;
-* MMagic (``BasicConditionalDataset`` ``ann_file``): ``{name: [25 numbers], ...}``.
-
-Every entry is checked (string name, unique, exactly 25 finite numbers) before anything is written, and the
-first bad entry is named in the error; the output is written to a temporary file and renamed into place, so a
-refused or failed conversion creates nothing.
+Parsing and validation are the library's (``eg3d_core.labels``): every entry is checked before anything is
+written, and the first bad entry is named in the error; the output is written to a temporary file and renamed
+into place, so a refused or failed conversion creates nothing.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..fileio import write_json
+from ..labels import Labels, read_labels
 
-LABEL_SIZE = 25
 LAYOUTS = ("official", "mmagic")
-
-Labels = list[tuple[str, list[float]]]
-
-
-def _entry_name(name: object) -> str:
-    return repr(name) if isinstance(name, str) else "no valid name"
-
-
-def _check_label(index: int, name: object, label: object) -> list[float]:
-    where = f"entry {index} ({_entry_name(name)})"
-    if not isinstance(name, str):
-        raise ValueError(f"{where}: the name must be a string, got {type(name).__name__}")
-    if not isinstance(label, list):
-        raise ValueError(f"{where}: the label must be a list of {LABEL_SIZE} numbers, got {type(label).__name__}")
-    if len(label) != LABEL_SIZE:
-        raise ValueError(f"{where}: the label has {len(label)} values, expected {LABEL_SIZE}")
-    values = []
-    for j, v in enumerate(label):
-        # bool is an int subclass in Python but never a camera value.
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{where}: value {j} is not a finite number ({v!r})")
-        values.append(float(v))
-    return values
-
-
-def _is_official(data: Any) -> bool:
-    """``{"labels": null | [[...], ...]}``; an MMagic file could have an image called "labels", whose value
-    would be a list of numbers, not of pairs."""
-    if not (isinstance(data, dict) and set(data) == {"labels"}):
-        return False
-    raw = data["labels"]
-    return raw is None or (isinstance(raw, list) and (not raw or isinstance(raw[0], list)))
-
-
-def parse_labels(data: Any) -> tuple[str, Labels]:
-    """Validate a parsed label document -> (layout, [(name, 25 floats)]) in file order.
-
-    Raises ValueError naming the first bad entry by index and name.
-    """
-    if _is_official(data):
-        layout, raw = "official", data["labels"]
-        if raw is None:
-            raise ValueError("the file has no labels (\"labels\": null: an unconditional dataset)")
-        pairs = []
-        for i, entry in enumerate(raw):
-            if not (isinstance(entry, list) and len(entry) == 2):
-                name = entry[0] if isinstance(entry, list) and entry else None
-                raise ValueError(f"entry {i} ({_entry_name(name)}): expected [name, [{LABEL_SIZE} numbers]]")
-            pairs.append((entry[0], entry[1]))
-    elif isinstance(data, dict):
-        layout, pairs = "mmagic", list(data.items())
-    else:
-        raise ValueError("expected a JSON object: {\"labels\": [[name, label], ...]} or {name: label, ...}")
-    if not pairs:
-        raise ValueError("the file has no labels")
-    seen: dict[str, int] = {}
-    labels: Labels = []
-    for i, (name, label) in enumerate(pairs):
-        values = _check_label(i, name, label)
-        if name in seen:
-            raise ValueError(f"entry {i} ({name!r}): duplicate name (first at entry {seen[name]})")
-        seen[name] = i
-        labels.append((name, values))
-    return layout, labels
-
-
-def read_labels(path: str | os.PathLike[str]) -> tuple[str, Labels]:
-    """Read and validate a label file of either layout; errors are one line and start with the file name."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a UTF-8 text file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    try:
-        return parse_labels(data)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
 
 
 def to_layout(labels: Labels, layout: str) -> dict[str, Any]:
@@ -110,7 +22,7 @@ def to_layout(labels: Labels, layout: str) -> dict[str, Any]:
         return {"labels": [[name, values] for name, values in labels]}
     if layout == "mmagic":
         return {name: values for name, values in labels}
-    raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    raise InputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 
 
 def convert_labels(src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str | None = None) -> tuple[str, str, int]:
@@ -124,4 +36,4 @@ def convert_labels(src: str | os.PathLike[str], dst: str | os.PathLike[str], to:
     return layout, target, len(labels)
 
 
-__all__ = ["LABEL_SIZE", "LAYOUTS", "convert_labels", "parse_labels", "read_labels", "to_layout"]
+__all__ = ["LAYOUTS", "convert_labels", "to_layout"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch: spinning OpenMP threads are 3-6x slower on a shared CPU.
+# Before torch: spinning OpenMP threads waste a shared CPU's cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The demo must start and run without internet: no analytics and no version check (both call home at start-up).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -39,10 +39,10 @@ from eg3d_core.apps.webapp import (  # noqa: E402
     PRECISIONS,
     SEED_MAX,
     DemoModel,
-    InputError,
     ModelThreads,
     parse_render,
 )
+from eg3d_core.errors import EG3DError  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 
 log = logging.getLogger("eg3d.app")
@@ -62,15 +62,16 @@ CSS = """
 
 
 def user_errors(fn: F) -> F:
-    """Turn every failure into a one-line gr.Error: bad input as is, anything else logged with its traceback here
-    and summarised for the user (the browser and API clients never see a traceback)."""
+    """Turn every failure into a one-line gr.Error: the library's user errors (EG3DError: bad input, no surface at
+    the level, unwritable output) as they are, anything else logged with its traceback here and summarised for the
+    user (the browser and API clients never see a traceback)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except InputError as e:
+        except EG3DError as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - the last line of defence of a public endpoint
             log.exception("request failed")
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         G = eg3d_core.load_generator(args.model, device=args.device)
-    except eg3d_core.CheckpointError as e:
+    except (EG3DError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     model = DemoModel(G, cache_size=args.cache_size)

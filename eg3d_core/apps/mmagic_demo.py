@@ -19,24 +19,24 @@ What differs, on purpose:
   mean pose, as MMagic documents it (MMagic's code renders a static sequence because of a bug);
 * the volume renderer is deterministic by default (MMagic jitters samples: frames flicker slightly);
 * MMagic's generator emits BGR that its visualiser flips back; ours is RGB throughout (same pixels);
-* for models without an MMagic config the camera comes from the model (see :func:`demo_camera`).
+* for models without an MMagic config the camera comes from the model (see
+  :func:`eg3d_core.cameras.camera_distribution`, imported here as ``demo_camera``).
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import cameras
-from ..config import GeneratorConfig
+from ..cameras import CameraDistribution as DemoCamera
+from ..cameras import camera_distribution as demo_camera
+from ..errors import InputError
 from ..generator import Generator
 from .samples import RenderOptions, save_png
 from .video import calculate_grid_size, make_grid, write_video
@@ -44,80 +44,6 @@ from .video import calculate_grid_size, make_grid, write_video
 INTERPOLATIONS = ("both", "camera", "conditioning")
 VIS_MODES = ("both", "depth", "img")
 LATENT_MODES = ("mmagic", "seed")
-# MMagic's FFHQ/AFHQ cameras give fov 18.837; its focal rule 1 / (tan(fov / 2) * 1.414) (with math.pi) -> 4.26339.
-MMAGIC_FACE_FOCAL = 1.0 / (math.tan(18.837 * math.pi / 360.0) * 1.414)
-
-
-@dataclass(frozen=True)
-class DemoCamera:
-    """An MMagic camera: the orbit's centre and amplitudes (radians), placement and normalised focal.
-
-    ``kind`` (``gaussian``/``uniform``) only decides which random draws MMagic makes while building cameras.
-    """
-
-    kind: str
-    horizontal_mean: float
-    horizontal_std: float
-    vertical_mean: float
-    vertical_std: float
-    radius: float
-    look_at: tuple[float, float, float]
-    up: tuple[float, float, float]
-    focal: float
-
-    def cameras(self, yaw: np.ndarray, pitch: np.ndarray) -> torch.Tensor:
-        """Camera vectors [N, 25] at sampler angles (yaw, v)."""
-        pose = cameras.lookat_pose(yaw, pitch, self.radius, self.look_at, self.up)
-        return cameras.camera_vector(pose, cameras.intrinsics_from_focal(self.focal))
-
-    def draw(self, rs: np.random.RandomState) -> tuple[float, float]:
-        """One random (yaw, v) from this distribution, drawn from ``rs`` (yaw first): mean + std * N(0, 1) for
-        ``gaussian``, mean + std * U(-1, 1) for ``uniform``; v clamped to [1e-5, pi - 1e-5] as MMagic does."""
-        if self.kind == "gaussian":
-            h = self.horizontal_mean + self.horizontal_std * rs.randn()
-            v = self.vertical_mean + self.vertical_std * rs.randn()
-        else:
-            h = self.horizontal_mean + self.horizontal_std * (2 * rs.rand() - 1)
-            v = self.vertical_mean + self.vertical_std * (2 * rs.rand() - 1)
-        return float(h), float(np.clip(v, 1e-5, math.pi - 1e-5))
-
-    def mean(self) -> torch.Tensor:
-        """MMagic's ``cond_forward`` camera (std 0): [1, 25]."""
-        return self.cameras(np.array([self.horizontal_mean]), np.array([self.vertical_mean]))
-
-    def orbit(self, num_images: int) -> torch.Tensor:
-        """MMagic's closed elliptical orbit: [num_images, 25]; frame 0 is at the lowest point, not frontal."""
-        t = 2 * math.pi * np.arange(num_images) / num_images
-        return self.cameras(self.horizontal_mean + self.horizontal_std * np.sin(t),
-                            self.vertical_mean + self.vertical_std * np.cos(t))
-
-
-def demo_camera(config: GeneratorConfig, mmagic_camera: dict[str, Any] | None = None) -> DemoCamera:
-    """The demo camera: from an MMagic config's ``camera`` section (``parse_mmagic_camera``) when there is one.
-
-    Otherwise from the model: face-like models get MMagic's FFHQ/AFHQ camera (Gaussian, yaw 3.14/2 +- 0.35,
-    v 3.14/2 - 0.05 +- 0.25, fov 18.837) around the model's own average radius and pivot; ShapeNet-like models
-    (zeroed conditioning, white background) swing round the car from slightly above (yaw pi/2 +- pi,
-    v pi/2 - 0.25 +- 0.15) with the model's focal. (MMagic's ShapeNet orbit runs pole to pole around a z-up world,
-    made for its own converted ShapeNet setting.)
-    """
-    defaults = cameras.camera_defaults(config)
-    if mmagic_camera:
-        cam = mmagic_camera
-        for key in ("horizontal_mean", "vertical_mean"):
-            if cam.get(key) is None:
-                raise ValueError(f"the config's camera has no {key}")
-        kind = "uniform" if str(cam.get("type") or "").lower().startswith("uniform") else "gaussian"
-        focal = cam.get("normalized_focal") or defaults.focal
-        return DemoCamera(kind, float(cam["horizontal_mean"]), float(cam["horizontal_std"]),
-                          float(cam["vertical_mean"]), float(cam["vertical_std"]), float(cam["radius"]),
-                          tuple(float(v) for v in cam["look_at"]), tuple(float(v) for v in cam["up"]), float(focal))
-    r = config.rendering
-    if r.c_gen_conditioning_zero and r.white_back:
-        return DemoCamera("uniform", math.pi / 2, math.pi, math.pi / 2 - 0.25, 0.15, defaults.radius, defaults.pivot,
-                          (0.0, 1.0, 0.0), defaults.focal)
-    return DemoCamera("gaussian", cameras.SCRIPT_PI / 2, 0.35, cameras.SCRIPT_PI / 2 - 0.05, 0.25, defaults.radius,
-                      defaults.pivot, (0.0, 1.0, 0.0), MMAGIC_FACE_FOCAL)
 
 
 @dataclass(frozen=True)
@@ -140,11 +66,11 @@ class DemoSettings:
         for name, value, allowed in (("interpolation", self.interpolation, INTERPOLATIONS),
                                      ("vis_mode", self.vis_mode, VIS_MODES), ("latents", self.latents, LATENT_MODES)):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.num_images < 1 or self.num_batches < 1:
-            raise ValueError("num_images and num_batches must be >= 1")
+            raise InputError("num_images and num_batches must be >= 1")
         if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+            raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
 
     @property
     def targets(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ import torch
 from .. import cameras
 from .. import mesh as M
 from ..config import GeneratorConfig
+from ..errors import InputError, NoSurfaceError
 from ..fileio import atomic_file
 from ..generator import PRECISIONS, Generator
 from ..mesh import color_fn, density_fn, generator_mesh
@@ -44,14 +45,14 @@ def parse_seeds(text: str) -> list[int]:
     for item in text.split(","):
         m = _SEED_ITEM.match(item)
         if not m:
-            raise ValueError(f"invalid seed list {text!r}: expected numbers and ranges like 0,1,4-6")
+            raise InputError(f"invalid seed list {text!r}: expected numbers and ranges like 0,1,4-6")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise ValueError(f"invalid seed range {item.strip()!r}: the end is smaller than the start")
+            raise InputError(f"invalid seed range {item.strip()!r}: the end is smaller than the start")
         if hi >= 2**32:
-            raise ValueError(f"seed {hi} is out of range (seeds are < 2**32)")
+            raise InputError(f"seed {hi} is out of range (seeds are < 2**32)")
         if hi - lo >= 1_000_000:
-            raise ValueError(f"seed range {item.strip()!r} is too long")
+            raise InputError(f"seed range {item.strip()!r} is too long")
         seeds.extend(range(lo, hi + 1))
     return seeds
 
@@ -163,14 +164,14 @@ def export_shape(G: Generator, ws: torch.Tensor, stem: str | os.PathLike[str], r
 
     The mesh is the iso-surface at ``level`` of the raw density (``shapes.generator_mesh``; coarse-to-fine unless
     ``dense``). When a volume is asked for too, the dense grid is computed once and serves both. Raises
-    ValueError (one line, with the density range seen) when the level yields no surface; then nothing is written.
+    NoSurfaceError (one line, with the density range seen) when the level yields no surface; then nothing is written.
     """
     if mesh_format is None and volume_format is None:
-        raise ValueError("nothing to export: give a mesh format or a volume format")
+        raise InputError("nothing to export: give a mesh format or a volume format")
     if mesh_format is not None and mesh_format not in MESH_FORMATS:
-        raise ValueError(f"mesh format must be one of {', '.join(MESH_FORMATS)}, got {mesh_format!r}")
+        raise InputError(f"mesh format must be one of {', '.join(MESH_FORMATS)}, got {mesh_format!r}")
     if volume_format is not None and volume_format not in VOLUME_FORMATS:
-        raise ValueError(f"volume format must be one of {', '.join(VOLUME_FORMATS)}, got {volume_format!r}")
+        raise InputError(f"volume format must be one of {', '.join(VOLUME_FORMATS)}, got {volume_format!r}")
     stem = Path(stem)
     written: list[Path] = []
     mesh: M.Mesh | None = None
@@ -187,7 +188,7 @@ def export_shape(G: Generator, ws: torch.Tensor, stem: str | os.PathLike[str], r
         if mesh_format is not None:
             lo, hi = float(volume.min()), float(volume.max())
             if not lo <= level < hi:
-                raise ValueError(f"no surface at level {level}: density range seen [{lo:.3g}, {hi:.3g}]")
+                raise NoSurfaceError(f"no surface at level {level}: density range seen [{lo:.3g}, {hi:.3g}]")
             # Same padding as extract_mesh: the border layers sit far below the level, so the mesh is closed.
             M.pad_volume_borders(volume, M.border_pad(resolution), min(M.ORIGINAL_PAD_VALUE, level - 1000.0))
             mesh = M.volume_to_mesh(volume, G.config.rendering.box_warp, level)

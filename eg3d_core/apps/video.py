@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import cameras
+from ..errors import InputError
 from ..fileio import atomic_file
 from ..generator import Generator
 from ..visualize import to_uint8
@@ -52,9 +53,9 @@ def _quiet_imageio() -> Iterator[None]:
 def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frame {index}: expected a uint8 [H, W, 3] array, got {frame.dtype} {list(frame.shape)}")
+        raise InputError(f"frame {index}: expected a uint8 [H, W, 3] array, got {frame.dtype} {list(frame.shape)}")
     if shape is not None and frame.shape != shape:
-        raise ValueError(f"frame {index}: size {list(frame.shape)} differs from the first frame's {list(shape)}")
+        raise InputError(f"frame {index}: size {list(frame.shape)} differs from the first frame's {list(shape)}")
     return frame
 
 
@@ -71,7 +72,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
 
     path = Path(path)
     if not path.parent.is_dir():
-        raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     count, shape = 0, None
     with atomic_file(path if path.suffix else path.with_suffix(".mp4")) as tmp:
         with _quiet_imageio():
@@ -86,7 +87,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
             finally:
                 writer.close()
         if count == 0:
-            raise ValueError(f"cannot write {path}: no frames")
+            raise InputError(f"cannot write {path}: no frames")
     return count
 
 
@@ -98,7 +99,7 @@ def layout_grid(images: np.ndarray, grid_w: int, grid_h: int) -> np.ndarray:
     """[grid_h * grid_w, H, W, C] -> one [grid_h * H, grid_w * W, C] image, row-major, no padding (gen_videos)."""
     n, h, w, c = images.shape
     if n != grid_w * grid_h:
-        raise ValueError(f"{n} images do not fill a {grid_w}x{grid_h} grid")
+        raise InputError(f"{n} images do not fill a {grid_w}x{grid_h} grid")
     return images.reshape(grid_h, grid_w, h, w, c).transpose(0, 2, 1, 3, 4).reshape(grid_h * h, grid_w * w, c)
 
 
@@ -144,7 +145,7 @@ def frame_image(out: dict[str, torch.Tensor], image_mode: str) -> np.ndarray:
     ``image_depth`` is negated and min-max normalised per image (near = bright), then shown as grey.
     """
     if image_mode not in IMAGE_MODES:
-        raise ValueError(f"image_mode must be one of {', '.join(IMAGE_MODES)}, got {image_mode!r}")
+        raise InputError(f"image_mode must be one of {', '.join(IMAGE_MODES)}, got {image_mode!r}")
     img = out[image_mode]
     if image_mode == "image_depth":
         d = -img.float()
@@ -191,15 +192,15 @@ def keyframe_latents(G: Generator, seeds: list[int], grid: tuple[int, int] = (1,
     cell-major [H, W, K] (slot index = (y * W + x) * K + k)."""
     grid_w, grid_h = grid
     if grid_w < 1 or grid_h < 1:
-        raise ValueError(f"grid must be at least 1x1, got {grid_w}x{grid_h}")
+        raise InputError(f"grid must be at least 1x1, got {grid_w}x{grid_h}")
     if not seeds:
-        raise ValueError("no seeds given")
+        raise InputError("no seeds given")
     if num_keyframes is None:
         if len(seeds) % (grid_w * grid_h) != 0:
-            raise ValueError(f"the number of seeds ({len(seeds)}) must be divisible by the grid size {grid_w}x{grid_h}")
+            raise InputError(f"the number of seeds ({len(seeds)}) must be divisible by the grid size {grid_w}x{grid_h}")
         num_keyframes = len(seeds) // (grid_w * grid_h)
     if num_keyframes < 1:
-        raise ValueError(f"num_keyframes must be >= 1, got {num_keyframes}")
+        raise InputError(f"num_keyframes must be >= 1, got {num_keyframes}")
     total = num_keyframes * grid_w * grid_h
     all_seeds = np.array([seeds[i % len(seeds)] for i in range(total)], dtype=np.int64)
     if shuffle_seed is not None:
@@ -245,7 +246,7 @@ def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int
     from scipy.interpolate import interp1d
 
     if w_frames < 1:
-        raise ValueError(f"w_frames must be >= 1, got {w_frames}")
+        raise InputError(f"w_frames must be >= 1, got {w_frames}")
     options = options or RenderOptions()
     grid_w, grid_h = latents.grid
     k = latents.num_keyframes
@@ -276,7 +277,7 @@ def orbit_frames(G: Generator, ws: torch.Tensor, num_frames: int, grid: tuple[in
     The tri-planes are computed once; each frame costs rendering and super-resolution only.
     """
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise InputError(f"num_frames must be >= 1, got {num_frames}")
     options = options or RenderOptions()
     cams = video_cameras(G, num_frames, focal)[1].to(ws.device)
     cache = _PlaneCache(G, options)

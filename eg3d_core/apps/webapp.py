@@ -1,11 +1,11 @@
 """The web demo's logic, apart from its UI: input validation, a tri-plane cache, renders, orbit videos and meshes.
 
-``app_gradio.py`` only lays out widgets and turns :class:`InputError` into ``gr.Error``; everything that can be
-tested without a browser or a server lives here.
+``app_gradio.py`` only lays out widgets and turns the library's errors (:class:`~eg3d_core.errors.EG3DError`) into
+``gr.Error``; everything that can be tested without a browser or a server lives here.
 
 Inputs arrive as raw JSON values (the Gradio events run with ``preprocess=False``), so a script calling the API with
 ``seed="abc"`` or ``resolution=10**6`` reaches :func:`parse_render` and gets a one-line :class:`InputError` naming the
-parameter and its allowed range, instead of a component's internal exception.
+parameter and its allowed range (``eg3d_core.errors.InputError``), instead of a component's internal exception.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +29,12 @@ import torch
 from PIL import Image
 
 from .. import cameras, visualize
+from ..errors import InputError, NoSurfaceError
 from ..generator import Generator
 from ..mesh import Mesh, generator_mesh, save_mesh
 from ..presets import PRESETS
 from ..runtime import spread_work
+from .video import write_video
 
 OUTPUTS = ("image", "raw", "depth", "all")
 PRECISIONS = ("fp32", "reduced")
@@ -42,10 +44,6 @@ SEED_MAX = 2**32 - 1
 
 ProgressFn = Callable[[float, str], None]
 T = TypeVar("T")
-
-
-class InputError(ValueError):
-    """A request parameter is missing, of the wrong type or out of range (one-line, user-facing message)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -198,28 +196,6 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else frame
 
 
-def _write_video_imageio(frames: Iterable[np.ndarray], path: str | Path, fps: int = 60, bitrate: str = "10M") -> None:
-    # Fallback until eg3d_core.apps.video exists; same codec and settings it uses.
-    import imageio.v2 as imageio
-
-    writer = imageio.get_writer(str(path), fps=fps, codec="libx264", quality=None, bitrate=bitrate,
-                                macro_block_size=1, ffmpeg_log_level="error")
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
-
-
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: int = 60, bitrate: str = "10M") -> None:
-    """The package's video writer when there is one, else an equivalent imageio/ffmpeg (libx264) writer."""
-    try:
-        from .video import write_video as package_writer  # type: ignore[import-not-found]
-    except ImportError:
-        package_writer = _write_video_imageio
-    package_writer(frames, path, fps=fps, bitrate=bitrate)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Output files
 
@@ -258,9 +234,8 @@ class ModelThreads:
 
     Why: a web server runs each request on whichever thread of its pool is free, and glibc gives every thread that
     allocates its own malloc arena, which keeps the freed tensor memory of that request. With torch's large, short-lived
-    activations the server then grows to several times its working set (measured: 0.5 GB -> 1.6 GB for renders spread
-    over 20 threads, flat at 0.5 GB on one thread). Pinning the work to two threads keeps two arenas. The server's own
-    concurrency limits (one job per kind at a time) make these queues short.
+    activations the server then grows to several times its working set. Pinning the work to two threads keeps two
+    arenas. The server's own concurrency limits (one job per kind at a time) make these queues short.
     """
 
     def __init__(self, kinds: tuple[str, ...] = ("render", "heavy"), spread: tuple[str, ...] = ("render",)) -> None:
@@ -426,7 +401,7 @@ class DemoModel:
              progress: ProgressFn | None = None) -> MeshResult:
         """Extract the iso-surface at ``level`` and save it as .glb/.ply/.obj with vertex colours.
 
-        Raises InputError when the density never crosses ``level`` (the message gives the range seen).
+        Raises NoSurfaceError when the density never crosses ``level`` (the message gives the range seen).
         """
         t0 = time.perf_counter()
         ws, _, _ = self.latent(seed, psi, cutoff)
@@ -438,10 +413,8 @@ class DemoModel:
         try:
             mesh: Mesh = generator_mesh(self.G, ws, resolution=resolution, level=level, colors=True,
                                         coarse_to_fine=True, progress=on_progress)
-        except ValueError as e:
-            if str(e).startswith("no surface"):
-                raise InputError(f"{e}; pick a level inside that range") from None
-            raise
+        except NoSurfaceError as e:
+            raise NoSurfaceError(f"{e}; pick a level inside that range") from None
         if progress is not None:
             progress(0.95, "saving")
         job = self.output_dir.new_job("mesh")

@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..apps.mmagic_demo import DemoCamera, demo_camera
+from ..cameras import CameraDistribution, camera_distribution
+from ..errors import InputError
 from ..generator import PRECISIONS, Generator
+from ..labels import read_labels
 from ..runtime import cache_dir as runtime_cache_dir
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
@@ -44,15 +46,15 @@ UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
 DEFAULT_CACHE = "default"
 
 
-def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> DemoCamera:
-    """The camera distribution of FID50k-Camera for a model (an MMagic camera; ``DemoCamera.draw`` samples it).
+def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> CameraDistribution:
+    """The camera distribution of FID50k-Camera for a model (an MMagic camera; ``CameraDistribution.draw`` samples it).
 
     From an MMagic config's ``camera`` section when given (``parse_mmagic_camera``). Otherwise MMagic's: face-like
     models (FFHQ/AFHQ) get yaw ~ N(pi/2, 0.35), v ~ N(pi/2 - 0.05, 0.25), fov 18.837 deg, around the model's
     average radius and pivot; ShapeNet-like models (zeroed pose conditioning, white background) get cameras
     uniformly over the whole sphere around the model's pivot at its average radius, with its default focal.
     """
-    cam = demo_camera(G.config, mmagic_camera)
+    cam = camera_distribution(G.config, mmagic_camera)
     if mmagic_camera is None and cam.kind == "uniform":
         cam = replace(cam, horizontal_mean=math.pi, horizontal_std=math.pi, vertical_mean=math.pi / 2,
                       vertical_std=math.pi / 2)
@@ -109,7 +111,7 @@ class RealImages:
 
 def open_real(source: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None) -> RealImages:
     """A dataset folder/zip or a statistics ``.npz``; ``labels`` (a ``dataset.json``) supplies cameras for the
-    ``dataset`` protocol when the source has none. Raises ValueError."""
+    ``dataset`` protocol when the source has none. Raises InputError."""
     path = Path(source).expanduser()
     real = RealImages(source=str(path))
     if path.suffix.lower() == ".npz" and path.is_file():
@@ -118,8 +120,6 @@ def open_real(source: str | os.PathLike[str], labels: str | os.PathLike[str] | N
         real.dataset = open_dataset(path)
         real.labels = real.dataset.labels
     if labels is not None:
-        from ..apps.datasets import read_labels
-
         _, pairs = read_labels(labels)
         real.labels = np.asarray([v for _, v in pairs], dtype=np.float32)
     return real
@@ -142,12 +142,12 @@ class FakeSampler:
     """Renders the uint8 images of any range of sample indices, reproducibly (see the module docstring)."""
 
     def __init__(self, G: Generator, settings: FIDSettings, labels: np.ndarray | None,
-                 distribution: DemoCamera | None, device: torch.device) -> None:
+                 distribution: CameraDistribution | None, device: torch.device) -> None:
         if settings.camera == "dataset" and (labels is None or len(labels) == 0):
-            raise ValueError("camera 'dataset' (FID50k) needs the dataset's camera labels: give a dataset with a "
+            raise InputError("camera 'dataset' (FID50k) needs the dataset's camera labels: give a dataset with a "
                              "dataset.json, or the labels file, or use camera 'random'")
         if settings.camera == "random" and distribution is None:
-            raise ValueError("camera 'random' needs a camera distribution")
+            raise InputError("camera 'random' needs a camera distribution")
         self.G, self.s, self.labels, self.distribution, self.device = G, settings, labels, distribution, device
 
     def draws(self, items: range) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +228,7 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
     """
     if real.stats is not None:
         if real.stats.dim != inception.dim:
-            raise ValueError(f"{real.source}: statistics of {real.stats.dim}-d features, but the Inception network "
+            raise InputError(f"{real.source}: statistics of {real.stats.dim}-d features, but the Inception network "
                              f"gives {inception.dim}-d features")
         return real.stats, {"source": real.source, "kind": "statistics", "num_images": real.stats.num}
     data = real.dataset
@@ -246,7 +246,7 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
     if ctx.is_main and cache is not None and cache.is_file():
         try:
             cached, _ = load_stats(cache)
-        except ValueError:
+        except InputError:
             cached = None
     found = ctx.broadcast(cached is not None)  # every rank decides the same way before any collective work
     if found:
@@ -298,7 +298,7 @@ def _compute_fid(ctx: Distributed, G: Generator, real: RealImages, inception: In
                  log: Callable[[str], None]) -> FIDResult:
     start = time.time()
     if real.dataset is not None and real.dataset.resolution != G.img_resolution:
-        raise ValueError(f"{real.source}: images are {real.dataset.resolution} px, the generator makes "
+        raise InputError(f"{real.source}: images are {real.dataset.resolution} px, the generator makes "
                          f"{G.img_resolution} px images")
     distribution = fid_camera(G, mmagic_camera) if settings.camera == "random" else None
     sampler = FakeSampler(G, settings, real.labels, distribution, ctx.device)
@@ -334,7 +334,7 @@ def _compute_fid(ctx: Distributed, G: Generator, real: RealImages, inception: In
         return FIDResult(None, {})
     assert feats is not None and real_stats is not None
     if feats.shape[1] != real_stats.dim:
-        raise ValueError(f"feature sizes differ: generated {feats.shape[1]}, real {real_stats.dim}")
+        raise InputError(f"feature sizes differ: generated {feats.shape[1]}, real {real_stats.dim}")
     fid = frechet_distance(feature_stats(feats), real_stats)
     resumed_samples = int(sum(resumed_all or [0]))
     rate = (settings.num_samples - resumed_samples) / max(fake_seconds, 1e-9)

@@ -5,7 +5,7 @@ FID = |mu_1 - mu_2|^2 + tr(S_1) + tr(S_2) - 2 tr((S_1 S_2)^(1/2)).
 The trace of the matrix square root is computed from the eigenvalues of the symmetric positive semi-definite
 matrix S_1^(1/2) S_2 S_1^(1/2), which has the same spectrum as S_1 S_2. That avoids the complex-valued,
 sometimes non-finite results of a general ``sqrtm`` on the non-symmetric product, and costs two symmetric
-eigendecompositions (about a second for 2048-d Inception features).
+eigendecompositions.
 
 Both functions run numpy's BLAS on one thread: multi-threaded BLAS sums in a thread-count dependent order, and the
 result must not depend on how many processes or threads a run used.
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,9 @@ def feature_stats(features: np.ndarray) -> FeatureStats:
     """features [N, D] (N >= 2) -> their mean and unbiased covariance, computed in float64."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature vectors [N, D] for statistics, got shape {tuple(x.shape)}")
+        raise InputError(f"need at least 2 feature vectors [N, D] for statistics, got shape {tuple(x.shape)}")
     if not np.isfinite(x).all():
-        raise ValueError("features contain NaN or infinite values")
+        raise InputError("features contain NaN or infinite values")
     return FeatureStats(mu=x.mean(axis=0), sigma=np.cov(x, rowvar=False), num=int(x.shape[0]))
 
 
@@ -55,7 +57,7 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     """The Frechet distance between N(a.mu, a.sigma) and N(b.mu, b.sigma)."""
     if a.mu.shape != b.mu.shape or a.sigma.shape != b.sigma.shape:
-        raise ValueError(f"statistics of different feature sizes: {a.dim} vs {b.dim}")
+        raise InputError(f"statistics of different feature sizes: {a.dim} vs {b.dim}")
     root_a = _psd_sqrt(a.sigma)
     middle = root_a @ b.sigma @ root_a
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
@@ -82,7 +84,7 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike[str], meta: dict[str
 
 
 def load_stats(path: str | os.PathLike[str]) -> tuple[FeatureStats, dict[str, Any]]:
-    """Read statistics written by ``save_stats`` or by pytorch-fid (``mu``, ``sigma``). Raises ValueError."""
+    """Read statistics written by ``save_stats`` or by pytorch-fid (``mu``, ``sigma``). Raises InputError."""
     import json
     import zipfile
 
@@ -90,21 +92,21 @@ def load_stats(path: str | os.PathLike[str]) -> tuple[FeatureStats, dict[str, An
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: cannot read statistics ({' '.join(str(e).split()[:12])})") from None
+        raise InputError(f"{path}: cannot read statistics ({' '.join(str(e).split()[:12])})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not a statistics file (an .npz with arrays 'mu' and 'sigma')")
+        raise InputError(f"{path}: not a statistics file (an .npz with arrays 'mu' and 'sigma')")
     with data:
         if "mu" not in data.files or "sigma" not in data.files:
-            raise ValueError(f"{path}: not a statistics file (needs arrays 'mu' and 'sigma', has {data.files})")
+            raise InputError(f"{path}: not a statistics file (needs arrays 'mu' and 'sigma', has {data.files})")
         try:
             mu = np.asarray(data["mu"], dtype=np.float64)
             sigma = np.asarray(data["sigma"], dtype=np.float64)
             num = int(data["num"]) if "num" in data.files else 0
             meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
         except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as e:
-            raise ValueError(f"{path}: cannot read statistics ({e})") from None
+            raise InputError(f"{path}: cannot read statistics ({e})") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
+        raise InputError(f"{path}: 'mu' {mu.shape} and 'sigma' {sigma.shape} are not a mean and its covariance")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise ValueError(f"{path}: statistics contain NaN or infinite values")
+        raise InputError(f"{path}: statistics contain NaN or infinite values")
     return FeatureStats(mu=mu, sigma=sigma, num=num), meta

@@ -1,7 +1,7 @@
 """Real images for FID: an EG3D-layout dataset, as a folder or a zip, with its optional ``dataset.json``.
 
 As in the original's ``ImageFolderDataset``: every file with an image extension, at any depth, sorted by its
-relative path (``/``-separated), is one image; ``dataset.json`` (either label layout, see ``datasets.py``) gives
+relative path (``/``-separated), is one image; ``dataset.json`` (either label layout, see ``eg3d_core.labels``) gives
 the 25-number camera of each image by that relative path. All images must be RGB (or greyscale) squares of one
 resolution.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..apps.datasets import parse_labels
+from ..errors import InputError
+from ..labels import parse_labels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_FILE = "dataset.json"
@@ -42,7 +43,7 @@ class ImageDataset:
         return (self.path / name).read_bytes()
 
     def image(self, index: int) -> torch.Tensor:
-        """uint8 [3, R, R]; raises ValueError for an unreadable image or one of another size."""
+        """uint8 [3, R, R]; raises InputError for an unreadable image or one of another size."""
         from PIL import Image
 
         name = self.names[index]
@@ -50,9 +51,9 @@ class ImageDataset:
             with Image.open(io.BytesIO(self._bytes(name))) as im:
                 arr = np.asarray(im.convert("RGB"))
         except (OSError, ValueError) as e:
-            raise ValueError(f"{self.path}: cannot read image {name!r} ({e})") from None
+            raise InputError(f"{self.path}: cannot read image {name!r} ({e})") from None
         if arr.shape[:2] != (self.resolution, self.resolution):
-            raise ValueError(f"{self.path}: image {name!r} is {arr.shape[1]}x{arr.shape[0]}, the dataset's images "
+            raise InputError(f"{self.path}: image {name!r} is {arr.shape[1]}x{arr.shape[0]}, the dataset's images "
                              f"are {self.resolution}x{self.resolution}")
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -86,18 +87,18 @@ def _labels(path: Path, text: bytes | None, names: list[str]) -> np.ndarray | No
     try:
         _, pairs = parse_labels(json.loads(text.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: {LABEL_FILE} is not valid JSON ({e})") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: {LABEL_FILE}: {e}") from None
+        raise InputError(f"{path}: {LABEL_FILE} is not valid JSON ({e})") from None
+    except InputError as e:
+        raise InputError(f"{path}: {LABEL_FILE}: {e}") from None
     table = {name.replace("\\", "/"): values for name, values in pairs}
     missing = [n for n in names if n not in table]
     if missing:
-        raise ValueError(f"{path}: {LABEL_FILE} has no label for {len(missing)} image(s), e.g. {missing[0]!r}")
+        raise InputError(f"{path}: {LABEL_FILE} has no label for {len(missing)} image(s), e.g. {missing[0]!r}")
     return np.asarray([table[n] for n in names], dtype=np.float32)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> ImageDataset:
-    """Open a dataset folder or zip; raises ValueError (one line) if it has no images or unusable labels."""
+    """Open a dataset folder or zip; raises InputError (one line) if it has no images or unusable labels."""
     from PIL import Image
 
     path = Path(path).expanduser()
@@ -113,20 +114,20 @@ def open_dataset(path: str | os.PathLike[str]) -> ImageDataset:
         names = sorted(n for n in members if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         label_text = zf.read(LABEL_FILE) if LABEL_FILE in members else None
     elif path.exists():
-        raise ValueError(f"{path}: not a dataset folder or zip (for precomputed statistics use a .npz file)")
+        raise InputError(f"{path}: not a dataset folder or zip (for precomputed statistics use a .npz file)")
     else:
-        raise ValueError(f"{path}: no such dataset")
+        raise InputError(f"{path}: no such dataset")
     try:
         if not names:
-            raise ValueError(f"{path}: no images found")
+            raise InputError(f"{path}: no images found")
         data = ImageDataset(path=path, names=names, labels=None, resolution=0, _zip=zf)
         try:
             with Image.open(io.BytesIO(data._bytes(names[0]))) as im:
                 width, height = im.size
         except OSError as e:
-            raise ValueError(f"{path}: cannot read image {names[0]!r} ({e})") from None
+            raise InputError(f"{path}: cannot read image {names[0]!r} ({e})") from None
         if width != height:
-            raise ValueError(f"{path}: image {names[0]!r} is {width}x{height}, not square")
+            raise InputError(f"{path}: image {names[0]!r} is {width}x{height}, not square")
         data.resolution = width
         data.labels = _labels(path, label_text, names)
         return data

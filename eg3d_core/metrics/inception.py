@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_ENV = "EG3D_INCEPTION"
 
 
-class InceptionError(ValueError):
+class InceptionError(InputError):
     """The Inception network is missing or is not a usable TorchScript feature extractor."""
 
 
@@ -67,7 +69,7 @@ class Inception:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> np.ndarray:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 RGB images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise InputError(f"expected uint8 RGB images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
         out = self.module(images.to(self.device), return_features=True)
         return out.detach().float().cpu().numpy()
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -101,16 +103,16 @@ class RunFolder:
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
 
     def open(self, create: bool) -> None:
-        """Check (and with ``create``, write) ``run.json``; raises ValueError if the folder holds another run."""
+        """Check (and with ``create``, write) ``run.json``; raises InputError if the folder holds another run."""
         marker = self.path / "run.json"
         if marker.is_file():
             try:
                 stored = json.loads(marker.read_text())
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"{marker}: unreadable ({e}); delete the folder to start over") from None
+                raise InputError(f"{marker}: unreadable ({e}); delete the folder to start over") from None
             if stored != self.fingerprint:
                 keys = sorted(k for k in set(stored) | set(self.fingerprint) if stored.get(k) != self.fingerprint.get(k))
-                raise ValueError(f"{self.path} holds the shards of a different run (differs in: {', '.join(keys)}); "
+                raise InputError(f"{self.path} holds the shards of a different run (differs in: {', '.join(keys)}); "
                                  "use another --run-dir or delete it")
         elif create:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -195,5 +197,5 @@ def sharded_features(
         merged.update(part)
     dims = {a.shape[1] for a in merged.values()}
     if len(dims) > 1:
-        raise ValueError(f"chunks of different feature sizes {sorted(dims)} (shards of another network?)")
+        raise InputError(f"chunks of different feature sizes {sorted(dims)} (shards of another network?)")
     return np.concatenate([merged[k] for k in sorted(merged)], axis=0), resumed
