@@ -29,11 +29,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from eg3d_core.apps.convert import load_model  # noqa: E402
-from eg3d_core.apps.samples import RenderOptions  # noqa: E402
 from eg3d_core.apps.video import keyframe_latents, latent_interpolation_frames, orbit_frames, write_video  # noqa: E402
 from eg3d_core.checkpoints import DEMO_MODEL  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.presets import PRESETS  # noqa: E402
+from eg3d_core.settings import RenderSettings  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 
@@ -63,7 +63,7 @@ def main() -> None:
         source = args.model or ("demo" if (DEMO_MODEL / "model.safetensors").is_file() else str(FIXTURE))
         G = load_model(source, device=args.device).G
         name = "demo" if source == "demo" else Path(source).name
-    options = RenderOptions(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult)
+    settings = RenderSettings(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult)
     r = G.config.rendering
     nrr = args.nrr or r.neural_rendering_resolution
     keyframes = 3
@@ -72,10 +72,10 @@ def main() -> None:
     latents = keyframe_latents(G, list(range(keyframes)), device=args.device)
 
     # Warm-up (first-call allocations, thread pools) outside the timings.
-    list(orbit_frames(G, latents.ws[0, 0, :1], 1, options=options))
+    list(orbit_frames(G, latents.ws[0, 0, :1], 1, settings=settings))
 
-    orbit, t_orbit = timed(orbit_frames(G, latents.ws[0, 0, :1], n, options=options))
-    _, t_interp = timed(latent_interpolation_frames(G, latents, w_frames, options=options))
+    orbit, t_orbit = timed(orbit_frames(G, latents.ws[0, 0, :1], n, settings=settings))
+    _, t_interp = timed(latent_interpolation_frames(G, latents, w_frames, settings=settings))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         write_video(orbit, Path(tmp) / "v.mp4")

@@ -33,6 +33,7 @@ from eg3d_viewer.state import AppState  # noqa: E402
 
 import eg3d_core  # noqa: E402
 from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
+from eg3d_core.settings import RenderSettings  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo" / "model.safetensors"
 TINY = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
@@ -61,7 +62,7 @@ def time_frames(R: ViewerRenderer, scene: Scene, quality: Quality, repeats: int)
         if i:
             out.append(((time.perf_counter() - t0) * 1e3, result.timings))
     ms, t = sorted(out, key=lambda x: x[0])[len(out) // 2]
-    split = f"render {t['render']:.0f}" + (f" + SR {t['superres']:.0f}" if quality.superres else "")
+    split = f"render {t['render']:.0f}" + (f" + SR {t['superres']:.0f}" if quality.settings.superres else "")
     return ms, split
 
 
@@ -69,9 +70,9 @@ def settle_auto(R: ViewerRenderer, scene: Scene, base: Quality, top: int, target
                 frames: int) -> tuple[int, float]:
     """Run the viewer's adaptive preview resolution (up to ``top``) for ``frames`` frames, as the app does while the
     camera moves; returns (resolution reached, median ms of the last three frames)."""
-    res, times = base.resolution, []
+    res, times = base.settings.neural_rendering_resolution, []
     for i in range(frames):
-        q = replace(base, resolution=res)
+        q = replace(base, settings=replace(base.settings, neural_rendering_resolution=res))
         cam = replace(scene.camera, yaw=0.01 * i)
         t0 = time.perf_counter()
         R.render(RenderRequest(replace(scene, camera=cam), q, cancellable=False, serial=i))
@@ -79,6 +80,13 @@ def settle_auto(R: ViewerRenderer, scene: Scene, base: Quality, top: int, target
         if i < frames - 3:  # the last three frames are timed at the final resolution
             res = adapt_resolution(res, times[-1], 1e3 / target_fps, lo=min(32, top), hi=top)
     return res, statistics.median(times[-3:])
+
+
+def preview(resolution: int, samples: int, importance: int, plane_scale: int) -> Quality:
+    """A fp32 preview without super-resolution."""
+    return Quality(RenderSettings(neural_rendering_resolution=resolution, depth_resolution=samples,
+                                  depth_resolution_importance=importance, superres=False), preview=True,
+                   plane_scale=plane_scale)
 
 
 def bench(name: str, repeats: int, full_repeats: int, target_fps: float) -> list[tuple[str, str, str, float]]:
@@ -106,20 +114,19 @@ def bench(name: str, repeats: int, full_repeats: int, target_fps: float) -> list
                 (max(32, nrr // 4), r.preview_samples, 0, k)]
     with torch.no_grad():
         for res, s, imp, scale in dict.fromkeys(previews):
-            q = Quality(res, s, imp, superres=False, deterministic=True, precision="fp32", preview=True,
-                        plane_scale=scale)
+            q = preview(res, s, imp, scale)
             kind = "preview (default)" if (res, s, imp, scale) == default else "preview"
             planes = f", planes/{scale}" if scale > 1 else ", full planes"
             ms, split = time_frames(R, scene, q, repeats)
             rows.append((label, kind, f"{res}px, {s}+{imp} samples{planes}, no SR ({split})", ms))
-        base = Quality(*default[:3], False, True, "fp32", True, plane_scale=default[3])
+        base = preview(*default)
         res, ms = settle_auto(R, scene, base, r.full_resolution, target_fps, frames=max(8, 2 * repeats))
-        rows.append((label, f"preview (auto, target {target_fps:.0f} FPS)", f"settles at {res}px, {base.samples}+"
-                     f"{base.importance} samples", ms))
-        full = full_quality(state.render)
-        ms, split = time_frames(R, scene, full, full_repeats)
-        rows.append((label, "full (at rest)", f"{full.resolution}px, {full.samples}+{full.importance} samples + SR "
-                     f"({split})", ms))
+        rows.append((label, f"preview (auto, target {target_fps:.0f} FPS)", f"settles at {res}px, "
+                     f"{base.settings.depth_resolution}+{base.settings.depth_resolution_importance} samples", ms))
+        full = full_quality(state.render).settings
+        ms, split = time_frames(R, scene, full_quality(state.render), full_repeats)
+        rows.append((label, "full (at rest)", f"{full.neural_rendering_resolution}px, {full.depth_resolution}+"
+                     f"{full.depth_resolution_importance} samples + SR ({split})", ms))
     R.close()
     return rows
 

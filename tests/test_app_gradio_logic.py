@@ -93,7 +93,7 @@ def test_camera_changes_hit_the_cache_and_lru_is_bounded(model: DemoModel) -> No
     model.render(parse_render(model.limits, 12, psi=1.0, cutoff=3))
     assert model.render(parse_render(model.limits, 12, psi=1.0, cutoff=5)).cached
     model.render(parse_render(model.limits, 13))
-    assert len(model._cache) == 2  # cache_size=2: seed 11 was evicted
+    assert len(model.cache) == 2  # cache_size=2: seed 11 was evicted
     assert not model.render(parse_render(model.limits, 11, psi=0.6)).cached
 
 

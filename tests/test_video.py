@@ -12,7 +12,7 @@ import torch
 import eg3d_core
 from eg3d_core import cameras
 from eg3d_core.apps.mmagic_demo import DemoSettings, demo_camera, depth_images, draw_latents, render_demo
-from eg3d_core.apps.samples import RenderOptions, parse_seeds, seeds_to_ws
+from eg3d_core.apps.samples import parse_seeds
 from eg3d_core.apps.video import (
     calculate_grid_size,
     frame_image,
@@ -26,13 +26,15 @@ from eg3d_core.apps.video import (
 )
 from eg3d_core.checkpoints.mmagic import parse_mmagic_camera
 from eg3d_core.generator import Generator
+from eg3d_core.latents import map_seeds
 from eg3d_core.presets import PRESETS
+from eg3d_core.settings import RenderSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CARS_PKL = FIXTURES / "tiny_cars128" / "network-snapshot.pkl"
 FFHQ_CFG = FIXTURES / "mmagic_configs" / "eg3d" / "eg3d_cvt-official-rgb_ffhq-512x512.py"
 SHAPENET_CFG = FIXTURES / "mmagic_configs" / "eg3d" / "eg3d_cvt-official-rgb_shapenet-128x128.py"
-FAST = RenderOptions(neural_rendering_resolution=16)
+FAST = RenderSettings(neural_rendering_resolution=16)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def test_keyframe_layout_and_shuffle(G: Generator) -> None:
     assert lat.ws.shape == (1, 3, 2, G.num_ws, G.w_dim) and lat.grid == (3, 1) and lat.num_keyframes == 2
     assert lat.seeds.tolist() == [[[0, 1], [2, 3], [4, 5]]]
     cond = video_cameras(G, 1)[0]
-    torch.testing.assert_close(lat.ws[0, 1, 1], seeds_to_ws(G, [3], cond)[0], rtol=0, atol=1e-5)  # batch size: BLAS order
+    torch.testing.assert_close(lat.ws[0, 1, 1], map_seeds(G, [3], cond)[0], rtol=0, atol=1e-5)  # batch size: BLAS order
     tiled = keyframe_latents(G, [7, 8], grid=(1, 1), num_keyframes=5)
     assert tiled.seeds.ravel().tolist() == [7, 8, 7, 8, 7]
     shuffled = keyframe_latents(G, [0, 1, 2, 3], shuffle_seed=1)
@@ -150,7 +152,7 @@ def test_keyframe_layout_and_shuffle(G: Generator) -> None:
 def test_interpolation_passes_through_keyframes(G: Generator) -> None:
     lat = keyframe_latents(G, [0, 1], grid=(1, 1))
     w_frames = 2
-    video = list(latent_interpolation_frames(G, lat, w_frames=w_frames, options=FAST))
+    video = list(latent_interpolation_frames(G, lat, w_frames=w_frames, settings=FAST))
     assert len(video) == 2 * w_frames and video[0].shape == (G.img_resolution, G.img_resolution, 3)
     cams = video_cameras(G, 2 * w_frames)[1]
     for k in range(2):
@@ -163,8 +165,8 @@ def test_interpolation_passes_through_keyframes(G: Generator) -> None:
 
 def test_single_keyframe_interpolation_equals_orbit(G: Generator) -> None:
     lat = keyframe_latents(G, [5], grid=(1, 1))
-    a = list(latent_interpolation_frames(G, lat, w_frames=3, image_mode="image_raw", options=FAST))
-    b = list(orbit_frames(G, lat.ws[0, 0], 3, image_mode="image_raw", options=FAST))
+    a = list(latent_interpolation_frames(G, lat, w_frames=3, image_mode="image_raw", settings=FAST))
+    b = list(orbit_frames(G, lat.ws[0, 0], 3, image_mode="image_raw", settings=FAST))
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert a[0].shape == (16, 16, 3)
 

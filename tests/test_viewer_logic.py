@@ -189,8 +189,9 @@ def test_scene_ignores_display_only_settings_and_normalises_directions(state, in
 def test_preview_never_costs_more_than_full(state) -> None:
     r = state.render
     p = preview_quality(r, 4096)
-    assert p.resolution == r.full_resolution and p.samples <= r.full_samples and p.preview
-    assert full_quality(r).superres and not full_quality(r).preview
+    assert p.settings.neural_rendering_resolution == r.full_resolution and p.preview
+    assert p.settings.depth_resolution <= r.full_samples
+    assert full_quality(r).settings.superres and not full_quality(r).preview
 
 
 def quality_pair(state):

@@ -1,4 +1,5 @@
-"""The viewer's render path: request -> images, with tri-planes cached per latent. No GL; used by the benchmark.
+"""The viewer's render path: request -> images, with tri-planes cached per latent (``eg3d_core.latents.PlaneCache``).
+No GL; used by the benchmark.
 
 Stages (timed separately for the performance panel): mapping (z -> ws, cheap), backbone (ws -> tri-planes, the
 expensive part, skipped when cached), rendering (volume rendering at the request's resolution and samples per ray),
@@ -8,17 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import eg3d_core
 from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
-from eg3d_core.visualize import depth_to_color, seed_to_z, to_uint8
+from eg3d_core.latents import PlaneCache, generator_device, map_seeds
+from eg3d_core.visualize import depth_to_color, to_uint8
 
 from .directions import Directions
 from .requests import CameraSpec, LatentSpec, RenderRequest
@@ -42,17 +42,13 @@ class RenderResult:
     final: bool = True  # False: the volume render of a frame whose super-resolution is still running
 
 
-def generator_device(G: eg3d_core.Generator) -> torch.device:
-    return next(G.parameters()).device
-
-
 @torch.no_grad()
 def compose_ws(G: eg3d_core.Generator, spec: LatentSpec, directions: Directions | None = None) -> torch.Tensor:
     """The latent of a spec: [1, num_ws, w_dim].
 
-    Every seed (A, B, style-mix) is mapped with the same conditioning camera; the original visualizer conditions
-    only one of them and maps the others with c = 0. The conditioning camera keeps the model's default focal,
-    the one all training labels carry, whatever the rendering FOV.
+    Every seed (A, B, style-mix) is mapped in one pass (``latents.map_seeds``) with the same conditioning camera;
+    the original visualizer conditions only one of them and maps the others with c = 0. The conditioning camera keeps
+    the model's default focal, the one all training labels carry, whatever the rendering FOV.
     """
     device = generator_device(G)
     seeds = [spec.seed]
@@ -60,9 +56,8 @@ def compose_ws(G: eg3d_core.Generator, spec: LatentSpec, directions: Directions 
         seeds.append(spec.seed_b)
     if spec.stylemix_seed is not None:
         seeds.append(spec.stylemix_seed)
-    z = seed_to_z(seeds, G.z_dim).to(device)
-    c = camera(camera_defaults(G.config), yaw=spec.cond_yaw, pitch=spec.cond_pitch).to(device)
-    ws = G.mapping(z, c.expand(len(seeds), -1), truncation_psi=spec.psi, truncation_cutoff=spec.cutoff)
+    c = camera(camera_defaults(G.config), yaw=spec.cond_yaw, pitch=spec.cond_pitch)
+    ws = map_seeds(G, seeds, c, spec.psi, spec.cutoff, device)
     w = ws[0:1]
     if spec.mix > 0:
         w = torch.lerp(w, ws[1:2], spec.mix)
@@ -88,8 +83,7 @@ class ViewerRenderer:
     def __init__(self, G: eg3d_core.Generator, directions: Directions | None = None, cache_size: int = 6) -> None:
         self.G = G
         self.directions = directions
-        self.cache_size = cache_size
-        self._planes: OrderedDict[LatentSpec, tuple[torch.Tensor, dict[int, torch.Tensor]]] = OrderedDict()
+        self.planes = PlaneCache(G, cache_size)
         self._local = threading.local()
         self._device = generator_device(G)
         # Cancellation points: a check before every module call. Module boundaries are the only places where the
@@ -100,7 +94,7 @@ class ViewerRenderer:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        self._planes.clear()
+        self.planes.clear()
 
     def _check_cancel(self, module: torch.nn.Module, args: tuple) -> None:
         stop = getattr(self._local, "stop", None)
@@ -113,35 +107,16 @@ class ViewerRenderer:
 
     def set_directions(self, directions: Directions | None) -> None:
         self.directions = directions
-        self._planes.clear()
+        self.planes.clear()
 
     @torch.no_grad()
-    def latent(self, spec: LatentSpec, timings: dict[str, float] | None = None,
+    def latent(self, spec: LatentSpec, precision: str = "fp32", timings: dict[str, float] | None = None,
                plane_scale: int = 1) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(ws, planes, cached) for a latent spec; computes and caches them when new. ``plane_scale`` > 1 gives the
-        planes average-pooled by that factor (cached too)."""
-        entry = self._planes.get(spec)
-        cached = entry is not None
-        if entry is None:
-            t0 = time.perf_counter()
-            ws = compose_ws(self.G, spec, self.directions)
-            self._sync()
-            t1 = time.perf_counter()
-            planes = self.G.planes(ws, noise_mode=spec.noise_mode, precision=spec.precision)
-            self._sync()
-            if timings is not None:
-                timings["mapping"], timings["backbone"] = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-            entry = self._planes[spec] = (ws, {1: planes})
-            while len(self._planes) > self.cache_size:
-                self._planes.popitem(last=False)
-        else:
-            self._planes.move_to_end(spec)
-        ws, scaled = entry
-        if plane_scale not in scaled:
-            n, p, ch, h, w = scaled[1].shape
-            pooled = F.avg_pool2d(scaled[1].reshape(n * p, ch, h, w), plane_scale)
-            scaled[plane_scale] = pooled.reshape(n, p, ch, *pooled.shape[-2:]).contiguous()
-        return ws, scaled[plane_scale], cached
+        """(ws, planes, cached) for a latent spec at a precision; computes and caches them when new. ``plane_scale``
+        > 1 gives the planes average-pooled by that factor (kept with the entry)."""
+        entry, cached = self.planes.get(spec, lambda: compose_ws(self.G, spec, self.directions), spec.noise_mode,
+                                        precision, timings)
+        return entry.ws, entry.pooled(plane_scale), cached
 
     @torch.no_grad()
     def render(self, request: RenderRequest, should_stop: Callable[[], bool] | None = None,
@@ -158,28 +133,28 @@ class ViewerRenderer:
             self._local.stop = None
 
     def _render(self, request: RenderRequest, on_partial: Callable[[RenderResult], None] | None) -> RenderResult:
-        q = request.quality
-        timings: dict[str, float] = {"mapping": 0.0, "backbone": 0.0}
+        q, s = request.quality, request.quality.settings
+        timings: dict[str, float] = {}
         t_start = time.perf_counter()
-        ws, planes, cached = self.latent(request.scene.latent, timings, q.plane_scale)
+        ws, planes, cached = self.latent(request.scene.latent, s.precision, timings, q.plane_scale)
         c = render_camera(self.G, request.scene.camera)
         t0 = time.perf_counter()
-        feats, depth = self.G.render(planes, c, q.resolution, q.deterministic, q.precision, q.samples, q.importance)
+        feats, depth = self.G.render(planes, c, **s.render_kwargs(self.G.config))
         self._sync()
         t1 = time.perf_counter()
         raw, depth_rgb, depth_values = to_uint8(feats[0, :3]), depth_to_color(depth[0]), depth[0, 0].float().cpu().numpy()
-        if q.superres and on_partial is not None:
+        if s.superres and on_partial is not None:
             on_partial(RenderResult(request, None, raw, depth_rgb, depth_values, dict(timings, render=(t1 - t0) * 1e3),
                                     cached, final=False))
         image = None
-        if q.superres:
-            image = self.G.super_resolve(feats, ws, q.precision)
+        if s.superres:
+            image = self.G.super_resolve(feats, ws, s.superres_precision)
             self._sync()
         t2 = time.perf_counter()
         out = RenderResult(request, to_uint8(image[0]) if image is not None else None, raw, depth_rgb, depth_values,
                            planes_cached=cached)
         t3 = time.perf_counter()
-        timings.update(render=(t1 - t0) * 1e3, superres=(t2 - t1) * 1e3 if q.superres else 0.0, convert=(t3 - t2) * 1e3,
+        timings.update(render=(t1 - t0) * 1e3, superres=(t2 - t1) * 1e3 if s.superres else 0.0, convert=(t3 - t2) * 1e3,
                        total=(t3 - t_start) * 1e3)
         out.timings = timings
         return out

@@ -1,21 +1,25 @@
 """State -> render request. Pure and immutable, so the worker can render a request while the UI keeps editing.
 
-A request splits into what decides the tri-planes (``LatentSpec``: cached per latent by the renderer), where the
-camera is (``CameraSpec``) and how finely to render (``Quality``). Two requests that compare equal produce the same
-frame, which is what the scheduler uses to tell "something moved" from "at rest".
+A request splits into what decides ws (``LatentSpec``: the renderer caches the tri-planes per latent), where the
+camera is (``CameraSpec``) and how finely to render (``Quality``: the library's ``RenderSettings`` of a preview or a
+full-quality frame). Two requests that compare equal produce the same frame, which is what the scheduler uses to
+tell "something moved" from "at rest".
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from eg3d_core.settings import RenderSettings
+
 from .model_info import ModelInfo
-from .state import AppState, RenderSettings
+from .state import AppState, RenderState
 
 
 @dataclass(frozen=True)
 class LatentSpec:
-    """Everything that decides ws (and so the tri-planes)."""
+    """Everything that decides ws, and the backbone's noise mode: with the precision of the request's settings, they
+    decide the tri-planes. ``cutoff`` None truncates every w."""
 
     seed: int
     seed_b: int
@@ -29,7 +33,6 @@ class LatentSpec:
     cond_pitch: float
     directions: tuple[float, ...]
     direction_layers: tuple[int, int]
-    precision: str
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,10 @@ class CameraSpec:
 
 @dataclass(frozen=True)
 class Quality:
-    resolution: int
-    samples: int
-    importance: int
-    superres: bool
-    deterministic: bool
-    precision: str
+    """A preview or full-quality frame's ``RenderSettings`` (explicit resolution and samples per ray; the noise mode
+    travels with the latent spec)."""
+
+    settings: RenderSettings
     preview: bool
     # Previews may sample tri-planes average-pooled by this factor: the per-frame cost of the plane lookup grows
     # with the plane size, and a low-resolution preview cannot show the finest texels anyway.
@@ -56,10 +57,12 @@ class Quality:
 
     @property
     def label(self) -> str:
+        s = self.settings
         kind = "preview" if self.preview else "full"
-        sr = " + SR" if self.superres else ""
+        sr = " + SR" if s.superres else ""
         planes = f", planes/{self.plane_scale}" if self.plane_scale > 1 else ""
-        return f"{kind} {self.resolution}px, {self.samples}+{self.importance} samples{planes}{sr}"
+        return (f"{kind} {s.neural_rendering_resolution}px, {s.depth_resolution}+{s.depth_resolution_importance} "
+                f"samples{planes}{sr}")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,6 @@ def latent_spec(state: AppState, info: ModelInfo) -> LatentSpec:
         # All-zero amounts are the same latent as no directions at all: normalise so the plane cache sees that.
         directions=tuple(float(a) for a in dirs.amounts) if any(dirs.amounts) else (),
         direction_layers=(max(0, dirs.layer_start), min(info.num_ws, dirs.layer_end)),
-        precision=state.render.precision,
     )
 
 
@@ -101,18 +103,24 @@ def camera_spec(state: AppState) -> CameraSpec:
     return CameraSpec(yaw=c.yaw, pitch=c.pitch, radius=c.radius, fov=c.fov, pivot=tuple(c.pivot))
 
 
-def full_quality(settings: RenderSettings) -> Quality:
-    return Quality(settings.full_resolution, settings.full_samples, settings.full_importance, True,
-                   settings.deterministic, settings.precision, preview=False)
+def _settings(render: RenderState, resolution: int, samples: int, importance: int, superres: bool) -> RenderSettings:
+    # Clamped to what renders at all: a script may set any number (the widgets keep them in range).
+    return RenderSettings(neural_rendering_resolution=max(4, resolution), depth_resolution=max(1, samples),
+                          depth_resolution_importance=max(0, importance), precision=render.precision,
+                          deterministic=render.deterministic, superres=superres)
 
 
-def preview_quality(settings: RenderSettings, resolution: int) -> Quality:
+def full_quality(render: RenderState) -> Quality:
+    return Quality(_settings(render, render.full_resolution, render.full_samples, render.full_importance, True),
+                   preview=False)
+
+
+def preview_quality(render: RenderState, resolution: int) -> Quality:
     """The moving-camera quality; samples never exceed the full setting (a preview must not cost more)."""
-    res = min(resolution, settings.full_resolution)
-    return Quality(res, min(settings.preview_samples, settings.full_samples),
-                   min(settings.preview_importance, settings.full_importance), settings.preview_superres,
-                   settings.deterministic, settings.precision, preview=True,
-                   plane_scale=max(1, settings.preview_plane_scale))
+    settings = _settings(render, min(resolution, render.full_resolution),
+                         min(render.preview_samples, render.full_samples),
+                         min(render.preview_importance, render.full_importance), render.preview_superres)
+    return Quality(settings, preview=True, plane_scale=max(1, render.preview_plane_scale))
 
 
 def scene_of(state: AppState, info: ModelInfo) -> Scene:

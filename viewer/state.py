@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from eg3d_core.settings import NOISE_MODES as NOISE_MODES
+from eg3d_core.settings import PRECISIONS as PRECISIONS
+
 if TYPE_CHECKING:  # scripts are validated before torch is imported (a fast answer for a bad command line)
     from eg3d_core.cameras import CameraDefaults
 
@@ -17,8 +20,6 @@ VIEWS = ("image", "raw", "depth", "side by side")
 VIEW_LABELS = {"image": "Final image", "raw": "Raw neural render", "depth": "Depth (colour-mapped)",
                "side by side": "Side by side"}
 ZOOM_MODES = ("fov", "radius")
-NOISE_MODES = ("const", "random", "none")
-PRECISIONS = ("fp32", "reduced")
 MESH_RESOLUTIONS = (64, 128, 256, 384, 512)
 MESH_FORMATS = (".ply", ".obj", ".glb")
 PLANE_SCALES = (1, 2, 4)
@@ -88,8 +89,9 @@ class DirectionsState:
 
 
 @dataclass
-class RenderSettings:
-    """How frames are rendered. ``full_*`` is the resting quality; ``preview_*`` is used while something moves."""
+class RenderState:
+    """How frames are rendered. ``full_*`` is the resting quality; ``preview_*`` is used while something moves.
+    ``viewer.requests`` turns them into the library's ``RenderSettings``."""
 
     precision: str = "fp32"
     deterministic: bool = True
@@ -172,7 +174,7 @@ class AppState:
     stylemix: StyleMixState = field(default_factory=StyleMixState)
     truncation: TruncationState = field(default_factory=TruncationState)
     directions: DirectionsState = field(default_factory=DirectionsState)
-    render: RenderSettings = field(default_factory=RenderSettings)
+    render: RenderState = field(default_factory=RenderState)
     model: ModelState = field(default_factory=ModelState)
     export: ExportState = field(default_factory=ExportState)
     perf: PerfState = field(default_factory=PerfState)

@@ -1,13 +1,15 @@
 """Render settings: precision, sampling, output view, and the full / preview (moving camera) qualities."""
 from __future__ import annotations
 
-from eg3d_viewer.state import PLANE_SCALES, PRECISIONS, VIEW_LABELS, VIEWS, RenderSettings
+from eg3d_viewer.state import PLANE_SCALES, VIEW_LABELS, VIEWS, RenderState
 from imgui_bundle import imgui
+
+from eg3d_core.settings import PRECISIONS
 
 from .common import combo_str
 
 
-def draw_render(state: RenderSettings, max_resolution: int) -> bool:
+def draw_render(state: RenderState, max_resolution: int) -> bool:
     """``max_resolution``: the model's neural rendering resolution times 2 (more only costs time)."""
     c = [False] * 16
     c[0], state.view = combo_str("View (V)", state.view, VIEWS, VIEW_LABELS)
