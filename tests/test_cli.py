@@ -21,9 +21,10 @@ from PIL import Image
 
 import eg3d_core
 from eg3d_core.apps.cli import main
-from eg3d_core.apps.samples import RenderOptions, seeds_to_ws
 from eg3d_core.checkpoints import DEMO_MODEL
 from eg3d_core.errors import CheckpointError, InputError, NoSurfaceError, OutputError
+from eg3d_core.latents import LatentSource
+from eg3d_core.settings import RenderSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PKL = str(FIXTURES / "tiny_cars128" / "network-snapshot.pkl")
@@ -234,9 +235,9 @@ def test_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from eg3d_core.apps.video import frame_image
 
     d = cameras.camera_defaults(G.config)
-    ws = seeds_to_ws(G, [0], cameras.conditioning(d))
+    ws = LatentSource(seed=0).ws(G)
     with torch.no_grad():
-        want = G.synthesis(ws, cameras.camera(d, 0.0, -0.2), **RenderOptions(16).render_kwargs(G.config))
+        want = G.synthesis(ws, cameras.camera(d, 0.0, -0.2), **RenderSettings(16).synthesis_kwargs(G.config))
     np.testing.assert_allclose(image[:, 128:256].astype(int), frame_image(want, "image")[0].astype(int), atol=1)
 
     out2 = tmp_path / "grid"
@@ -250,7 +251,7 @@ def test_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_samples_super_resolution_precision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--sr-precision reaches the super-resolution (``RenderOptions.sr_precision``); bfloat16 forced on the model so
+    """--sr-precision reaches the super-resolution (``RenderSettings.sr_precision``); bfloat16 forced on the model so
     that reduced and fp32 really differ on any CPU."""
     from eg3d_core import cameras
     from eg3d_core.apps.samples import render_outputs
@@ -262,17 +263,17 @@ def test_samples_super_resolution_precision(tmp_path: Path, capsys: pytest.Captu
         main(["samples", "--network", PKL, "--seeds", "0", "--sr-precision", "fp16", "--outdir", str(tmp_path)])
     assert info.value.code == 2 and "--sr-precision: invalid choice: 'fp16'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="super-resolution precision must be one of fp32, reduced"):
-        RenderOptions(16, sr_precision="half")
+        RenderSettings(16, sr_precision="half")
 
     G = eg3d_core.load_generator(PKL)
     G.reduced_dtype = torch.bfloat16
     d = cameras.camera_defaults(G.config)
     c = cameras.camera(d, 0.0, -0.2)
     with torch.no_grad():
-        ws = seeds_to_ws(G, [0], cameras.conditioning(d))
+        ws = LatentSource(seed=0).ws(G)
         planes = G.planes(ws, precision="reduced")
-        mixed = render_outputs(G, planes, ws, c, RenderOptions(16, precision="reduced", sr_precision="fp32"))
-        reduced = render_outputs(G, planes, ws, c, RenderOptions(16, precision="reduced"))
+        mixed = render_outputs(G, planes, ws, c, RenderSettings(16, precision="reduced", sr_precision="fp32"))
+        reduced = render_outputs(G, planes, ws, c, RenderSettings(16, precision="reduced"))
         features, _ = G.render(planes, c, 16, precision="reduced")
         assert torch.equal(mixed["image"], G.super_resolve(features, ws, "fp32"))
     assert not torch.equal(mixed["image"], reduced["image"])
@@ -385,7 +386,7 @@ def _image(G: eg3d_core.Generator) -> torch.Tensor:
     from eg3d_core import cameras
 
     d = cameras.camera_defaults(G.config)
-    ws = seeds_to_ws(G, [3], cameras.conditioning(d))
+    ws = LatentSource(seed=3).ws(G)
     with torch.no_grad():
         return G.synthesis(ws, cameras.camera(d, 0.3, -0.1), neural_rendering_resolution=16)["image"]
 

@@ -3,6 +3,7 @@ whole ``eg3d fid`` run on the demo model with a random Inception stand-in: 1 vs 
 resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -296,7 +297,7 @@ def test_single_process_result_record(fid_run, dataset, standin):
     _, record, root = fid_run
     assert record["metric"] == "fid200" and np.isfinite(record["fid"]) and record["fid"] > 0
     assert record["settings"]["num_samples"] == NUM_FAKE and record["seeds"] == [5, 5 + NUM_FAKE - 1]
-    assert record["settings"]["camera"] == "dataset" and record["settings"]["neural_rendering_resolution"] == 32
+    assert record["settings"]["camera"] == "dataset" and record["settings"]["render"]["neural_rendering_resolution"] == 32
     assert record["real"]["num_images"] == 160 and record["real"]["cache_hit"] is False
     assert Path(record["real"]["cache"]).is_file()
     assert record["inception"]["feature_dim"] == 512
@@ -385,10 +386,12 @@ def test_statistics_of_another_network_are_refused(standin, tmp_path, capsys):
 def test_evaluate_fid_api(demo_generator, fid_run):
     """The one-call API on an in-memory model: the same number as the CLI gives for the same settings."""
     from eg3d_core.metrics import FIDSettings, evaluate_fid
+    from eg3d_core.metrics.fid import original_render
 
     common, record, _ = fid_run
     data, inception = common[common.index("--data") + 1], common[common.index("--inception") + 1]
-    settings = FIDSettings(num_samples=NUM_FAKE, batch_size=BATCH, neural_rendering_resolution=32, seed=5)
+    render = dataclasses.replace(original_render(), neural_rendering_resolution=32)
+    settings = FIDSettings(num_samples=NUM_FAKE, batch_size=BATCH, render=render, seed=5)
     result = evaluate_fid(demo_generator, data, inception, settings, cache_dir=common[common.index("--cache-dir") + 1],
                           progress=False, log=lambda _: None)
     assert result.fid == record["fid"] and result.record["real"]["cache_hit"] is True

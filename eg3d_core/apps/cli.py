@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ..errors import EG3DError, InputError, OutputError
 from ..runtime import reuse_freed_memory
+from ..settings import NOISE_MODES, PRECISIONS
 
 T = TypeVar("T")
 
@@ -111,9 +112,10 @@ def _note(args: argparse.Namespace, text: str) -> None:
         print(f"note: {text}", file=sys.stderr)
 
 
-def _for_seed(seed: int, e: InputError) -> InputError:
-    """The same error (same type, e.g. NoSurfaceError) with the seed it happened for in front of the message."""
-    return type(e)(f"seed {seed}: {e}")
+def _for_latent(latent: Any, e: InputError) -> InputError:
+    """The same error (same type, e.g. NoSurfaceError) with the latent it happened for (``seed N`` or the ws file)
+    in front of the message."""
+    return type(e)(f"{latent.name if latent.seed is None else f'seed {latent.seed}'}: {e}")
 
 
 def _floats(text: str) -> list[float]:
@@ -172,11 +174,23 @@ def _load(args: argparse.Namespace, source: str | None, config: str | None) -> A
 
 
 def _render_options(args: argparse.Namespace) -> Any:
-    from .samples import RenderOptions
+    """The command line's ``RenderSettings``."""
+    from ..settings import RenderSettings
 
-    return RenderOptions(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult,
-                         precision=args.precision, noise_mode=getattr(args, "noise_mode", "const"),
-                         sr_precision=args.sr_precision)
+    return RenderSettings(neural_rendering_resolution=args.nrr, sample_mult=args.sample_mult,
+                          precision=args.precision, noise_mode=getattr(args, "noise_mode", "const"),
+                          sr_precision=args.sr_precision)
+
+
+def _latents(args: argparse.Namespace, make: Callable[[int], Any]) -> list[tuple[str, Any]]:
+    """(file stem, ``LatentSource``) per latent to render: the ws file of ``--latent``, else ``make(seed)`` for each
+    of ``--seeds`` (named like gen_samples: seed0003)."""
+    from ..latents import LatentSource
+    from .samples import seed_name
+
+    if args.latent is not None:
+        return [(Path(args.latent).stem, LatentSource.from_file(args.latent))]
+    return [(seed_name(seed), make(seed)) for seed in args.seeds]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,29 +247,32 @@ def _extra_parameters(items: Sequence[str] | None) -> dict[str, Any]:
 def cmd_samples(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import cameras
-    from .samples import export_shape, render_views, save_png, seed_name, seeds_to_ws
+    from ..latents import LatentSource, PlaneCache
+    from .samples import export_shape, render_views, save_png
 
     G = _load(args, args.model, args.config).G
+    latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
     outdir = _outdir(args, args.outdir)
-    options = _render_options(args)
-    cond = cameras.conditioning(cameras.camera_defaults(G.config))
+    settings = _render_options(args)
+    cache = PlaneCache(G, size=1)
     mesh_format = args.shape_format if args.shape_format in ("ply", "obj", "glb") else None
     volume_format = args.shape_format if args.shape_format in ("mrc", "npy") else None
     count = 0
-    for seed in _bar(args, args.seeds, "seeds", len(args.seeds), "seed"):
-        ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
-        image = render_views(G, ws, args.yaws, args.pitches, options, args.focal, args.image_mode)
-        save_png(image, outdir / f"{seed_name(seed)}.png")
+    unit = "seed" if args.latent is None else "latent"
+    for name, latent in _bar(args, latents, f"{unit}s", len(latents), unit):
+        entry, _ = cache.latent(latent, settings)
+        image = render_views(G, entry.ws, args.yaws, args.pitches, settings, args.focal, args.image_mode,
+                             planes=entry.planes)
+        save_png(image, outdir / f"{name}.png")
         count += 1
         if args.shapes:
-            progress = _Progress(args, f"shape {seed}")
+            progress = _Progress(args, f"shape {name}")
             try:
                 with torch.no_grad():
-                    count += len(export_shape(G, ws, outdir / seed_name(seed), args.shape_res, args.level, mesh_format,
+                    count += len(export_shape(G, entry.ws, outdir / name, args.shape_res, args.level, mesh_format,
                                               volume_format, colors=not args.no_colors, progress=progress))
             except InputError as e:
-                raise _for_seed(seed, e) from None
+                raise _for_latent(latent, e) from None
             finally:
                 progress.close()
     print(f"wrote {_files(count)} to {outdir}")
@@ -263,26 +280,36 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .samples import seeds_to_ws
-    from .video import keyframe_latents, latent_interpolation_frames, orbit_frames, video_cameras, write_video
+    from .video import (
+        keyframe_latents,
+        latent_interpolation_frames,
+        orbit_frames,
+        video_cameras,
+        video_latent,
+        write_video,
+    )
 
+    if args.latent is not None and args.grid != (1, 1):
+        raise InputError(f"--latent renders one latent: --grid must be 1x1, got {args.grid[0]}x{args.grid[1]}")
     G = _load(args, args.model, args.config).G
-    outdir = _outdir(args, args.outdir)
-    options = _render_options(args)
-    cond = video_cameras(G, 1, args.focal)[0]
-    if args.interpolate:
+    settings = _render_options(args)
+    if args.interpolate and args.latent is None:
         latents = keyframe_latents(G, args.seeds, args.grid, args.num_keyframes, args.trunc, args.trunc_cutoff,
-                                   args.shuffle_seed, cond, args.device)
+                                   args.shuffle_seed, video_cameras(G, 1, args.focal)[0], args.device)
+        outdir = _outdir(args, args.outdir)
         total = latents.num_keyframes * args.w_frames
-        frames = latent_interpolation_frames(G, latents, args.w_frames, args.image_mode, options, focal=args.focal)
+        frames = latent_interpolation_frames(G, latents, args.w_frames, args.image_mode, settings, focal=args.focal)
         jobs = [(outdir / "interpolation.mp4", frames, total)]
     else:
-        # One orbit video per seed: a fixed latent, so the tri-planes are computed once.
+        # One orbit video per seed (named SEED.mp4) or for the --latent file (its stem): a fixed latent, so the
+        # tri-planes are computed once.
+        sources = _latents(args, lambda seed: video_latent(seed, args.trunc, args.trunc_cutoff, args.focal))
+        outdir = _outdir(args, args.outdir)
         jobs = []
-        for seed in args.seeds:
-            ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
-            jobs.append((outdir / f"{seed}.mp4", orbit_frames(G, ws, args.w_frames, (1, 1), args.image_mode, options,
-                                                               args.focal), args.w_frames))
+        for name, latent in sources:
+            stem = name if latent.seed is None else str(latent.seed)
+            jobs.append((outdir / f"{stem}.mp4", orbit_frames(G, latent.ws(G), args.w_frames, (1, 1), args.image_mode,
+                                                              settings, args.focal), args.w_frames))
     for path, frames, total in jobs:
         n = write_video(_bar(args, frames, path.name, total, "frame"), path, fps=args.fps, bitrate=args.bitrate)
         print(f"wrote {path} ({n} frames)")
@@ -292,27 +319,26 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_mesh(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import cameras
-    from .samples import export_shape, seed_name, seeds_to_ws
+    from ..latents import LatentSource
+    from .samples import export_shape
 
     mesh_format = None if args.format == "none" else args.format
     if mesh_format is None and args.volume is None:
         raise InputError("--format none needs --volume (nothing to write otherwise)")
     G = _load(args, args.model, args.config).G
+    latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
     outdir = _outdir(args, args.outdir)
-    cond = cameras.conditioning(cameras.camera_defaults(G.config))
     written: list[Path] = []
-    for seed in args.seeds:
-        ws = seeds_to_ws(G, [seed], cond, args.trunc, args.trunc_cutoff, args.device)
-        progress = _Progress(args, f"seed {seed}")
+    for name, latent in latents:
+        progress = _Progress(args, name)
         try:
             with torch.no_grad():
-                written += export_shape(G, ws, outdir / seed_name(seed), args.resolution, args.level, mesh_format,
+                written += export_shape(G, latent.ws(G), outdir / name, args.resolution, args.level, mesh_format,
                                         args.volume, colors=not args.no_colors, dense=args.dense,
                                         largest_component=args.largest_component, smooth_iterations=args.smooth,
                                         progress=progress)
         except InputError as e:
-            raise _for_seed(seed, e) from None
+            raise _for_latent(latent, e) from None
         finally:
             progress.close()
     for path in written:
@@ -346,12 +372,14 @@ def cmd_fid(args: argparse.Namespace) -> int:
     from ..fileio import write_json
     from ..metrics.fid import FIDSettings, evaluate_fid
     from ..metrics.sharding import rank_device
+    from ..settings import RenderSettings
 
     settings = FIDSettings(
         num_samples=args.num_samples, camera=args.camera, truncation_psi=args.trunc,
-        truncation_cutoff=args.trunc_cutoff or None, seed=args.seed, batch_size=args.batch_size,
-        precision=args.precision, noise_mode=args.noise_mode, deterministic=args.deterministic,
-        neural_rendering_resolution=args.nrr, threads=args.threads,
+        truncation_cutoff=args.trunc_cutoff, seed=args.seed, batch_size=args.batch_size,
+        render=RenderSettings(neural_rendering_resolution=args.nrr, precision=args.precision,
+                              noise_mode=args.noise_mode, deterministic=args.deterministic),
+        threads=args.threads,
     )
     out = Path(args.out)
     if out.is_dir():
@@ -399,17 +427,38 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
                    help="neural rendering resolution (default: the model's)")
     p.add_argument("--sample-mult", type=_positive, default=sample_mult, metavar="K",
                    help=f"multiply the depth samples per ray by K (default {sample_mult})")
-    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help=REDUCED_HELP)
-    p.add_argument("--sr-precision", choices=("fp32", "reduced"), default=None,
+    p.add_argument("--sr-precision", choices=PRECISIONS, default=None,
                    help="the super-resolution's precision (default: --precision's); fp32 with --precision reduced "
                         "avoids the slight blur of fp16 super-resolution")
 
 
+def _cutoff(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _truncation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default 1: none)")
-    p.add_argument("--trunc-cutoff", type=int, default=14, metavar="N",
-                   help="truncate the first N ws (default 14 = all of a 256 backbone; 0 disables)")
+    p.add_argument("--trunc-cutoff", type=_cutoff, default=None, metavar="N",
+                   help="truncate the first N ws (default: all; 0: none)")
+
+
+def _latent_args(p: argparse.ArgumentParser, default_seeds: str) -> None:
+    """--seeds or --latent (a ws file), and the seeds' truncation."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--seeds", type=_seeds, default=_seeds(default_seeds),
+                       help=f"e.g. 0,1,4-6 (default {default_seeds})")
+    which.add_argument("--latent", metavar="NPZ", default=None,
+                       help="render the latent in this .npz file (an array ws [1, num_ws, w_dim], float32) instead "
+                       "of seeds")
+    _truncation_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -446,10 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("samples", parents=[common], help="images of seeds from several views (gen_samples)",
-                       description="One PNG per seed (seedNNNN.png): one row per pitch, one column per yaw offset.")
+                       description="One PNG per seed (seedNNNN.png), or for the --latent file (X.npz -> X.png): one "
+                       "row per pitch, one column per yaw offset.")
     _model_args(p)
-    p.add_argument("--seeds", type=_seeds, default=_seeds(DEFAULT_SEEDS), help="e.g. 0,1,4-6 (default 0-3)")
-    _truncation_args(p)
+    _latent_args(p, DEFAULT_SEEDS)
     p.add_argument("--yaws", type=_floats, default=[0.4, 0.0, -0.4], metavar="LIST",
                    help="yaw offsets from frontal, radians (default 0.4,0,-0.4); a list starting with a minus "
                    "needs '=': --yaws=-0.4,0,0.4")
@@ -457,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pitch offsets, radians; negative looks from above (default -0.2; --pitches=-0.2,0.2)")
     p.add_argument("--focal", type=float, default=None, help="normalised focal (default: the model's usual one)")
     p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
-    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
+    p.add_argument("--noise-mode", choices=NOISE_MODES, default="const",
                    help="backbone noise (gen_samples uses random; default const: reproducible)")
     p.add_argument("--shapes", action="store_true", help="also write a shape per seed")
     p.add_argument("--shape-res", type=_positive, default=512, metavar="N", help="shape grid resolution (default 512)")
@@ -472,15 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", parents=[common], help="latent interpolation / orbit videos (gen_videos)",
                        description="gen_videos: a WxH grid of seeds, each cell interpolating its keyframes (cubic, "
                        "looping) along the orbit camera -> DIR/interpolation.mp4; --no-interpolate writes one orbit "
-                       "video per seed (DIR/SEED.mp4).")
+                       "video per seed (DIR/SEED.mp4); --latent X.npz one orbit video of that latent (DIR/X.mp4).")
     _model_args(p)
-    p.add_argument("--seeds", type=_seeds, default=_seeds(DEFAULT_SEEDS), help="e.g. 0-3 (default 0-3)")
+    _latent_args(p, DEFAULT_SEEDS)
     p.add_argument("--shuffle-seed", type=int, default=None, help="shuffle the keyframe seeds with this seed")
     p.add_argument("--grid", type=_grid, default=(1, 1), metavar="WxH", help="grid of cells (default 1x1)")
     p.add_argument("--num-keyframes", type=_positive, default=None,
                    help="keyframes per cell (default: number of seeds / cells)")
     p.add_argument("--w-frames", type=_positive, default=120, metavar="N", help="frames per keyframe (default 120)")
-    _truncation_args(p)
     p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
     p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=True,
                    help="one interpolation video (default) or one orbit video per seed")
@@ -493,14 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mesh", parents=[common], help="meshes / density volumes of seeds",
                        description="Iso-surface of the raw density (level 10 like the original) over the model's box, "
-                       "in world units, with vertex colours -> DIR/seedNNNN.{ply,obj,glb}; --volume also writes the "
+                       "in world units, with vertex colours -> DIR/seedNNNN.{ply,obj,glb} (DIR/X.ply for --latent "
+                       "X.npz); --volume also writes the "
                        "density grid as gen_samples does (x flipped, borders -1000).")
     _model_args(p)
-    p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,4-6 (default 0)")
+    _latent_args(p, "0")
     p.add_argument("--resolution", type=_positive, default=256, metavar="N", help="grid points per axis (default 256)")
     p.add_argument("--format", choices=("ply", "obj", "glb", "none"), default="ply")
     p.add_argument("--level", type=float, default=10.0, help="iso level on the raw density (default 10)")
-    _truncation_args(p)
     p.add_argument("--no-colors", action="store_true", help="no vertex colours")
     p.add_argument("--dense", action="store_true", help="evaluate the full grid (default: coarse-to-fine, same mesh)")
     p.add_argument("--volume", choices=("npy", "mrc"), default=None, help="also write the density volume")
@@ -542,15 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", choices=("dataset", "random"), default="dataset",
                    help="dataset: cameras from the dataset labels (FID50k); random: from the model's camera "
                    "distribution (FID50k-Camera)")
-    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default 1: none)")
-    p.add_argument("--trunc-cutoff", type=int, default=0, metavar="N", help="truncate the first N ws (default 0: all)")
+    _truncation_args(p)
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--batch-size", type=_positive, default=8, metavar="B", help="images per chunk (default 8)")
     p.add_argument("--threads", type=_positive, default=1, metavar="T",
                    help="torch threads per process (default 1: run one process per core)")
-    p.add_argument("--precision", choices=("fp32", "reduced"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help=REDUCED_HELP)
-    p.add_argument("--noise-mode", choices=("random", "const", "none"), default="random",
+    p.add_argument("--noise-mode", choices=NOISE_MODES, default="random",
                    help="backbone noise (default random, as the original metrics)")
     p.add_argument("--deterministic", action="store_true", help="no stratified ray jitter (default: jitter, as the original)")
     p.add_argument("--nrr", type=_positive, default=None, metavar="N",

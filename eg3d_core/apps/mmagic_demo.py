@@ -38,7 +38,9 @@ from ..cameras import CameraDistribution as DemoCamera
 from ..cameras import camera_distribution as demo_camera
 from ..errors import InputError
 from ..generator import Generator
-from .samples import RenderOptions, save_png
+from ..latents import LatentSource, PlaneCache
+from ..settings import RenderSettings
+from .samples import save_png
 from .video import calculate_grid_size, make_grid, write_video
 
 INTERPOLATIONS = ("both", "camera", "conditioning")
@@ -60,7 +62,7 @@ class DemoSettings:
     img_suffix: str = ".png"
     video_suffix: str = ".mp4"
     latents: str = "mmagic"
-    render: RenderOptions = field(default_factory=RenderOptions)
+    render: RenderSettings = field(default_factory=RenderSettings)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("interpolation", self.interpolation, INTERPOLATIONS),
@@ -107,10 +109,10 @@ def render_demo(G: Generator, camera: DemoCamera, settings: DemoSettings, device
     b, n = settings.num_batches, settings.num_images
     mean = camera.mean().to(device)
     moving = camera.orbit(n).to(device)
-    kwargs = settings.render.render_kwargs(G.config)
+    kwargs = settings.render.synthesis_kwargs(G.config)
     images, depths = [], []
-    last_ws: torch.Tensor | None = None
-    planes: torch.Tensor | None = None
+    # The camera mode, and models that ignore the conditioning, keep their tri-planes from frame to frame.
+    cache = PlaneCache(G, size=1)
     frames: Iterable[int] = range(n)
     if progress is not None:
         frames = progress(frames)
@@ -118,12 +120,8 @@ def render_demo(G: Generator, camera: DemoCamera, settings: DemoSettings, device
         for i in frames:
             cond = mean if settings.interpolation == "camera" else moving[i : i + 1]
             render = moving[i : i + 1] if settings.interpolation in ("both", "camera") else mean
-            ws = G.mapping(z, cond.expand(b, 25))
-            if last_ws is None or not torch.equal(ws, last_ws):
-                # The camera mode, and models that ignore the conditioning, keep their tri-planes.
-                planes, last_ws = G.planes(ws, settings.render.noise_mode, settings.render.precision), ws
-            assert planes is not None
-            out = G.render_planes(planes, ws, render.expand(b, 25), sr_precision=settings.render.sr_precision, **kwargs)
+            entry, _ = cache.latent(LatentSource.from_ws(G.mapping(z, cond.expand(b, 25))), settings.render)
+            out = G.render_planes(entry.planes, entry.ws, render.expand(b, 25), **kwargs)
             img = ((out["image"].float() + 1) / 2 * 255).clamp(0, 255)
             images.append(img.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # to(uint8) truncates like astype
             depths.append(out["image_depth"].float().cpu())

@@ -1,4 +1,4 @@
-"""Still images and shapes per seed, like the original ``gen_samples.py``; shared generation settings.
+"""Still images and shapes per latent, like the original ``gen_samples.py``.
 
 Differences from the original script, on purpose:
 
@@ -6,7 +6,7 @@ Differences from the original script, on purpose:
   gives a slightly different image on every run); ``noise_mode="random"`` restores that;
 * the focal is the model's usual one (``cameras.camera_defaults``: 4.2647 for faces, 1.7074 for ShapeNet-like
   models); gen_samples' ``--fov-deg`` is an integer option that silently renders with fov 18 (f = 4.46517);
-* the volume renderer is deterministic (no jitter) unless ``RenderOptions(deterministic=False)``;
+* the volume renderer is deterministic (no jitter) unless ``RenderSettings(deterministic=False)``;
 * meshes are in world units with optional vertex colours (``eg3d_core.mesh``); volumes (``.mrc``/``.npy``) hold
   exactly the array gen_samples writes (x flipped, borders set to -1000), so ChimeraX level 10 works as before.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,11 @@ import torch
 
 from .. import cameras
 from .. import mesh as M
-from ..config import GeneratorConfig
 from ..errors import InputError, NoSurfaceError
 from ..fileio import atomic_file
-from ..generator import PRECISIONS, Generator
+from ..generator import Generator
 from ..mesh import color_fn, density_fn, generator_mesh
-from ..visualize import seed_to_z
+from ..settings import RenderSettings
 
 # gen_samples' three views: (yaw, pitch) offsets from frontal.
 DEFAULT_YAWS = (0.4, 0.0, -0.4)
@@ -57,68 +55,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-@dataclass(frozen=True)
-class RenderOptions:
-    """How to render, independent of what: resolution and samples of the volume renderer, precision, noise.
-
-    ``neural_rendering_resolution`` None keeps the model's; ``sample_mult`` multiplies both depth sample counts
-    (gen_videos' ``--sample_mult``).
-    """
-
-    neural_rendering_resolution: int | None = None
-    sample_mult: int = 1
-    precision: str = "fp32"
-    noise_mode: str = "const"
-    deterministic: bool = True
-    sr_precision: str | None = None  # the super-resolution's precision (None: ``precision``)
-
-    def __post_init__(self) -> None:
-        if self.neural_rendering_resolution is not None and self.neural_rendering_resolution < 4:
-            raise ValueError(f"neural rendering resolution must be >= 4, got {self.neural_rendering_resolution}")
-        if self.sample_mult < 1:
-            raise ValueError(f"sample multiplier must be >= 1, got {self.sample_mult}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.sr_precision is not None and self.sr_precision not in PRECISIONS:
-            raise ValueError(f"super-resolution precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.sr_precision!r}")
-
-    def render_kwargs(self, config: GeneratorConfig) -> dict:
-        """Keyword arguments for ``Generator.render_planes`` / ``synthesis``."""
-        r = config.rendering
-        return {
-            "neural_rendering_resolution": self.neural_rendering_resolution,
-            "depth_resolution": r.depth_resolution * self.sample_mult,
-            "depth_resolution_importance": r.depth_resolution_importance * self.sample_mult,
-            "deterministic": self.deterministic,
-            "precision": self.precision,
-        }
-
-
-def render_outputs(G: Generator, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, options: RenderOptions,
+def render_outputs(G: Generator, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, settings: RenderSettings,
                    image_mode: str = "image") -> dict[str, torch.Tensor]:
-    """Render cached planes; the super-resolution runs only when ``image_mode`` is the final ``image``."""
+    """Render cached planes [N, 3, C, H, W] of ws [N, num_ws, w_dim] from cameras c [N, 25]; the super-resolution
+    runs only for the final ``image``."""
     with torch.no_grad():
         if image_mode == "image":
-            return G.render_planes(planes, ws, c, sr_precision=options.sr_precision, **options.render_kwargs(G.config))
-        features, depth = G.render(planes, c, **options.render_kwargs(G.config))
+            return G.render_planes(planes, ws, c, **settings.synthesis_kwargs(G.config))
+        features, depth = G.render(planes, c, **settings.render_kwargs(G.config))
     return {"image_raw": features[:, :3], "image_depth": depth}
-
-
-def seeds_to_ws(G: Generator, seeds: Sequence[int], conditioning: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = 14, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Latents ws [N, num_ws, w_dim] of seeds, z drawn like the original (``RandomState(seed).randn``).
-
-    ``conditioning`` [1, 25] or [N, 25]. Like gen_videos, cutoff 0 disables truncation; the cutoff is clamped
-    to the number of ws (the original's default 14 = all layers of the 256 backbone).
-    """
-    z = seed_to_z(list(seeds), G.z_dim).to(device)
-    c = conditioning.to(device).expand(len(z), 25)
-    if truncation_cutoff == 0:
-        truncation_psi = 1.0
-    cutoff = None if truncation_cutoff is None else min(truncation_cutoff, G.num_ws)
-    with torch.no_grad():
-        return G.mapping(z, c, truncation_psi, cutoff)
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
@@ -132,20 +77,26 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
 
 
 def render_views(G: Generator, ws: torch.Tensor, yaws: Sequence[float] = DEFAULT_YAWS,
-                 pitches: Sequence[float] = DEFAULT_PITCHES, options: RenderOptions | None = None,
-                 focal: float | None = None, image_mode: str = "image") -> np.ndarray:
+                 pitches: Sequence[float] = DEFAULT_PITCHES, settings: RenderSettings | None = None,
+                 focal: float | None = None, image_mode: str = "image",
+                 planes: torch.Tensor | None = None) -> np.ndarray:
     """One latent ws [1, num_ws, w_dim] seen from every (pitch, yaw) offset -> uint8 [rows*H, cols*W, 3]:
-    one row per pitch, one column per yaw (gen_samples' default: a single row of three views)."""
+    one row per pitch, one column per yaw (gen_samples' default: a single row of three views).
+
+    ``planes`` [1, 3, C, H, W]: ws's tri-planes under the settings' noise mode and precision when already computed
+    (``latents.PlaneCache``); computed here otherwise.
+    """
     from .video import frame_image, layout_grid
 
-    options = options or RenderOptions()
+    settings = settings or RenderSettings()
     yaw_grid, pitch_grid = np.meshgrid(np.asarray(yaws, dtype=np.float64), np.asarray(pitches, dtype=np.float64))
     c = cameras.camera(cameras.camera_defaults(G.config), yaw=yaw_grid.ravel(), pitch=pitch_grid.ravel(),
                        focal=focal).to(ws.device)
-    with torch.no_grad():
-        planes = G.planes(ws, options.noise_mode, options.precision)
+    if planes is None:
+        with torch.no_grad():
+            planes = G.planes(ws, settings.noise_mode, settings.precision)
     n = c.shape[0]
-    out = render_outputs(G, planes.expand(n, *planes.shape[1:]), ws.expand(n, -1, -1), c, options, image_mode)
+    out = render_outputs(G, planes.expand(n, *planes.shape[1:]), ws.expand(n, -1, -1), c, settings, image_mode)
     return layout_grid(frame_image(out, image_mode), len(yaws), len(pitches))
 
 
@@ -214,5 +165,5 @@ def seed_name(seed: int) -> str:
     return f"seed{seed:04d}"
 
 
-__all__ = ["DEFAULT_PITCHES", "DEFAULT_YAWS", "MESH_FORMATS", "RenderOptions", "VOLUME_FORMATS", "export_shape",
-           "parse_seeds", "render_outputs", "render_views", "save_png", "seed_name", "seeds_to_ws"]
+__all__ = ["DEFAULT_PITCHES", "DEFAULT_YAWS", "MESH_FORMATS", "VOLUME_FORMATS", "export_shape", "parse_seeds",
+           "render_outputs", "render_views", "save_png", "seed_name"]

@@ -25,10 +25,14 @@ from .. import cameras
 from ..errors import InputError
 from ..fileio import atomic_file
 from ..generator import Generator
+from ..latents import LatentSource, PlaneCache, map_seeds
+from ..settings import RenderSettings
 from ..visualize import to_uint8
-from .samples import RenderOptions, render_outputs, seeds_to_ws
+from .samples import render_outputs
 
 IMAGE_MODES = ("image", "image_raw", "image_depth")
+# gen_videos conditions on yaw = pitch = 3.14 / 2 (pi written as 3.14): this offset from the frontal view.
+CONDITIONING_OFFSET = cameras.SCRIPT_PI / 2 - cameras.FRONTAL
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,10 +166,15 @@ def video_cameras(G: Generator, num_frames: int, focal: float | None = None) -> 
     Both use the model's average radius and pivot; the original writes pi as 3.14 here, kept for equal poses.
     """
     defaults = cameras.camera_defaults(G.config)
-    front = cameras.SCRIPT_PI / 2 - cameras.FRONTAL
-    cond = cameras.camera(defaults, yaw=front, pitch=front, focal=focal)
+    cond = cameras.camera(defaults, yaw=CONDITIONING_OFFSET, pitch=CONDITIONING_OFFSET, focal=focal)
     path = cameras.orbit(num_frames)
     return cond, cameras.camera(defaults, yaw=path[:, 0], pitch=path[:, 1], focal=focal)
+
+
+def video_latent(seed: int, psi: float = 1.0, cutoff: int | None = None, focal: float | None = None) -> LatentSource:
+    """A seed mapped with the gen_videos conditioning camera (the first of :func:`video_cameras`)."""
+    return LatentSource(seed=seed, psi=psi, cutoff=cutoff, cond_yaw=CONDITIONING_OFFSET, cond_pitch=CONDITIONING_OFFSET,
+                        cond_focal=focal)
 
 
 @dataclass(frozen=True)
@@ -185,11 +194,12 @@ class LatentGrid:
 
 
 def keyframe_latents(G: Generator, seeds: list[int], grid: tuple[int, int] = (1, 1), num_keyframes: int | None = None,
-                     truncation_psi: float = 1.0, truncation_cutoff: int | None = 14, shuffle_seed: int | None = None,
-                     conditioning: torch.Tensor | None = None, device: str | torch.device = "cpu") -> LatentGrid:
+                     truncation_psi: float = 1.0, truncation_cutoff: int | None = None, shuffle_seed: int | None = None,
+                     conditioning: torch.Tensor | None = None, device: str | torch.device | None = None) -> LatentGrid:
     """gen_videos' keyframes: seeds are repeated to fill ``num_keyframes * W * H`` slots (in order, optionally
-    shuffled with ``RandomState(shuffle_seed)``), mapped with the frontal conditioning camera, and laid out as
-    cell-major [H, W, K] (slot index = (y * W + x) * K + k)."""
+    shuffled with ``RandomState(shuffle_seed)``), mapped in one pass with the frontal conditioning camera
+    (``latents.map_seeds``; cutoff None truncates every w, 0 none), and laid out as cell-major [H, W, K]
+    (slot index = (y * W + x) * K + k)."""
     grid_w, grid_h = grid
     if grid_w < 1 or grid_h < 1:
         raise InputError(f"grid must be at least 1x1, got {grid_w}x{grid_h}")
@@ -207,35 +217,19 @@ def keyframe_latents(G: Generator, seeds: list[int], grid: tuple[int, int] = (1,
         np.random.RandomState(shuffle_seed).shuffle(all_seeds)
     if conditioning is None:
         conditioning = video_cameras(G, 1)[0]
-    ws = seeds_to_ws(G, all_seeds.tolist(), conditioning, truncation_psi, truncation_cutoff, device)
+    ws = map_seeds(G, all_seeds.tolist(), conditioning, truncation_psi, truncation_cutoff, device)
     return LatentGrid(ws.reshape(grid_h, grid_w, num_keyframes, *ws.shape[1:]),
                       all_seeds.reshape(grid_h, grid_w, num_keyframes))
 
 
-class _PlaneCache:
-    """Tri-planes of the last latents rendered: frames whose latents did not change only re-render."""
-
-    def __init__(self, G: Generator, options: RenderOptions) -> None:
-        self.G, self.options = G, options
-        self.ws: torch.Tensor | None = None
-        self.planes: torch.Tensor | None = None
-
-    def __call__(self, ws: torch.Tensor) -> torch.Tensor:
-        if self.ws is None or self.ws.shape != ws.shape or not torch.equal(self.ws, ws):
-            self.ws, self.planes = ws, self.G.planes(ws, self.options.noise_mode, self.options.precision)
-        assert self.planes is not None
-        return self.planes
-
-
-def _render(G: Generator, cache: _PlaneCache, ws: torch.Tensor, c: torch.Tensor, options: RenderOptions,
+def _render(G: Generator, cache: PlaneCache, latent: LatentSource, c: torch.Tensor, settings: RenderSettings,
             image_mode: str) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        planes = cache(ws)
-    return render_outputs(G, planes, ws, c, options, image_mode)
+    entry, _ = cache.latent(latent, settings)  # frames whose latents did not change only re-render
+    return render_outputs(G, entry.planes, entry.ws, c, settings, image_mode)
 
 
 def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int = 120, image_mode: str = "image",
-                                options: RenderOptions | None = None, kind: str = "cubic", wraps: int = 2,
+                                settings: RenderSettings | None = None, kind: str = "cubic", wraps: int = 2,
                                 focal: float | None = None) -> Iterator[np.ndarray]:
     """gen_videos with ``--interpolate``: ``num_keyframes * w_frames`` frames of the latent grid.
 
@@ -247,7 +241,7 @@ def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int
 
     if w_frames < 1:
         raise InputError(f"w_frames must be >= 1, got {w_frames}")
-    options = options or RenderOptions()
+    settings = settings or RenderSettings()
     grid_w, grid_h = latents.grid
     k = latents.num_keyframes
     num_frames = k * w_frames
@@ -259,18 +253,19 @@ def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int
         splines = None  # one keyframe: every frame shows it, and the cached tri-planes serve the whole video
     else:
         splines = [interp1d(x, np.tile(cell, [wraps * 2 + 1, 1, 1]), kind=kind, axis=0) for cell in ws_np]
-    cache = _PlaneCache(G, options)
+    cache = PlaneCache(G, size=1)
     for t in range(num_frames):
         if splines is None:
             ws = latents.ws.reshape(grid_h * grid_w, *latents.ws.shape[3:])
         else:
             ws = torch.from_numpy(np.stack([s(t / w_frames) for s in splines]).astype(np.float32)).to(device)
-        out = _render(G, cache, ws, cams[t : t + 1].expand(ws.shape[0], 25), options, image_mode)
+        out = _render(G, cache, LatentSource.from_ws(ws), cams[t : t + 1].expand(ws.shape[0], 25), settings,
+                      image_mode)
         yield layout_grid(frame_image(out, image_mode), grid_w, grid_h)
 
 
 def orbit_frames(G: Generator, ws: torch.Tensor, num_frames: int, grid: tuple[int, int] = (1, 1),
-                 image_mode: str = "image", options: RenderOptions | None = None,
+                 image_mode: str = "image", settings: RenderSettings | None = None,
                  focal: float | None = None) -> Iterator[np.ndarray]:
     """Camera-only video: fixed latents ws [grid_w * grid_h, num_ws, w_dim] on the gen_videos orbit.
 
@@ -278,13 +273,14 @@ def orbit_frames(G: Generator, ws: torch.Tensor, num_frames: int, grid: tuple[in
     """
     if num_frames < 1:
         raise InputError(f"num_frames must be >= 1, got {num_frames}")
-    options = options or RenderOptions()
+    settings = settings or RenderSettings()
     cams = video_cameras(G, num_frames, focal)[1].to(ws.device)
-    cache = _PlaneCache(G, options)
+    cache, latent = PlaneCache(G, size=1), LatentSource.from_ws(ws)
     for t in range(num_frames):
-        out = _render(G, cache, ws, cams[t : t + 1].expand(ws.shape[0], 25), options, image_mode)
+        out = _render(G, cache, latent, cams[t : t + 1].expand(ws.shape[0], 25), settings, image_mode)
         yield layout_grid(frame_image(out, image_mode), *grid)
 
 
 __all__ = ["IMAGE_MODES", "LatentGrid", "calculate_grid_size", "frame_image", "keyframe_latents",
-           "latent_interpolation_frames", "layout_grid", "make_grid", "orbit_frames", "video_cameras", "write_video"]
+           "latent_interpolation_frames", "layout_grid", "make_grid", "orbit_frames", "video_cameras", "video_latent",
+           "write_video"]

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,13 +30,14 @@ from PIL import Image
 from .. import cameras, visualize
 from ..errors import InputError, NoSurfaceError
 from ..generator import Generator
+from ..latents import LatentSource, PlaneCache
 from ..mesh import Mesh, generator_mesh, save_mesh
 from ..presets import PRESETS
 from ..runtime import spread_work
+from ..settings import PRECISIONS, RenderSettings
 from .video import write_video
 
 OUTPUTS = ("image", "raw", "depth", "all")
-PRECISIONS = ("fp32", "reduced")
 PATHS = ("orbit", "turntable")
 MESH_FORMATS = (".glb", ".ply", ".obj")
 SEED_MAX = 2**32 - 1
@@ -126,7 +126,9 @@ def parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """A validated render request. Angles in degrees (offsets from the frontal view), FOV in degrees.
+    """A validated render request, as the web page sends it. Angles in degrees (offsets from the frontal view), FOV
+    in degrees. It translates into the library's vocabulary: ``latent`` (a ``LatentSource``) and ``settings`` (a
+    ``RenderSettings``).
 
     ``cutoff`` None truncates every w; ``resolution`` None means the model's own neural rendering resolution.
     """
@@ -140,6 +142,14 @@ class RenderRequest:
     cutoff: int | None = None
     precision: str = "fp32"
     resolution: int | None = None
+
+    @property
+    def latent(self) -> LatentSource:
+        return LatentSource(seed=self.seed, psi=self.psi, cutoff=self.cutoff)
+
+    @property
+    def settings(self) -> RenderSettings:
+        return RenderSettings(neural_rendering_resolution=self.resolution, precision=self.precision)
 
 
 def parse_render(limits: Limits, seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None,
@@ -292,8 +302,8 @@ class MeshResult:
 class DemoModel:
     """A loaded generator plus what the demo needs around it. Thread-safe: requests may run concurrently.
 
-    The tri-planes (the expensive backbone output) are cached per (seed, psi, cutoff, precision) in a small LRU, so a
-    camera, FOV or output change only re-runs the renderer and super-resolution.
+    The tri-planes (the expensive backbone output) are cached per latent and precision in a small LRU
+    (``latents.PlaneCache``), so a camera, FOV or output change only re-runs the renderer and super-resolution.
     """
 
     def __init__(self, G: Generator, cache_size: int = 8, output_dir: OutputDir | None = None) -> None:
@@ -301,12 +311,8 @@ class DemoModel:
         self.defaults = cameras.camera_defaults(G.config)
         self.limits = limits_for(G)
         self.device = next(G.parameters()).device
-        self.cache_size = max(1, cache_size)
         self.output_dir = output_dir or OutputDir()
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self.cache = PlaneCache(G, max(1, cache_size))
 
     # -- description -----------------------------------------------------------------------------------------------
 
@@ -327,33 +333,10 @@ class DemoModel:
 
     # -- latents ---------------------------------------------------------------------------------------------------
 
-    def _key(self, seed: int, psi: float, cutoff: int | None, precision: str) -> tuple:
-        # psi == 1 makes the cutoff irrelevant, and cutoff None is the same as num_ws: one entry for equal planes.
-        k = self.G.num_ws if cutoff is None or psi == 1.0 else cutoff
-        return seed, round(psi, 6), k, precision
-
-    def latent(self, seed: int, psi: float, cutoff: int | None, precision: str = "fp32"
-               ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(ws [1, num_ws, w_dim], planes [1, 3, C, H, W], from_cache) for a seed."""
-        key = self._key(seed, psi, cutoff, precision)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return (*self._cache[key], True)
-            self.misses += 1
-        # Computed outside the lock so that a render of another, cached seed is not held up; two requests for the
-        # same new seed at the same time may both compute it, which is harmless.
-        z = visualize.seed_to_z(seed, self.G.z_dim).to(self.device)
-        with torch.no_grad():
-            ws = self.G.mapping(z, cameras.conditioning(self.defaults).to(self.device), psi, key[2])
-            planes = self.G.planes(ws, precision=precision)
-        with self._lock:
-            self._cache[key] = (ws, planes)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return ws, planes, False
+    def latent(self, latent: LatentSource, settings: RenderSettings) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(ws [1, num_ws, w_dim], planes [1, 3, C, H, W], from the cache) of a latent."""
+        entry, cached = self.cache.latent(latent, settings)
+        return entry.ws, entry.planes, cached
 
     def _camera(self, req: RenderRequest, yaw_rad: float, pitch_rad: float) -> torch.Tensor:
         focal = None if req.fov is None else cameras.focal_from_fov(req.fov)
@@ -363,13 +346,13 @@ class DemoModel:
                      pitch_rad: float) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return self.G.render_planes(planes, ws, self._camera(req, yaw_rad, pitch_rad),
-                                        neural_rendering_resolution=req.resolution, precision=req.precision)
+                                        **req.settings.synthesis_kwargs(self.G.config))
 
     # -- requests --------------------------------------------------------------------------------------------------
 
     def render(self, req: RenderRequest) -> RenderResult:
         t0 = time.perf_counter()
-        ws, planes, cached = self.latent(req.seed, req.psi, req.cutoff, req.precision)
+        ws, planes, cached = self.latent(req.latent, req.settings)
         out = self._render_view(req, ws, planes, math.radians(req.yaw), math.radians(req.pitch))
         picture, depth = compose(out, req.output)
         return RenderResult(picture, depth, time.perf_counter() - t0, cached)
@@ -382,7 +365,7 @@ class DemoModel:
         request's pitch. Both start from the request's yaw/pitch.
         """
         offsets = cameras.orbit(num_frames) if path == "orbit" else cameras.turntable(num_frames, pitch=0.0)
-        ws, planes, _ = self.latent(req.seed, req.psi, req.cutoff, req.precision)
+        ws, planes, _ = self.latent(req.latent, req.settings)
         for i, (yaw, pitch) in enumerate(offsets):
             out = self._render_view(req, ws, planes, math.radians(req.yaw) + float(yaw),
                                     math.radians(req.pitch) + float(pitch))
@@ -404,7 +387,7 @@ class DemoModel:
         Raises NoSurfaceError when the density never crosses ``level`` (the message gives the range seen).
         """
         t0 = time.perf_counter()
-        ws, _, _ = self.latent(seed, psi, cutoff)
+        ws, _, _ = self.latent(LatentSource(seed=seed, psi=psi, cutoff=cutoff), RenderSettings())
 
         def on_progress(done: int, total: int) -> None:
             if progress is not None:

@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,16 @@ import torch
 
 from ..cameras import CameraDistribution, camera_distribution
 from ..errors import InputError
-from ..generator import PRECISIONS, Generator
+from ..generator import Generator
 from ..labels import read_labels
 from ..runtime import cache_dir as runtime_cache_dir
+from ..settings import RenderSettings
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
 from .sharding import Distributed, RunFolder, chunk_range, sharded_features
 
 CAMERA_MODES = ("dataset", "random")
-NOISE_MODES = ("random", "const", "none")
 UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
 # Stands for the toolkit's cache folder (``runtime.cache_dir()``), resolved when used: ``$EG3D_CACHE_DIR/fid`` etc.
 DEFAULT_CACHE = "default"
@@ -61,9 +61,17 @@ def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> Cam
     return cam
 
 
+def original_render() -> RenderSettings:
+    """How the original metrics render: random backbone noise and jittered depth samples, at the model's resolution."""
+    return RenderSettings(noise_mode="random", deterministic=False)
+
+
 @dataclass(frozen=True)
 class FIDSettings:
-    """Everything besides the model, the real images and the network that decides the number."""
+    """Everything besides the model, the real images and the network that decides the number.
+
+    ``truncation_cutoff`` N truncates the first N ws, None (the default) all of them, 0 none (as everywhere).
+    """
 
     num_samples: int = 50000
     camera: str = "dataset"
@@ -71,10 +79,7 @@ class FIDSettings:
     truncation_cutoff: int | None = None
     seed: int = 0
     batch_size: int = 8
-    precision: str = "fp32"
-    noise_mode: str = "random"
-    deterministic: bool = False
-    neural_rendering_resolution: int | None = None
+    render: RenderSettings = field(default_factory=original_render)
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -82,10 +87,10 @@ class FIDSettings:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         if self.camera not in CAMERA_MODES:
             raise ValueError(f"camera must be one of {', '.join(CAMERA_MODES)}, got {self.camera!r}")
-        if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {self.noise_mode!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.render, RenderSettings) or not self.render.superres:
+            raise InputError("FID needs render settings (RenderSettings) that run the super-resolution")
+        if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
+            raise InputError(f"truncation_cutoff must be >= 0 (or None: all ws), got {self.truncation_cutoff}")
         if self.batch_size < 1 or self.threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
         if not 0 <= self.seed or self.seed + self.num_samples > 2**32:
@@ -178,9 +183,7 @@ class FakeSampler:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(rng_seed)
             ws = self.G.mapping(z, c, self.s.truncation_psi, self.s.truncation_cutoff)
-            out = self.G.synthesis(ws, c, neural_rendering_resolution=self.s.neural_rendering_resolution,
-                                   noise_mode=self.s.noise_mode, deterministic=self.s.deterministic,
-                                   precision=self.s.precision)
+            out = self.G.synthesis(ws, c, **self.s.render.synthesis_kwargs(self.G.config))
         return _to_uint8(out["image"])
 
 
