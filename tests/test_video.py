@@ -25,6 +25,7 @@ from eg3d_core.apps.video import (
     write_video,
 )
 from eg3d_core.checkpoints.mmagic import parse_mmagic_camera
+from eg3d_core.errors import OutputError
 from eg3d_core.generator import Generator
 from eg3d_core.latents import map_seeds
 from eg3d_core.presets import PRESETS
@@ -79,7 +80,7 @@ def test_write_video_is_atomic_on_error(tmp_path: Path) -> None:
         write_video([np.zeros((16, 16, 3), np.uint8), np.zeros((32, 16, 3), np.uint8)], tmp_path / "v.mp4")
     with pytest.raises(ValueError, match="no frames"):
         write_video([], tmp_path / "v.mp4")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         write_video(frames(1), tmp_path / "missing" / "v.mp4")
     assert list(tmp_path.iterdir()) == []
 

@@ -22,7 +22,7 @@ import torch
 
 from .. import cameras
 from .. import mesh as M
-from ..errors import InputError, NoSurfaceError
+from ..errors import InputError
 from ..fileio import atomic_file
 from ..generator import Generator
 from ..mesh import color_fn, density_fn, generator_mesh
@@ -137,11 +137,9 @@ def export_shape(G: Generator, ws: torch.Tensor, stem: str | os.PathLike[str], r
         volume = _volume_array(G, planes, resolution, progress)
         volume_out = M.to_original_volume_convention(volume)
         if mesh_format is not None:
-            lo, hi = float(volume.min()), float(volume.max())
-            if not lo <= level < hi:
-                raise NoSurfaceError(f"no surface at level {level}: density range seen [{lo:.3g}, {hi:.3g}]")
+            M.require_surface(float(volume.min()), float(volume.max()), level)
             # Same padding as extract_mesh: the border layers sit far below the level, so the mesh is closed.
-            M.pad_volume_borders(volume, M.border_pad(resolution), min(M.ORIGINAL_PAD_VALUE, level - 1000.0))
+            M.pad_volume_borders(volume, M.border_pad(resolution), M.pad_value(level))
             mesh = M.volume_to_mesh(volume, G.config.rendering.box_warp, level)
             if largest_component:
                 mesh = M.keep_largest_component(mesh)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import cameras
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..fileio import atomic_file
 from ..generator import Generator
 from ..latents import LatentSource, PlaneCache, map_seeds
@@ -76,7 +76,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps:
 
     path = Path(path)
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
     count, shape = 0, None
     with atomic_file(path if path.suffix else path.with_suffix(".mp4")) as tmp:
         with _quiet_imageio():

@@ -377,7 +377,7 @@ class DemoModel:
               progress: ProgressFn | None = None) -> Path:
         """Write an orbit video (MP4, H.264) of the request's view; returns its path."""
         file = self.output_dir.new_job("video") / f"seed{req.seed}_{path}.mp4"
-        write_video(self.frames(req, num_frames, path, progress), file, fps=fps)
+        write_video(self.frames(req, num_frames, path, progress), file, fps=fps, macro_block_size=1)
         return file
 
     def mesh(self, seed: int, psi: float, cutoff: int | None, resolution: int, level: float,

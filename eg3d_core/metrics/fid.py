@@ -84,19 +84,19 @@ class FIDSettings:
 
     def __post_init__(self) -> None:
         if self.num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+            raise InputError(f"num_samples must be >= 2, got {self.num_samples}")
         if self.camera not in CAMERA_MODES:
-            raise ValueError(f"camera must be one of {', '.join(CAMERA_MODES)}, got {self.camera!r}")
+            raise InputError(f"camera must be one of {', '.join(CAMERA_MODES)}, got {self.camera!r}")
         if not isinstance(self.render, RenderSettings) or not self.render.superres:
             raise InputError("FID needs render settings (RenderSettings) that run the super-resolution")
         if self.truncation_cutoff is not None and self.truncation_cutoff < 0:
             raise InputError(f"truncation_cutoff must be >= 0 (or None: all ws), got {self.truncation_cutoff}")
         if self.batch_size < 1 or self.threads < 1:
-            raise ValueError("batch_size and threads must be >= 1")
+            raise InputError("batch_size and threads must be >= 1")
         if not 0 <= self.seed or self.seed + self.num_samples > 2**32:
-            raise ValueError(f"seeds {self.seed}..{self.seed + self.num_samples - 1} must lie in [0, 2**32)")
+            raise InputError(f"seeds {self.seed}..{self.seed + self.num_samples - 1} must lie in [0, 2**32)")
         if not 0.0 <= self.truncation_psi <= 2.0:
-            raise ValueError(f"truncation_psi must be in [0, 2], got {self.truncation_psi}")
+            raise InputError(f"truncation_psi must be in [0, 2], got {self.truncation_psi}")
 
     @property
     def metric(self) -> str:

@@ -503,7 +503,7 @@ def render(params: torch.Tensor, c: torch.Tensor, resolution: int, background: f
     Outline pixels with 0 < mask < 1 have the far depth. Works on any device (params, c on the same one).
 
     Speed (CPU, batch 64): ~300 images/s at 64 px, ~90 at 128 px on one core. It runs many small elementwise
-    ops, so on a shared CPU use one thread or OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads cost 3-6x).
+    ops, so on a shared CPU use one thread or OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads compete for the cores).
     """
     n = params.shape[0]
     if c.ndim != 2 or c.shape != (n, 25):
