@@ -114,3 +114,17 @@ def test_gradients_through_synthesis_match_finite_differences():
             direction = grad / grad.norm()
             slope = (loss(*moved(step * direction)) - loss(*moved(-step * direction))) / (2 * step)
             torch.testing.assert_close(slope, grad.norm(), rtol=bound, atol=0)
+
+
+def test_single_images_agree_on_both_backends(cars_generator):
+    """One image at a time (the viewer's case) takes the reference's fused modulation on "ref" and the CPU backend's
+    paths on "cpu": the parity bound, max abs error 1e-4, for op-order rounding of the same maths."""
+    ref = reference("tiny_cars128")
+    G = cars_generator
+    z, c_cond, c_render = (torch.from_numpy(ref[k])[:1] for k in ("z", "c_cond", "c_render"))
+    outs = []
+    for backend in ("cpu", "ref"):
+        with torch.no_grad(), kernels.use(backend):
+            outs.append(G.synthesis(G.mapping(z, c_cond, 0.7, 14), c_render))
+    for key in outs[0]:
+        torch.testing.assert_close(outs[0][key], outs[1][key], atol=1e-4, rtol=0, msg=key)
