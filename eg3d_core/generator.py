@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .config import GeneratorConfig
+from .errors import InputError
 from .kernels import dispatch, winograd
 from .networks.layers import SynthesisBlock
 from .networks.mapping import MappingNetwork
@@ -81,7 +82,7 @@ class Generator(nn.Module):
     @contextlib.contextmanager
     def _precision(self, precision: str, device: torch.device) -> Iterator[None]:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         dtype = torch.float32
         if precision == "reduced":
             dtype = self.reduced_dtype or default_reduced_dtype(device)
@@ -107,7 +108,7 @@ class Generator(nn.Module):
         want = [s for s in shape]
         if x.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape, strict=True)):
             shown = ", ".join("N" if w is None else str(w) for w in want)
-            raise ValueError(f"{name} must have shape [{shown}], got {list(x.shape)}")
+            raise InputError(f"{name} must have shape [{shown}], got {list(x.shape)}")
 
     # ----------------------------------------------------------------------------------------
     # public API
@@ -126,7 +127,7 @@ class Generator(nn.Module):
         """ws [N, num_ws, w_dim] -> tri-planes [N, 3, C, H, W] (float32)."""
         self._check("ws", ws, (None, self.num_ws, self.w_dim))
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         with self._precision(precision, ws.device):
             img = self.backbone.synthesis(ws, noise_mode)
         n, _, h, w = img.shape
