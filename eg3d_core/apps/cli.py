@@ -144,14 +144,23 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false or 1/0, got {text!r}")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``lo``."""
+    wanted = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _int_at_least(1)
 
 
 def _seeds(text: str) -> list[int]:
@@ -434,14 +443,7 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
                         "avoids the slight blur of fp16 super-resolution")
 
 
-def _cutoff(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_cutoff = _int_at_least(0)
 
 
 def _truncation_args(p: argparse.ArgumentParser) -> None:
