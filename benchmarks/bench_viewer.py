@@ -25,15 +25,14 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import eg3d_core  # noqa: E402
+from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
+from eg3d_core.settings import RenderSettings  # noqa: E402
 from eg3d_viewer import actions  # noqa: E402
 from eg3d_viewer.model_info import ModelInfo  # noqa: E402
 from eg3d_viewer.renderer import ViewerRenderer  # noqa: E402
 from eg3d_viewer.requests import Quality, RenderRequest, Scene, adapt_resolution, full_quality, scene_of  # noqa: E402
 from eg3d_viewer.state import AppState  # noqa: E402
-
-import eg3d_core  # noqa: E402
-from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
-from eg3d_core.settings import RenderSettings  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo" / "model.safetensors"
 TINY = ROOT / "tests" / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"

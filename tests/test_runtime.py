@@ -48,3 +48,26 @@ def test_large_blocks_are_reused_from_the_heap_instead_of_mapped_afresh() -> Non
     default, tuned = probe("default"), probe("tuned")
     assert not any(default["in_heap"])
     assert all(tuned["in_heap"]) and tuned["heap_mib"] < 10 * 64
+
+
+def test_one_cache_root_honours_eg3d_cache_dir(monkeypatch, tmp_path) -> None:
+    """Every cache (compiled kernels, latent directions, FID statistics) lives under runtime.cache_dir()."""
+    from pathlib import Path
+
+    from eg3d_core import runtime
+    from eg3d_core.metrics import fid
+    from eg3d_viewer.directions import default_cache_dir
+
+    monkeypatch.setenv("EG3D_CACHE_DIR", str(tmp_path))
+    assert runtime.cache_dir() == tmp_path == default_cache_dir()
+    assert fid.statistics_folder(fid.DEFAULT_CACHE) == tmp_path / "fid"
+    assert fid.statistics_folder(None) is None and fid.statistics_folder(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.delenv("EG3D_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert runtime.cache_dir() == tmp_path / "xdg" / "eg3d_toolkit"
+    # No module names a cache folder of its own (there were two spellings once).
+    root = Path(__file__).resolve().parents[1]
+    for folder in ("eg3d_core", "viewer", "widgets"):
+        for source in (root / folder).rglob("*.py"):
+            text = source.read_text()
+            assert "eg3d-toolkit/" not in text and ".cache/eg3d-" not in text, source

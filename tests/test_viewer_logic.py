@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
+
+import eg3d_core
+from eg3d_core import save_generator
+from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
 from eg3d_viewer import actions, events, report
 from eg3d_viewer import camera_controller as cc
 from eg3d_viewer.directions import compute_directions, load_or_compute
@@ -39,10 +43,6 @@ from eg3d_viewer.worker import (
     RenderWorker,
     SaveFrameJob,
 )
-
-import eg3d_core
-from eg3d_core import save_generator
-from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
 
 FIXTURE_PKL = FIXTURES / "tiny_cars128" / "network-snapshot.pkl"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from imgui_bundle import imgui
+
 from eg3d_viewer.widgets.conditioning_widget import draw_conditioning
 from eg3d_viewer.widgets.directions_widget import draw_directions
 from eg3d_viewer.widgets.export_widget import draw_export
@@ -14,7 +16,6 @@ from eg3d_viewer.widgets.pose_widget import draw_pose
 from eg3d_viewer.widgets.render_widget import draw_render
 from eg3d_viewer.widgets.stylemix_widget import draw_stylemix
 from eg3d_viewer.widgets.truncation_widget import draw_truncation
-from imgui_bundle import imgui
 
 from . import camera_controller as cc
 from .gl_texture import Texture

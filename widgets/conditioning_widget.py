@@ -1,8 +1,9 @@
 """Conditioning pose: the camera fed to the mapping network, separate from the rendering camera."""
 from __future__ import annotations
 
-from eg3d_viewer.state import ConditioningState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import ConditioningState
 
 from .common import angle_field, status
 

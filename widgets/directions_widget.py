@@ -1,8 +1,9 @@
 """Latent directions: one slider per principal direction of W (GANSpace), in standard deviations."""
 from __future__ import annotations
 
-from eg3d_viewer.state import DirectionsState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import DirectionsState
 
 from .common import status
 

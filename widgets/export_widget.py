@@ -1,8 +1,9 @@
 """Export: save the current frame (PNG image, raw render, depth PNG + .npy) and extract a mesh of the latent."""
 from __future__ import annotations
 
-from eg3d_viewer.state import MESH_FORMATS, MESH_RESOLUTIONS, ExportState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import MESH_FORMATS, MESH_RESOLUTIONS, ExportState
 
 from .common import combo_str, status
 

@@ -1,8 +1,9 @@
 """Seed (with step buttons), interpolation towards a second seed, and an animation walking through seeds."""
 from __future__ import annotations
 
-from eg3d_viewer.state import LatentState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import LatentState
 
 
 def draw_latent(state: LatentState) -> bool:

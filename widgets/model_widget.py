@@ -1,8 +1,9 @@
 """Checkpoint: a path field and Load button; the load runs on the render worker, the old model stays on failure."""
 from __future__ import annotations
 
-from eg3d_viewer.state import ModelState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import ModelState
 
 from .common import status
 

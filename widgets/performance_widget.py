@@ -1,8 +1,9 @@
 """Performance: UI and render frame rates, the last frame's time per stage, dropped and cancelled requests."""
 from __future__ import annotations
 
-from eg3d_viewer.state import PerfState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import PerfState
 
 STAGES = (("mapping", "Mapping"), ("backbone", "Backbone (tri-planes)"), ("render", "Volume rendering"),
           ("superres", "Super-resolution"), ("convert", "To images"), ("total", "Total"))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
+from imgui_bundle import imgui
+
 from eg3d_viewer.camera_controller import PITCH_LIMIT, CameraLimits, clamped, reset
 from eg3d_viewer.state import ZOOM_MODES, CameraState
-from imgui_bundle import imgui
 
 from .common import angle_field, combo_str
 

@@ -1,10 +1,10 @@
 """Render settings: precision, sampling, output view, and the full / preview (moving camera) qualities."""
 from __future__ import annotations
 
-from eg3d_viewer.state import PLANE_SCALES, VIEW_LABELS, VIEWS, RenderState
 from imgui_bundle import imgui
 
 from eg3d_core.settings import PRECISIONS
+from eg3d_viewer.state import PLANE_SCALES, VIEW_LABELS, VIEWS, RenderState
 
 from .common import combo_str
 

@@ -1,8 +1,9 @@
 """Style mixing: layers from a chosen one onwards take their w from a second seed."""
 from __future__ import annotations
 
-from eg3d_viewer.state import StyleMixState
 from imgui_bundle import imgui
+
+from eg3d_viewer.state import StyleMixState
 
 
 def draw_stylemix(state: StyleMixState, num_ws: int) -> bool:

@@ -1,10 +1,10 @@
 """Truncation psi and cutoff, and the backbone's noise mode."""
 from __future__ import annotations
 
-from eg3d_viewer.state import TruncationState
 from imgui_bundle import imgui
 
 from eg3d_core.settings import NOISE_MODES
+from eg3d_viewer.state import TruncationState
 
 from .common import combo_str
 

@@ -46,6 +46,15 @@ UINT8_RULE = "clamp(x * 127.5 + 128, 0, 255), truncated to uint8"
 DEFAULT_CACHE = "default"
 
 
+def statistics_folder(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """Where real-image statistics are cached: ``DEFAULT_CACHE`` -> ``runtime.cache_dir() / "fid"``, None -> no cache."""
+    if cache_dir is None:
+        return None
+    if cache_dir == DEFAULT_CACHE:
+        return runtime_cache_dir() / "fid"
+    return Path(cache_dir).expanduser()
+
+
 def fid_camera(G: Generator, mmagic_camera: dict[str, Any] | None = None) -> CameraDistribution:
     """The camera distribution of FID50k-Camera for a model (an MMagic camera; ``CameraDistribution.draw`` samples it).
 
@@ -242,9 +251,8 @@ def real_statistics(ctx: Distributed, real: RealImages, inception: Inception, ba
         key = hashlib.sha256(f"{data.content_hash()}:{data.resolution}:{inception.sha256}".encode()).hexdigest()[:24]
     info = {"source": real.source, "kind": "dataset", "num_images": len(data), "resolution": data.resolution,
             "content_key": key}
-    if cache_dir == DEFAULT_CACHE:
-        cache_dir = runtime_cache_dir() / "fid"
-    cache = Path(cache_dir).expanduser() / f"real-{key}.npz" if cache_dir is not None else None
+    folder = statistics_folder(cache_dir)
+    cache = folder / f"real-{key}.npz" if folder is not None else None
     cached = None
     if ctx.is_main and cache is not None and cache.is_file():
         try:
