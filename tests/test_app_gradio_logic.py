@@ -7,6 +7,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning Op
 
 import math  # noqa: E402
 import re  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -15,7 +18,17 @@ import trimesh  # noqa: E402
 
 import eg3d_core  # noqa: E402
 from eg3d_core.apps import webapp  # noqa: E402
-from eg3d_core.apps.webapp import DemoModel, InputError, Limits, OutputDir, parse_render  # noqa: E402
+from eg3d_core.apps.webapp import (  # noqa: E402
+    BusyError,
+    Caller,
+    DemoModel,
+    InputError,
+    Lane,
+    Limits,
+    OutputDir,
+    Quota,
+    parse_render,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 
@@ -145,22 +158,170 @@ def test_output_dir_keeps_only_the_newest_jobs(tmp_path: Path) -> None:
     assert not out.root.exists()
 
 
-def test_model_threads_pin_work_and_carry_context() -> None:
+# ----------------------------------------------------------------------------------------------------------------------
+# Admission: lanes, per-client shares, the cost cap
+
+
+class Gate:
+    """A job that holds a lane's thread until opened, so that the jobs after it stay queued."""
+
+    def __init__(self) -> None:
+        self.started, self.opened = threading.Event(), threading.Event()
+
+    def __call__(self) -> str:
+        self.started.set()
+        assert self.opened.wait(10), "gate never opened"
+        return "gate"
+
+
+@pytest.fixture
+def lane_of() -> Iterator[Callable[..., Lane]]:
+    lanes: list[Lane] = []
+
+    def make(quota: Quota, spread: bool = False, name: str = "heavy") -> Lane:
+        lanes.append(Lane(name, quota, spread))
+        return lanes[-1]
+
+    yield make
+    for lane in lanes:
+        lane.close()
+
+
+def busy(lane: Lane, caller: Caller, cost: float = 1.0) -> str:
+    with pytest.raises(BusyError) as info:
+        lane.submit(caller, cost, lambda: None)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_lane_limits_per_session_per_address_and_in_total(lane_of) -> None:
+    lane = lane_of(Quota(per_session=1, per_ip=2, total=3))
+    gate = Gate()
+    held = lane.submit(Caller("gate", "10.0.0.9"), 1.0, gate)
+    assert gate.started.wait(10)
+    a = lane.submit(Caller("s1", "10.0.0.1"), 1.0, lambda: "a")
+    assert busy(lane, Caller("s1", "10.0.0.1")).startswith("busy: this session already has 1 heavy job(s)")
+    b = lane.submit(Caller("s2", "10.0.0.1"), 1.0, lambda: "b")  # another session of the same address
+    # A new session per request (what a raw API client gets) is still bounded by its address.
+    assert busy(lane, Caller("s3", "10.0.0.1")).startswith("busy: your address already has its share")
+    assert busy(lane, Caller("s4", "10.0.0.2")).startswith("busy: the server's heavy queue is full (3 job(s)")
+    assert lane.load() == (3, 3.0) and lane.load(Caller("x", "10.0.0.1")) == (2, 2.0)
+    gate.opened.set()
+    assert (held.result(10), a.result(10), b.result(10)) == ("gate", "a", "b")
+    assert lane.load() == (0, 0.0)  # every share was given back on completion
+    assert lane.run(Caller("s1", "10.0.0.1"), 1.0, lambda: "again") == "again"
+
+
+def test_lane_caps_the_queued_cost_per_address_and_in_total(lane_of) -> None:
+    lane = lane_of(Quota(per_session=5, per_ip=5, total=5, cost_per_ip=10.0, cost_total=15.0))
+    gate = Gate()
+    lane.submit(Caller("g", "10.0.0.1"), 6.0, gate)
+    assert gate.started.wait(10)
+    assert busy(lane, Caller("s", "10.0.0.1"), 5.0).startswith("busy: your address already has its share")
+    lane.submit(Caller("s", "10.0.0.1"), 4.0, lambda: None)  # 6 + 4 = 10: exactly the address's share
+    lane.submit(Caller("t", "10.0.0.2"), 5.0, lambda: None)  # 15 in all: exactly the cap
+    assert busy(lane, Caller("u", "10.0.0.3"), 0.5).startswith("busy: the server's heavy queue is full")
+    with pytest.raises(InputError, match=r"^this heavy job is too large for this server \(11 units of work, at most "
+                                         r"10\): ask for fewer frames or a lower resolution$"):
+        lane.submit(Caller("v", "10.0.0.4"), 11.0, lambda: None)
+    gate.opened.set()
+    deadline = time.monotonic() + 10
+    while lane.load() != (0, 0.0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lane.load() == (0, 0.0)
+    lane.run(Caller("u", "10.0.0.3"), 10.0, lambda: None)
+
+
+def test_lane_gives_the_share_back_on_error_and_on_cancel(lane_of) -> None:
+    lane = lane_of(Quota(per_session=1, per_ip=1, total=2))
+    me = Caller("s", "10.0.0.1")
+    with pytest.raises(InputError, match="bad value"):
+        lane.run(me, 1.0, webapp.parse_int, "bad value", "x", (0, 1))  # the job's error reaches the caller
+    assert lane.load() == (0, 0.0)
+    gate = Gate()
+    lane.submit(Caller("g", "10.0.0.9"), 1.0, gate)
+    assert gate.started.wait(10)
+    ran: list[str] = []
+    waiting = lane.submit(me, 1.0, ran.append, "cancelled job")
+    busy(lane, me)
+    assert waiting.cancel()
+    assert lane.load(me) == (0, 0.0)  # given back at once, not when the lane reaches it
+    again = lane.submit(me, 1.0, ran.append, "next job")
+    gate.opened.set()
+    again.result(10)
+    assert ran == ["next job"]
+
+
+def test_lane_cancelled_asyncio_waiter_gives_its_place_back(lane_of) -> None:
+    """The web handlers await ``asyncio.wrap_future(lane.submit(...))``: a cancelled request cancels a waiting job."""
+    import asyncio
+
+    lane = lane_of(Quota(per_session=1, per_ip=1, total=2))
+    gate = Gate()
+    lane.submit(Caller("g", "10.0.0.9"), 1.0, gate)
+    assert gate.started.wait(10)
+    me = Caller("s", "10.0.0.1")
+
+    async def request() -> None:
+        task = asyncio.ensure_future(asyncio.wrap_future(lane.submit(me, 1.0, lambda: None)))
+        await asyncio.sleep(0.01)
+        assert lane.load(me) == (1, 1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(request())
+    assert lane.load(me) == (0, 0.0)
+    gate.opened.set()
+
+
+def test_lane_serves_addresses_round_robin(lane_of) -> None:
+    lane = lane_of(Quota(per_session=4, per_ip=4, total=8))
+    gate = Gate()
+    lane.submit(Caller("g", "10.0.0.9"), 1.0, gate)
+    assert gate.started.wait(10)
+    order: list[str] = []
+    jobs = [lane.submit(Caller("flood", "10.0.0.1"), 1.0, order.append, f"flood {i}") for i in range(3)]
+    jobs.append(lane.submit(Caller("other", "10.0.0.2"), 1.0, order.append, "other"))
+    gate.opened.set()
+    for job in jobs:
+        job.result(10)
+    assert order == ["flood 0", "other", "flood 1", "flood 2"]  # the other address waited one job, not three
+
+
+def test_lane_runs_on_one_thread_and_carries_context(lane_of) -> None:
     import contextvars
-    import threading
 
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
-    threads = webapp.ModelThreads(("render", "heavy"))
-    try:
-        var.set("request-1")
-        seen = {threads.run("render", lambda: (threading.current_thread().name, var.get())) for _ in range(5)}
-        assert len(seen) == 1 and next(iter(seen))[1] == "request-1"  # always the same thread, caller's context
-        assert threads.run("heavy", threading.current_thread).name != next(iter(seen))[0]
-        with pytest.raises(InputError):
-            threads.run("render", parse_render, Limits(), "abc")  # errors reach the caller
-        # Quick renders (one at a time) may use helper threads on all cores; heavy jobs keep to their thread.
-        from eg3d_core.runtime import may_spread_work
+    render, heavy = lane_of(Quota(1, 1, 1), spread=True, name="render"), lane_of(Quota(1, 1, 1))
+    me = Caller("s", "10.0.0.1")
+    var.set("request-1")
+    seen = {render.run(me, 1.0, lambda: (threading.current_thread().name, var.get())) for _ in range(5)}
+    assert len(seen) == 1 and next(iter(seen))[1] == "request-1"  # always the same thread, caller's context
+    assert heavy.run(me, 1.0, threading.current_thread).name != next(iter(seen))[0]
+    # Quick renders (one at a time) may use helper threads on all cores; heavy jobs keep to their thread.
+    from eg3d_core.runtime import may_spread_work
 
-        assert threads.run("render", may_spread_work) and not threads.run("heavy", may_spread_work)
-    finally:
-        threads.shutdown()
+    assert render.run(me, 1.0, may_spread_work) and not heavy.run(me, 1.0, may_spread_work)
+    render.close()
+    assert busy(render, me) == "the server is shutting down"
+
+
+@pytest.mark.parametrize("bad", [dict(per_session=0, per_ip=1, total=1), dict(per_session=2, per_ip=1, total=2),
+                                 dict(per_session=1, per_ip=2, total=1),
+                                 dict(per_session=1, per_ip=1, total=1, cost_per_ip=5.0, cost_total=4.0)])
+def test_quota_must_be_consistent(bad: dict) -> None:
+    with pytest.raises(ValueError, match="quota needs"):
+        Quota(**bad)
+
+
+def test_job_costs_scale_with_frames_pixels_and_grid(model: DemoModel) -> None:
+    G = model.G  # neural rendering resolution 64, 12 + 12 depth samples
+    assert webapp.video_cost(G, parse_render(model.limits, 0), 10) == 10.0
+    assert webapp.video_cost(G, parse_render(model.limits, 0, resolution=128), 10) == 40.0
+    assert webapp.mesh_cost(G, 128) == pytest.approx(128**3 / (64**2 * 24))
+    # The defaults admit the largest job the limits allow, from one address.
+    lim = model.limits
+    biggest = webapp.video_cost(G, parse_render(lim, 0, resolution=lim.resolution[1]), lim.frames[1])
+    assert biggest <= webapp.HEAVY_QUOTA.cost_per_ip
+    assert webapp.mesh_cost(G, lim.mesh_resolution[1]) <= webapp.HEAVY_QUOTA.cost_per_ip

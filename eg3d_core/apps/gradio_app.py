@@ -21,15 +21,20 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import functools  # noqa: E402
+import inspect  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 import eg3d_core  # noqa: E402
 from eg3d_core.apps import webapp  # noqa: E402
@@ -38,8 +43,9 @@ from eg3d_core.apps.webapp import (  # noqa: E402
     PATHS,
     PRECISIONS,
     SEED_MAX,
+    Caller,
     DemoModel,
-    ModelThreads,
+    Lane,
     parse_render,
 )
 from eg3d_core.errors import EG3DError  # noqa: E402
@@ -48,10 +54,14 @@ from eg3d_core.runtime import reuse_freed_memory  # noqa: E402
 log = logging.getLogger("eg3d.app")
 
 EXAMPLE_SEEDS = [(0, 0.7), (1, 0.7), (7, 0.5), (42, 1.0)]
-# Videos and meshes share one concurrency group: on a 2-core machine one heavy job at a time, next to the quick
-# renders' own group, keeps every core busy while a long job never blocks a camera move.
+# Videos and meshes share one lane (webapp.Lane: one job at a time, per-client shares, a cap on the queued work), the
+# camera renders have their own: on a 2-core machine this keeps every core busy while a long job never blocks a camera
+# move, and no flood of heavy jobs can refuse a render.
 HEAVY = "heavy"
 RENDER = "render"
+# Request bodies: file uploads (gradio's max_file_size) and everything else (JSON of an API call: a few hundred bytes).
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_BODY_BYTES = 2**20
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,23 +71,85 @@ CSS = """
 """
 
 
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except EG3DError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    except Exception as e:  # noqa: BLE001 - the last line of defence of a public endpoint
+        log.exception("request failed")
+        raise gr.Error(f"internal error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}",
+                       print_exception=False) from None
+
+
 def user_errors(fn: F) -> F:
-    """Turn every failure into a one-line gr.Error: the library's user errors (EG3DError: bad input, no surface at
-    the level, unwritable output) as they are, anything else logged with its traceback here and summarised for the
-    user (the browser and API clients never see a traceback)."""
+    """Turn every failure of a handler (plain or async) into a one-line gr.Error: the library's user errors
+    (EG3DError: bad input, no surface at the level, unwritable output, a busy server) as they are, anything else
+    logged with its traceback here and summarised for the user (the browser and API clients never see a traceback)."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def waiter(*args: Any, **kwargs: Any) -> Any:
+            with _one_line_errors():
+                return await fn(*args, **kwargs)
+        return waiter  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _one_line_errors():
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except EG3DError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:  # noqa: BLE001 - the last line of defence of a public endpoint
-            log.exception("request failed")
-            raise gr.Error(f"internal error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}",
-                           print_exception=False) from None
     return wrapper  # type: ignore[return-value]
+
+
+def caller_of(request: gr.Request | None) -> Caller:
+    """The session and peer address of a request (the direct peer: behind a proxy, every user shares its address)."""
+    client = getattr(request, "client", None)
+    ip = getattr(client, "host", None) or "unknown"
+    return Caller(session=getattr(request, "session_hash", None) or f"{ip}/no-session", ip=ip)
+
+
+async def in_lane(lane: Lane, request: gr.Request | None, cost: float, fn: Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> Any:
+    """Run fn on ``lane`` for the request's caller (BusyError when its share is taken) and await it on the event loop:
+    waiting jobs hold no server thread, and a cancelled request gives its place back."""
+    return await asyncio.wrap_future(lane.submit(caller_of(request), cost, fn, *args, **kwargs))
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over ``max_bytes`` (``max_upload`` on gradio's upload route) with 413,
+    by its Content-Length before anything is read, or while a body sent without one is read."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES, max_upload: int = MAX_UPLOAD_BYTES) -> None:
+        self.app, self.max_bytes, self.max_upload = app, max_bytes, max_upload
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # An upload's multipart envelope (boundaries, headers) adds a little to the file's own size.
+        limit = self.max_upload + 2**16 if scope["path"].rstrip("/").endswith("/upload") else self.max_bytes
+        message = f"request body too large (at most {limit:,} bytes)"
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            body = message.encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def bounded() -> dict:
+            nonlocal received
+            msg = await receive()
+            received += len(msg.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, message)  # FastAPI and starlette answer it as a 413
+            return msg
+
+        await self.app(scope, bounded, send)
 
 
 def model_markdown(model: DemoModel) -> str:
@@ -88,7 +160,7 @@ def model_markdown(model: DemoModel) -> str:
 
 
 def limits_markdown(model: DemoModel) -> str:
-    lim = model.limits
+    lim, rq, hq = model.limits, webapp.RENDER_QUOTA, webapp.HEAVY_QUOTA
     return f"""
 | parameter | accepted values |
 | --- | --- |
@@ -104,8 +176,12 @@ def limits_markdown(model: DemoModel) -> str:
 | mesh resolution | {lim.mesh_resolution[0]} … {lim.mesh_resolution[1]} (grid points per side) |
 | mesh level | {lim.level[0]:g} … {lim.level[1]:g} (raw density; 10 = the original's) |
 
-Anything else is refused with an error message naming the parameter. Requests wait in a queue: renders run one at
-a time, videos and meshes one at a time next to them.
+Anything else is refused with an error message naming the parameter. Renders run one at a time; videos and meshes
+one at a time next to them, so a long job never holds up a camera move. Each browser session and each address gets a
+share: {rq.per_session} renders and {hq.per_session} videos or meshes queued or running per session
+({rq.per_ip} and {hq.per_ip} per address), and the queued videos and meshes are capped by their estimated work
+(frames × pixels, mesh resolution³). A request beyond its share is refused at once with a "busy" message: retry when
+one of yours has finished. Request bodies are limited to {MAX_BODY_BYTES // 2**20} MiB.
 
 **Scripting** (`pip install gradio_client`; "Use via API" below lists every parameter):
 
@@ -119,9 +195,12 @@ glb, ply, obj, info = c.predict(seed=7, mesh_resolution=128, level=10, api_name=
 """
 
 
-def build_demo(model: DemoModel, threads: ModelThreads | None = None) -> gr.Blocks:
+def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blocks:
+    """The page and its three API endpoints. ``lanes`` run the model work (default: webapp.RENDER_QUOTA and
+    HEAVY_QUOTA); the handlers are async, so jobs waiting in a lane hold no thread of the server."""
     G, lim = model.G, model.limits
-    threads = threads or ModelThreads((RENDER, HEAVY))
+    lanes = lanes or default_lanes()
+    render_lane, heavy_lane = lanes[RENDER], lanes[HEAVY]
     default_res = G.config.rendering.neural_rendering_resolution
 
     # ------------------------------------------------------------------------------------------------------------
@@ -129,36 +208,41 @@ def build_demo(model: DemoModel, threads: ModelThreads | None = None) -> gr.Bloc
     # API callers get the same clear messages as the UI (see webapp.parse_render).
 
     @user_errors
-    def render(seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None, output: Any = "image",
-               cutoff: Any = None, precision: Any = "fp32", resolution: Any = None
-               ) -> tuple[np.ndarray, np.ndarray, str]:
+    async def render(seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None,
+                     output: Any = "image", cutoff: Any = None, precision: Any = "fp32", resolution: Any = None,
+                     request: gr.Request = None) -> tuple[np.ndarray, np.ndarray, str]:  # type: ignore[assignment]
         req = parse_render(lim, seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution)
-        res = threads.run(RENDER, model.render, req)
+        res = await in_lane(render_lane, request, 1.0, model.render, req)
         info = (f"seed {req.seed} · {res.seconds:.2f} s"
                 f"{' (tri-planes cached)' if res.cached else ''} · {res.picture.shape[1]}×{res.picture.shape[0]}")
         return res.picture, res.depth, info
 
     @user_errors
-    def video(seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None, output: Any = "image",
-              cutoff: Any = None, precision: Any = "fp32", resolution: Any = None, frames: Any = 48, fps: Any = 24,
-              path: Any = "orbit", progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008 - gradio's idiom
+    async def video(seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None,
+                    output: Any = "image", cutoff: Any = None, precision: Any = "fp32", resolution: Any = None,
+                    frames: Any = 48, fps: Any = 24, path: Any = "orbit",
+                    progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio's idiom
+                    request: gr.Request = None) -> str:  # type: ignore[assignment]
         req = parse_render(lim, seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution)
         n = webapp.parse_int("frames", frames, lim.frames)
         rate = webapp.parse_int("fps", fps, lim.fps)
         kind = webapp.parse_choice("path", path, PATHS)
-        progress(0.0, desc="rendering")
-        return str(threads.run(HEAVY, model.video, req, n, rate, kind, progress=lambda f, d: progress(f, desc=d)))
+        progress(0.0, desc="waiting for the jobs before it")
+        return str(await in_lane(heavy_lane, request, webapp.video_cost(G, req, n), model.video, req, n, rate, kind,
+                                 progress=lambda f, d: progress(f, desc=d)))
 
     @user_errors
-    def mesh(seed: Any, psi: Any = 0.7, cutoff: Any = None, mesh_resolution: Any = 128, level: Any = 10.0,
-             progress: gr.Progress = gr.Progress()) -> tuple[str, str, str, str]:  # noqa: B008
+    async def mesh(seed: Any, psi: Any = 0.7, cutoff: Any = None, mesh_resolution: Any = 128, level: Any = 10.0,
+                   progress: gr.Progress = gr.Progress(),  # noqa: B008
+                   request: gr.Request = None) -> tuple[str, str, str, str]:  # type: ignore[assignment]
         s = webapp.parse_int("seed", seed, (0, SEED_MAX))
         p = webapp.parse_float("psi", psi, lim.psi)
         k = None if cutoff is None else webapp.parse_int("cutoff", cutoff, lim.cutoff)
         r = webapp.parse_int("mesh_resolution", mesh_resolution, lim.mesh_resolution)
         lv = webapp.parse_float("level", level, lim.level)
-        progress(0.0, desc="extracting the surface")
-        res = threads.run(HEAVY, model.mesh, s, p, k, r, lv, progress=lambda f, d: progress(f, desc=d))
+        progress(0.0, desc="waiting for the jobs before it")
+        res = await in_lane(heavy_lane, request, webapp.mesh_cost(G, r), model.mesh, s, p, k, r, lv,
+                            progress=lambda f, d: progress(f, desc=d))
         info = f"{res.vertices:,} vertices · {res.faces:,} faces · level {lv:g} · {r}³ grid · {res.seconds:.1f} s"
         return str(res.files[".glb"]), str(res.files[".ply"]), str(res.files[".obj"]), info
 
@@ -221,7 +305,9 @@ def build_demo(model: DemoModel, threads: ModelThreads | None = None) -> gr.Bloc
 
         view = [seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution]
         shown = [picture, depth, info]
-        quick: dict[str, Any] = {"preprocess": False, "concurrency_id": RENDER, "concurrency_limit": 1}
+        # No concurrency limit in gradio's queue: every request reaches its handler at once, which admits it to its
+        # lane or refuses it (BusyError); the lanes do the queueing, per client (see webapp.Lane).
+        quick: dict[str, Any] = {"preprocess": False, "concurrency_id": RENDER, "concurrency_limit": None}
         live: dict[str, Any] = {**quick, "api_visibility": "private", "trigger_mode": "always_last",
                                 "show_progress": "minimal"}
         generate.click(render, view, shown, api_name="render", **quick)
@@ -233,11 +319,17 @@ def build_demo(model: DemoModel, threads: ModelThreads | None = None) -> gr.Bloc
             radio.input(render, view, shown, **live)
         examples.load_input_event.then(render, view, shown, **live)
 
-        heavy: dict[str, Any] = {"preprocess": False, "concurrency_id": HEAVY, "concurrency_limit": 1}
+        heavy: dict[str, Any] = {"preprocess": False, "concurrency_id": HEAVY, "concurrency_limit": None}
         make_video.click(video, [*view, frames, fps, path], movie, api_name="video", **heavy)
         make_mesh.click(mesh, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info], api_name="mesh",
                         **heavy)
     return demo
+
+
+def default_lanes(render: webapp.Quota = webapp.RENDER_QUOTA,
+                  heavy: webapp.Quota = webapp.HEAVY_QUOTA) -> dict[str, Lane]:
+    """The render lane (its jobs may use every core) and the heavy lane (videos and meshes, one thread)."""
+    return {RENDER: Lane(RENDER, render, spread=True), HEAVY: Lane(HEAVY, heavy)}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -251,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cache-size", type=int, default=8, help="tri-plane sets kept (LRU)")
-    ap.add_argument("--queue-size", type=int, default=64, help="requests waiting before new ones are refused")
+    ap.add_argument("--queue-size", type=int, default=512,
+                    help="requests arrived and not yet admitted or refused by their handler (a burst's buffer)")
     args = ap.parse_args(argv)
-    # Model work runs on two long-lived threads (webapp.ModelThreads) and their short-lived helpers: two malloc arenas
-    # bound how much freed memory all of them keep.
+    # Model work runs on two long-lived threads (webapp.Lane) and their short-lived helpers: two malloc arenas bound
+    # how much freed memory all of them keep.
     reuse_freed_memory(max_arenas=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal start-up request otherwise
@@ -266,13 +359,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = DemoModel(G, cache_size=args.cache_size)
     log.info("model %s loaded; job files in %s", G.source, model.output_dir.root)
-    demo = build_demo(model)
+    lanes = default_lanes()
+    demo = build_demo(model, lanes)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    # Gradio processes at most max_threads events at once: room for every job the lanes may admit, so that a full
+    # lane never keeps another lane's requests from reaching their handler.
+    admitted = sum(lane.quota.total for lane in lanes.values())
     # SIGTERM (service managers, test harnesses) ends like Ctrl-C: Gradio then closes the server, whose shutdown
     # deletes the files it cached, and the interpreter's exit removes the job folder (atexit).
     signal.signal(signal.SIGTERM, _interrupt)
     demo.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, ssr_mode=False,
-                allowed_paths=[str(model.output_dir.root)], footer_links=["api"], css=CSS)
+                allowed_paths=[str(model.output_dir.root)], footer_links=["api"], css=CSS,
+                max_threads=admitted + 32, max_file_size=MAX_UPLOAD_BYTES,
+                app_kwargs={"middleware": [Middleware(BodyLimit)]})
     return 0
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import functools
 import math
 import shutil
 import tempfile
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +30,7 @@ import torch
 from PIL import Image
 
 from .. import cameras, visualize
-from ..errors import InputError, NoSurfaceError
+from ..errors import EG3DError, InputError, NoSurfaceError
 from ..generator import Generator
 from ..latents import LatentSource, PlaneCache
 from ..mesh import Mesh, generator_mesh, save_mesh
@@ -236,37 +238,205 @@ class OutputDir:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Threads
+# Admission and the model threads
 
 
-class ModelThreads:
-    """One long-lived thread per kind of job ("render", "heavy"); every model computation runs on one of them.
+class BusyError(EG3DError):
+    """The server has no room for a request now (a per-client share or the total queue is full): retry later."""
 
-    Why: a web server runs each request on whichever thread of its pool is free, and glibc gives every thread that
-    allocates its own malloc arena, which keeps the freed tensor memory of that request. With torch's large, short-lived
-    activations the server then grows to several times its working set. Pinning the work to two threads keeps two
-    arenas. The server's own concurrency limits (one job per kind at a time) make these queues short.
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a request: the browser session (one per page load; a raw API call that names none gets a fresh one
+    each time, so only ``ip`` bounds such a caller) and the peer's IP address."""
+
+    session: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How much of one lane a caller may hold, counting its jobs queued or running.
+
+    Costs are in units of one render at the model's own neural rendering resolution (``video_cost``, ``mesh_cost``).
     """
 
-    def __init__(self, kinds: tuple[str, ...] = ("render", "heavy"), spread: tuple[str, ...] = ("render",)) -> None:
-        self._pools = {k: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eg3d-{k}") for k in kinds}
+    per_session: int
+    per_ip: int
+    total: int
+    cost_per_ip: float = math.inf
+    cost_total: float = math.inf
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.per_session <= self.per_ip <= self.total:
+            raise ValueError(f"quota needs 1 <= per_session <= per_ip <= total, got {self}")
+        if not 0 < self.cost_per_ip <= self.cost_total:
+            raise ValueError(f"quota needs 0 < cost_per_ip <= cost_total, got {self}")
+
+
+# Defaults of the web demo. Renders: a browser session has a few in flight (live updates keep only the latest of a
+# burst); 24 lets a script send a burst. Heavy jobs: one running and one waiting per session, three per address; one
+# address may hold a quarter of the queued work, whose total is four maximum-size videos at twice the model's
+# resolution (240 frames x 4 units).
+RENDER_QUOTA = Quota(per_session=24, per_ip=48, total=96)
+HEAVY_QUOTA = Quota(per_session=2, per_ip=3, total=12, cost_per_ip=1920.0, cost_total=3840.0)
+
+
+@dataclass(eq=False)
+class _Job:
+    caller: Caller
+    cost: float
+    future: Future
+    call: Callable[[], Any]
+    released: bool = False
+
+
+class Lane:
+    """One long-lived thread running one kind of job ("render", "heavy"), with admission control in front of it.
+
+    Admission (``submit``): a job is refused at once with a one-line :class:`BusyError` when its caller's session or
+    address already holds its share of the lane (jobs queued or running, ``Quota``), when the lane holds ``total``
+    jobs, or when the estimated cost of the address's or everyone's queued work would pass its cap. An admitted job
+    holds its share until it ends: done, failed, or cancelled while waiting (``Future.cancel``; an asyncio caller
+    cancelled while awaiting ``asyncio.wrap_future`` cancels it too). Waiting jobs are kept in one queue per address
+    and run round robin over the addresses, so one address's backlog delays another's job by at most one job.
+
+    Why one thread per kind: a web server runs requests on whichever thread is free, and glibc gives every thread that
+    allocates its own malloc arena, which keeps the freed tensor memory of that request; with torch's large,
+    short-lived activations the server would grow to several times its working set. Two lanes keep two arenas. And a
+    camera render never waits behind a video or a mesh: they run on another lane.
+    """
+
+    def __init__(self, name: str, quota: Quota, spread: bool = False) -> None:
+        self.name = name
+        self.quota = quota
         self._spread = spread
+        self._cv = threading.Condition()
+        self._waiting: dict[str, deque[_Job]] = {}  # address -> its jobs; dict order = round-robin order
+        self._sessions: Counter[str] = Counter()
+        self._ips: Counter[str] = Counter()
+        self._ip_cost: Counter[str] = Counter()
+        self._jobs = 0
+        self._cost = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"eg3d-{name}", daemon=True)
+        self._thread.start()
 
-    def run(self, kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run fn on the thread of ``kind`` and wait for it. Context variables go along, so that a progress
-        callback bound to the caller's request still reports to it. Jobs of the ``spread`` kinds (quick renders,
-        one at a time) may use helper threads on all cores (``runtime.spread_work``), as the desktop viewer's do."""
+    def submit(self, caller: Caller, cost: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Admit ``fn(*args, **kwargs)`` or raise BusyError; the future holds its result. Context variables go along,
+        so that a progress callback bound to the caller's request still reports to it."""
         context = contextvars.copy_context()
-        return self._pools[kind].submit(context.run, self._call, kind in self._spread, fn, *args, **kwargs).result()
+        job = _Job(caller, cost, Future(), functools.partial(context.run, self._call, fn, *args, **kwargs))
+        with self._cv:
+            self._admit(caller, cost)
+            self._sessions[caller.session] += 1
+            self._ips[caller.ip] += 1
+            self._ip_cost[caller.ip] += cost
+            self._jobs += 1
+            self._cost += cost
+            self._waiting.setdefault(caller.ip, deque()).append(job)
+            self._cv.notify()
+        job.future.add_done_callback(lambda f: self._release(job) if f.cancelled() else None)
+        return job.future
 
-    @staticmethod
-    def _call(spread: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with spread_work() if spread else contextlib.nullcontext():
+    def run(self, caller: Caller, cost: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``submit`` and wait for the result (its exception is raised here)."""
+        return self.submit(caller, cost, fn, *args, **kwargs).result()
+
+    def load(self, caller: Caller | None = None) -> tuple[int, float]:
+        """(jobs, cost) queued or running: everyone's, or one caller's address's."""
+        with self._cv:
+            if caller is None:
+                return self._jobs, self._cost
+            return self._ips[caller.ip], self._ip_cost[caller.ip]
+
+    def close(self) -> None:
+        """Refuse new jobs, cancel the waiting ones; the running one finishes."""
+        with self._cv:
+            self._closed = True
+            waiting = [job for queue in self._waiting.values() for job in queue]
+            self._cv.notify_all()
+        for job in waiting:
+            job.future.cancel()
+
+    def _admit(self, caller: Caller, cost: float) -> None:
+        q, kind = self.quota, self.name
+        if self._closed:
+            raise BusyError("the server is shutting down")
+        if cost > q.cost_per_ip:
+            raise InputError(f"this {kind} job is too large for this server ({cost:.0f} units of work, at most "
+                             f"{q.cost_per_ip:.0f}): ask for fewer frames or a lower resolution")
+        if self._sessions[caller.session] >= q.per_session:
+            raise BusyError(f"busy: this session already has {q.per_session} {kind} job(s) queued or running; retry "
+                            "when one has finished")
+        if self._ips[caller.ip] >= q.per_ip or self._ip_cost[caller.ip] + cost > q.cost_per_ip:
+            raise BusyError(f"busy: your address already has its share of the {kind} queue "
+                            f"({self._ips[caller.ip]} job(s) queued or running); retry when one has finished")
+        if self._jobs >= q.total or self._cost + cost > q.cost_total:
+            raise BusyError(f"busy: the server's {kind} queue is full ({self._jobs} job(s) queued or running); retry "
+                            "in a minute")
+
+    def _release(self, job: _Job) -> None:
+        with self._cv:
+            if job.released:
+                return
+            job.released = True
+            queue = self._waiting.get(job.caller.ip)
+            if queue is not None and job in queue:
+                queue.remove(job)
+                if not queue:
+                    del self._waiting[job.caller.ip]
+            for counter, key, amount in ((self._sessions, job.caller.session, 1), (self._ips, job.caller.ip, 1),
+                                         (self._ip_cost, job.caller.ip, job.cost)):
+                counter[key] -= amount
+                if counter[key] <= 1e-9:
+                    del counter[key]
+            self._jobs -= 1
+            self._cost = max(0.0, self._cost - job.cost)
+
+    def _next(self) -> _Job | None:
+        with self._cv:
+            while not self._waiting and not self._closed:
+                self._cv.wait()
+            if not self._waiting:
+                return None
+            ip = next(iter(self._waiting))
+            queue = self._waiting.pop(ip)
+            job = queue.popleft()
+            if queue:
+                self._waiting[ip] = queue  # to the back of the round
+            return job
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while waiting: released by its callback
+            try:
+                result = job.call()
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+                self._release(job)  # before the caller wakes up, so that it may submit again at once
+                job.future.set_exception(e)
+            else:
+                self._release(job)
+                job.future.set_result(result)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with spread_work() if self._spread else contextlib.nullcontext():
             return fn(*args, **kwargs)
 
-    def shutdown(self) -> None:
-        for pool in self._pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
+
+def video_cost(G: Generator, req: RenderRequest, frames: int) -> float:
+    """A video's estimated work: frames x neural rendering pixels, in renders at the model's own resolution."""
+    own = G.config.rendering.neural_rendering_resolution
+    return frames * ((req.resolution or own) / own) ** 2
+
+
+def mesh_cost(G: Generator, resolution: int) -> float:
+    """A mesh's estimated work: the resolution^3 density points of a dense grid (coarse-to-fine evaluates fewer), in
+    renders at the model's own resolution (its pixels x depth samples per ray)."""
+    r = G.config.rendering
+    points = r.neural_rendering_resolution**2 * (r.depth_resolution + r.depth_resolution_importance)
+    return resolution**3 / points
 
 
 # ----------------------------------------------------------------------------------------------------------------------
