@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -11,6 +13,7 @@ import torch
 
 import eg3d_core
 from eg3d_core import cameras
+from eg3d_core.apps import video
 from eg3d_core.apps.mmagic_demo import DemoSettings, demo_camera, depth_images, draw_latents, render_demo
 from eg3d_core.apps.samples import parse_seeds
 from eg3d_core.apps.video import (
@@ -82,6 +85,57 @@ def test_write_video_is_atomic_on_error(tmp_path: Path) -> None:
         write_video([], tmp_path / "v.mp4")
     with pytest.raises(OutputError, match="does not exist"):
         write_video(frames(1), tmp_path / "missing" / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_video_full_disk_is_one_output_error_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    # /dev/full fails every write with ENOSPC: ffmpeg meets a real full disk and exits non-zero.
+    command = video._encoder_command
+    monkeypatch.setattr(video, "_encoder_command", lambda tmp, *a: [*command(tmp, *a)[:-1], "-f", "mp4", "/dev/full"])
+    with pytest.raises(OutputError) as err:
+        write_video(iter(frames(5)), tmp_path / "v.mp4")
+    assert str(err.value) == (f"cannot write {tmp_path / 'v.mp4'}: ffmpeg failed "
+                              "(Could not write header (incorrect codec parameters ?): No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_video_killed_encoder_is_an_error(tmp_path: Path, monkeypatch) -> None:
+    script = "import os, signal, sys; sys.stdin.buffer.read(100); os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(video, "_encoder_command", lambda *a: [sys.executable, "-c", script])
+    with pytest.raises(OutputError, match=r"v\.mp4: ffmpeg was stopped \(Killed\)$"):
+        write_video(iter(frames(30)), tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "reason"), [(b"\0" * 8192, r"does not read back \(.*\)"),
+                                                 (None, "holds 2 of 3 frames")])
+def test_write_video_checks_the_file_even_when_ffmpeg_exits_0(tmp_path: Path, monkeypatch, content: bytes | None,
+                                                               reason: str) -> None:
+    command = video._encoder_command
+
+    def lying_encoder(tmp: Path, *args) -> list[str]:
+        if content is not None:  # the 8 KB an encoder leaves on a full disk, reported as success
+            return [sys.executable, "-c", f"import sys; sys.stdin.buffer.read(); open({str(tmp)!r}, 'wb').write({content!r})"]
+        return [*command(tmp, *args)[:-1], "-frames:v", "2", str(tmp)]  # drops the last frame
+
+    monkeypatch.setattr(video, "_encoder_command", lying_encoder)
+    with pytest.raises(OutputError, match=f"^cannot write {tmp_path / 'v.mp4'}: the encoded video {reason}$"):
+        write_video(iter(frames(3)), tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_video_interrupted_stops_ffmpeg(tmp_path: Path, monkeypatch) -> None:
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+
+    def interrupted():
+        yield from frames(3)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_video(interrupted(), tmp_path / "v.mp4")
+    assert len(started) == 1 and started[0].returncode is not None
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,11 +12,15 @@ to ffmpeg without keeping the whole video in memory.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import re
+import signal
+import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -39,21 +43,6 @@ CONDITIONING_OFFSET = cameras.SCRIPT_PI / 2 - cameras.FRONTAL
 # Writing
 
 
-@contextlib.contextmanager
-def _quiet_imageio() -> Iterator[None]:
-    """imageio warns on every frame size that is not a multiple of 16 (it then resizes, like MMagic's videos);
-    that is expected for padded grids, so the warning is silenced while we write."""
-    loggers = [logging.getLogger(name) for name in ("imageio", "imageio_ffmpeg")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -63,35 +52,86 @@ def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -
     return frame
 
 
+def _encoder_command(tmp: Path, shape: tuple[int, ...], fps: int, bitrate: str, macro_block_size: int) -> list[str]:
+    """imageio-ffmpeg's ``write_frames`` command (so imageio's videos, and MMagic's): raw RGB on stdin to libx264
+    yuv420p at ``bitrate``, scaled up to multiples of ``macro_block_size`` when the size is not one."""
+    import imageio_ffmpeg
+
+    h, w = shape[:2]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{w}x{h}",
+           "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+           "-b:v", str(bitrate)]
+    if macro_block_size > 1 and (w % macro_block_size or h % macro_block_size):
+        cmd += ["-vf", f"scale={-(-w // macro_block_size) * macro_block_size}:{-(-h // macro_block_size) * macro_block_size}"]
+    return [*cmd, "-v", "error", str(tmp)]
+
+
+def _first_error(log: IO[bytes]) -> str:
+    """ffmpeg's first error line (the cause; later ones are consequences) without its ``[muxer @ 0x...]`` prefix,
+    e.g. 'Could not write header (incorrect codec parameters ?): No space left on device'."""
+    log.seek(0)
+    lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return re.sub(r"^\[[^]]*\]\s*", "", lines[0]) if lines else "no message"
+
+
+def _check_readable(tmp: Path, path: Path, count: int) -> None:
+    """Decode the finished file: it must open as a video and hold ``count`` frames (ffmpeg can exit 0 over a file
+    it could not finish, e.g. when a file system drops data without an error)."""
+    import imageio_ffmpeg
+
+    try:
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp))
+    except RuntimeError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise OutputError(f"cannot write {path}: the encoded video does not read back ({lines[-1].strip()})") from None
+    if frames != count:
+        raise OutputError(f"cannot write {path}: the encoded video holds {frames} of {count} frames")
+
+
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 60, bitrate: str = "10M",
                 *, macro_block_size: int = 16) -> int:
-    """Encode uint8 [H, W, 3] frames with ffmpeg/libx264 (imageio-ffmpeg), atomically. Returns the frame count.
+    """Encode uint8 [H, W, 3] frames with ffmpeg/libx264 (imageio-ffmpeg's binary and command), atomically.
+    Returns the frame count.
 
-    The file appears only once complete: frames go to a temporary sibling with the same extension (ffmpeg
-    picks the container from it), which is renamed into place; on any error it is removed and nothing is created.
+    The file appears only once complete and checked: frames go to a temporary sibling with the same extension
+    (ffmpeg picks the container from it); ffmpeg must exit 0 and the file must decode to as many frames as were
+    given before it is renamed into place. Otherwise (a full disk, a killed encoder, any error or interrupt) it is
+    removed, ffmpeg is stopped, nothing is created, and an ``OutputError`` gives ffmpeg's reason in one line.
     Like imageio's defaults (and so MMagic's videos), sizes that are not multiples of ``macro_block_size`` (16)
     are resized up; ``macro_block_size=1`` keeps the exact size (yuv420p then needs even sizes).
     """
-    import imageio.v2 as imageio
-
     path = Path(path)
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-    count, shape = 0, None
-    with atomic_file(path if path.suffix else path.with_suffix(".mp4")) as tmp:
-        with _quiet_imageio():
-            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", bitrate=bitrate,
-                                        macro_block_size=macro_block_size)
-            try:
-                for frame in frames:
-                    frame = _check_frame(frame, count, shape)
+    count, shape, encoder = 0, None, None
+    with atomic_file(path if path.suffix else path.with_suffix(".mp4")) as tmp, tempfile.TemporaryFile() as log:
+        try:
+            for frame in frames:
+                frame = _check_frame(frame, count, shape)
+                if encoder is None:
                     shape = frame.shape
-                    writer.append_data(frame)
-                    count += 1
-            finally:
-                writer.close()
-        if count == 0:
-            raise InputError(f"cannot write {path}: no frames")
+                    encoder = subprocess.Popen(_encoder_command(tmp, shape, fps, bitrate, macro_block_size),
+                                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                try:
+                    encoder.stdin.write(np.ascontiguousarray(frame).data)
+                except BrokenPipeError:  # ffmpeg has stopped: its exit status and message say why
+                    break
+                count += 1
+            if encoder is None:
+                raise InputError(f"cannot write {path}: no frames")
+            with contextlib.suppress(BrokenPipeError):
+                encoder.stdin.close()
+            status = encoder.wait()
+        except BaseException:
+            if encoder is not None:
+                encoder.kill()
+                encoder.wait()
+            raise
+        if status < 0:
+            raise OutputError(f"cannot write {path}: ffmpeg was stopped ({signal.strsignal(-status) or -status})")
+        if status != 0:
+            raise OutputError(f"cannot write {path}: ffmpeg failed ({_first_error(log)})")
+        _check_readable(tmp, path, count)
     return count
 
 
