@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..errors import CheckpointError
 from ..generator import Generator
 from ..presets import PRESETS
 from . import saved as native
+from .guards import MIN_WEIGHT_BYTES, check_finite, regular_file_size
 from .mmagic import config_from_mmagic, embedded_config, looks_like_torch_zip, read_mmagic
 from .official import config_from_official, looks_like_pickle, read_official_pickle
 
@@ -42,20 +44,31 @@ def resolve_source(source: str | os.PathLike[str] | None) -> Path:
 
 
 def _build(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, source: Path, device: str) -> Generator:
+    """The generator of ``config`` holding ``state_dict``, checked before any real tensor is allocated.
+
+    A config within its ranges can still ask for far more weights than the file holds, so the generator is first
+    built on the meta device (shapes only, no memory): its weights' names and shapes must all be in the file, and
+    their count must fit in the file's size. Weights must be finite: NaN or infinity only ever renders black."""
+    size = regular_file_size(source)
     try:
-        G = Generator(config)
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in Generator(config).state_dict().items()}
     except (ValueError, RuntimeError) as e:
         raise CheckpointError(f"{source}: unsupported generator config ({e})") from None
-    own = G.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    missing = [k for k in shapes if k not in state_dict]
     if missing:
         raise CheckpointError(f"{source}: missing {len(missing)} weight(s), e.g. {missing[0]!r}")
-    for key, target in own.items():
-        if tuple(state_dict[key].shape) != tuple(target.shape):
+    for key, shape in shapes.items():
+        if tuple(state_dict[key].shape) != shape:
             raise CheckpointError(f"{source}: weight {key!r} has shape {tuple(state_dict[key].shape)}, "
-                                  f"expected {tuple(target.shape)} for this config")
+                                  f"expected {shape} for this config")
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count * MIN_WEIGHT_BYTES > size:
+        raise CheckpointError(f"{source}: the config needs {count} weights, more than a {size}-byte file holds")
+    check_finite(((k, state_dict[k]) for k in shapes), str(source))
+    G = Generator(config)
     # Official-only constants (FIR filters, unused SR noise maps, dataset label statistics) are dropped here.
-    G.load_state_dict({k: state_dict[k].float() for k in own})
+    G.load_state_dict({k: state_dict[k].float() for k in shapes})
     G.source = str(source)
     return G.to(device)
 
@@ -63,6 +76,7 @@ def _build(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, source:
 def detect_format(source: str | os.PathLike[str] | None) -> str:
     """``native``, ``mmagic`` or ``official`` from the file's content (a folder is our format)."""
     file = native.weights_path(resolve_source(source))
+    regular_file_size(file)  # a named pipe or a device would block or never end
     try:
         with open(file, "rb") as f:
             head = f.read(16)

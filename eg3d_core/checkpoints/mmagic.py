@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import math
 import os
 import re
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from ..config import SR_INPUT_RESOLUTION, GeneratorConfig, RenderingConfig
 from ..errors import CheckpointError
 from ..fileio import atomic_file
 from ..presets import PRESETS
+from .guards import check_tensor_views, plain_data, regular_file_size, weights_only_failure
 
 PathArg = str | os.PathLike[str]
 
@@ -271,6 +274,24 @@ def _infer_arch(sd: Mapping[str, torch.Tensor]) -> MMagicArch:
     )
 
 
+def _check_archive(path: Path, size: int) -> None:
+    """``torch.save`` stores its records uncompressed, so together they are never larger than the file.
+
+    torch's reader would also inflate compressed records: a few kilobytes of deflated zeros could become
+    gigabytes. Only the zip's directory is read here."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"cannot load {path.name} as a torch zip checkpoint: {_one_line(exc)}") from None
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(f"{path.name}: record {packed[0]!r} is compressed (torch.save never compresses)")
+    total = sum(r.file_size for r in records)
+    if total > size:
+        raise CheckpointError(f"{path.name}: its records claim {total} bytes but the file holds {size}")
+
+
 def _key_mismatch(what: str, missing: list[str], unexpected: list[str]) -> CheckpointError:
     parts = []
     if missing:
@@ -309,6 +330,7 @@ def read_mmagic(path: PathArg) -> tuple[dict[str, torch.Tensor], MMagicArch]:
     are absent from the result; MMagic's blur/upsample kernels are checked and dropped.
     """
     path = Path(path)
+    size = regular_file_size(path)  # a named pipe or a device would block or never end
     try:
         with path.open("rb") as f:
             head = f.read(4)
@@ -316,14 +338,19 @@ def read_mmagic(path: PathArg) -> tuple[dict[str, torch.Tensor], MMagicArch]:
         raise CheckpointError(f"cannot read {path.name}: {_one_line(exc)}") from None
     if not looks_like_torch_zip(head):
         raise CheckpointError(f"{path.name} is not a torch zip checkpoint")
+    _check_archive(path, size)
+    failure = None
     try:
         # weights_only: MMagic files need nothing beyond tensors and plain containers, and an
         # unrestricted unpickler would run whatever code the file names.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here (UnpicklingError, RuntimeError, zip errors)
-        raise CheckpointError(f"cannot load {path.name} as a weights-only torch file: {_one_line(exc)}") from None
+        failure = weights_only_failure(exc)
+    if failure is not None:  # raised outside the except block: torch's exception holds the half-loaded data
+        raise CheckpointError(f"cannot load {path.name} as a weights-only torch file: {failure}")
 
     mm = _generator_tensors(obj)
+    check_tensor_views((f"generator.{k}", t) for k, t in mm.items())
     arch = _infer_arch(mm)
     layout = _layout(arch)
     expected = {e.mmagic for e in layout}
@@ -356,6 +383,7 @@ def read_mmagic(path: PathArg) -> tuple[dict[str, torch.Tensor], MMagicArch]:
 def embedded_config(path: PathArg) -> GeneratorConfig | None:
     """The full config ``write_mmagic`` stores in a file's meta (this toolkit's exports); None for other files."""
     try:
+        regular_file_size(path)
         # mmap: only the small meta dict is touched, the tensors are not read.
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable files are reported by read_mmagic with a proper message
@@ -365,8 +393,8 @@ def embedded_config(path: PathArg) -> GeneratorConfig | None:
     if not isinstance(data, dict):
         return None
     try:
-        return GeneratorConfig.from_dict(data)
-    except (TypeError, ValueError):
+        return GeneratorConfig.from_dict(plain_data(data, "the embedded config"))
+    except (CheckpointError, TypeError, ValueError):
         return None
 
 
@@ -446,10 +474,12 @@ def write_mmagic(state_dict: Mapping[str, torch.Tensor], config: GeneratorConfig
         "eg3d_config": config.to_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"meta": meta, "state_dict": out}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    # Serialised in memory first: torch turns a failed file write (a full disk) into an unexplained RuntimeError,
+    # while a plain write raises the OSError that atomic_file reports as one line.
+    buffer = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": out}, buffer)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -602,7 +632,7 @@ def _load_config(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if len(chain) > _MAX_BASE_DEPTH or path in chain:
         raise CheckpointError(f"{path.name}: '_base_' chain is circular or deeper than {_MAX_BASE_DEPTH}")
     try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
+        if regular_file_size(path) > _MAX_CONFIG_BYTES:
             raise CheckpointError(f"{path.name} is larger than {_MAX_CONFIG_BYTES} bytes; not an MMagic config")
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

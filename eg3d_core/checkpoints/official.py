@@ -27,6 +27,7 @@ import torch
 
 from ..config import GeneratorConfig, RenderingConfig
 from ..errors import CheckpointError
+from .guards import check_tensor_views, one_line, plain_data, regular_file_size, weights_only_failure
 
 __all__ = [
     "OfficialGenerator",
@@ -57,6 +58,8 @@ _KNOWN_INIT_KWARGS = frozenset({
 })
 # mapping_kwargs keys that do not change inference (w_avg_beta only matters while training).
 _KNOWN_MAPPING_KWARGS = frozenset({"num_layers", "w_avg_beta"})
+# The official generator's modules nest five levels deep.
+_MAX_MODULE_DEPTH = 32
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ def _load_storage_from_bytes(data: Any) -> torch.storage.TypedStorage:
             warnings.simplefilter("ignore")
             storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # anything torch rejects is a corrupt or unsafe storage stream
-        failure = _first_line(e)
+        failure = weights_only_failure(e)
     if failure is not None:  # raised outside the except block, see _read
         raise CheckpointError(f"a tensor storage in the pickle cannot be loaded safely: {failure}")
     if not isinstance(storage, torch.storage.TypedStorage):
@@ -326,7 +329,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = self._globals.get((module, name))
         if found is None:
-            what = _one_line(f"{module}.{name}")
+            what = one_line(f"{module}.{name}")
             raise CheckpointError(
                 f"the pickle references a forbidden global {what}; refusing to load it "
                 "(only EG3D network data is allowed)"
@@ -409,12 +412,13 @@ def read_official_pickle(path_or_fileobj: str | os.PathLike[str] | IO[bytes]) ->
     if not isinstance(path_or_fileobj, str | os.PathLike):
         return _read(path_or_fileobj, str(getattr(path_or_fileobj, "name", "<stream>")))
     source = os.fspath(path_or_fileobj)
+    regular_file_size(source)  # a named pipe or a device would block or never end
     try:
         with open(source, "rb") as f:
             return _read(f, source)
     except OSError as e:
         failure = e.strerror or _first_line(e)
-    raise CheckpointError(f"cannot read {_one_line(source)}: {failure}")
+    raise CheckpointError(f"cannot read {one_line(source)}: {failure}")
 
 
 def _read(f: IO[bytes], source: str) -> OfficialGenerator:
@@ -427,7 +431,7 @@ def _read(f: IO[bytes], source: str) -> OfficialGenerator:
         return _read_unnamed(f)
     except CheckpointError as e:
         failure = str(e)
-    raise CheckpointError(f"{_one_line(source)}: {failure}")
+    raise CheckpointError(f"{one_line(source)}: {failure}")
 
 
 def _read_unnamed(f: IO[bytes]) -> OfficialGenerator:
@@ -539,8 +543,8 @@ def _extract_generator(data: Any) -> OfficialGenerator:
         raise CheckpointError("G_ema has no superresolution module")
     return OfficialGenerator(
         state_dict=_state_dict(g),
-        init_kwargs=_plain(init_kwargs),
-        rendering_kwargs=_plain(rendering_kwargs),
+        init_kwargs=plain_data(init_kwargs, "G_ema's constructor kwargs"),
+        rendering_kwargs=plain_data(rendering_kwargs, "G_ema's rendering_kwargs"),
         neural_rendering_resolution=nrr,
         sr_class=sr.class_name,
     )
@@ -555,53 +559,53 @@ def _children(node: _PickledModule) -> dict[str, Any]:
 
 def _state_dict(root: _PickledModule) -> dict[str, torch.Tensor]:
     """Rebuild ``root.state_dict()`` from the pickled module tree: per module its parameters, then its
-    persistent buffers, then its children recursively (the order nn.Module.state_dict uses)."""
-    out: dict[str, torch.Tensor] = {}
+    persistent buffers, then its children recursively (the order nn.Module.state_dict uses).
 
-    def visit(node: _PickledModule, prefix: str, path: tuple[int, ...]) -> None:
-        if id(node) in path:
-            raise CheckpointError("the module tree in the pickle contains a cycle")
+    nn.Module trees are trees: a module met twice (a cycle, or one child under two names, which would
+    repeat the walk below it once per path) is refused, so the walk is linear in the file. The tensors are
+    checked against their storages before anything is copied."""
+    found: list[tuple[str, Any]] = []
+    visited: set[int] = set()
+
+    def visit(node: _PickledModule, prefix: str, depth: int) -> None:
+        where = prefix[:-1] or "G_ema"
+        if id(node) in visited:
+            raise CheckpointError(f"module {where} appears twice in the module tree (shared or cyclic submodules)")
+        if depth > _MAX_MODULE_DEPTH:
+            raise CheckpointError(f"the module tree is nested deeper than {_MAX_MODULE_DEPTH} levels")
+        visited.add(id(node))
         state = node.state
         non_persistent = state.get("_non_persistent_buffers_set") or set()
         if not isinstance(non_persistent, set | frozenset):
-            raise CheckpointError(f"{prefix or 'G_ema'} has a malformed _non_persistent_buffers_set")
+            raise CheckpointError(f"{where} has a malformed _non_persistent_buffers_set")
         for group in ("_parameters", "_buffers"):
             entries = state.get(group) or {}
             if not isinstance(entries, dict):
-                raise CheckpointError(f"{prefix or 'G_ema'} has a malformed {group} entry")
+                raise CheckpointError(f"{where} has a malformed {group} entry")
             for name, tensor in entries.items():
                 if tensor is None or (group == "_buffers" and name in non_persistent):
                     continue
-                out[prefix + str(name)] = _as_float32(tensor, prefix + str(name))
+                found.append((prefix + str(name), tensor))
         for name, child in _children(node).items():
             if child is None:
                 continue
             if not isinstance(child, _PickledModule):
                 raise CheckpointError(f"submodule {prefix}{name} is {_describe(child)}, not a module")
-            visit(child, f"{prefix}{name}.", (*path, id(node)))
+            visit(child, f"{prefix}{name}.", depth + 1)
 
-    visit(root, "", ())
-    return out
+    visit(root, "", 0)
+    for key, value in found:
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{key} is {_describe(value)}, not a tensor")
+        if not value.is_floating_point():
+            raise CheckpointError(f"{key} has dtype {value.dtype}, expected a floating-point tensor")
+    check_tensor_views(found)
+    return {key: _as_float32(value) for key, value in found}
 
 
-def _as_float32(value: Any, key: str) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise CheckpointError(f"{key} is {_describe(value)}, not a tensor")
-    if not value.is_floating_point():
-        raise CheckpointError(f"{key} has dtype {value.dtype}, expected a floating-point tensor")
+def _as_float32(value: torch.Tensor) -> torch.Tensor:
     # Detach from the shared pickled storages (G and G_ema may share them) and own a compact copy.
     return value.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
-
-
-def _plain(value: Any) -> Any:
-    """Deep copy of kwargs with dict subclasses (EasyDict, OrderedDict) turned into plain dicts."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -625,13 +629,13 @@ def _config_from_official(g: OfficialGenerator) -> GeneratorConfig:
 
     unknown = sorted(set(kw) - _KNOWN_INIT_KWARGS)
     if unknown:
-        raise CheckpointError(f"unsupported generator option(s): {_one_line(', '.join(map(str, unknown)))}")
+        raise CheckpointError(f"unsupported generator option(s): {one_line(', '.join(map(str, unknown)))}")
     img_channels = kw.get("img_channels", 3)
     if img_channels != 3:
-        raise CheckpointError(f"unsupported img_channels {_one_line(repr(img_channels))} (only RGB is supported)")
+        raise CheckpointError(f"unsupported img_channels {one_line(repr(img_channels))} (only RGB is supported)")
 
     if g.sr_class not in _SR_MODULES:
-        raise CheckpointError(f"unsupported super-resolution module {_one_line(g.sr_class)!r} "
+        raise CheckpointError(f"unsupported super-resolution module {one_line(g.sr_class)!r} "
                               f"(supported: {', '.join(_SR_MODULES)})")
     sr_module = _SR_MODULES[g.sr_class]
     img_resolution = _int(kw, "img_resolution")
@@ -644,12 +648,12 @@ def _config_from_official(g: OfficialGenerator) -> GeneratorConfig:
     mapping_kwargs = kw.get("mapping_kwargs") or {}
     unknown = sorted(set(mapping_kwargs) - _KNOWN_MAPPING_KWARGS)
     if unknown:
-        raise CheckpointError(f"unsupported mapping option(s): {_one_line(', '.join(map(str, unknown)))}")
+        raise CheckpointError(f"unsupported mapping option(s): {one_line(', '.join(map(str, unknown)))}")
     mapping_layers = 0
     while f"backbone.mapping.fc{mapping_layers}.weight" in sd:
         mapping_layers += 1
     if "num_layers" in mapping_kwargs and mapping_kwargs["num_layers"] != mapping_layers:
-        raise CheckpointError(f"mapping_kwargs.num_layers={_one_line(repr(mapping_kwargs['num_layers']))} but the weights "
+        raise CheckpointError(f"mapping_kwargs.num_layers={one_line(repr(mapping_kwargs['num_layers']))} but the weights "
                               f"have {mapping_layers} mapping layers")
 
     # The tri-plane backbone's resolution and width follow from its last block, the decoder's from
@@ -696,9 +700,9 @@ def _rendering_fields(rk: dict, nrr: int) -> dict[str, Any]:
     if rk.get("disparity_space_sampling", False):
         raise CheckpointError("unsupported rendering option disparity_space_sampling=True")
     if rk.get("clamp_mode", "softplus") != "softplus":
-        raise CheckpointError(f"unsupported rendering option clamp_mode={_one_line(repr(rk['clamp_mode']))}")
+        raise CheckpointError(f"unsupported rendering option clamp_mode={one_line(repr(rk['clamp_mode']))}")
     if float(rk.get("density_noise", 0) or 0) > 0:
-        raise CheckpointError(f"unsupported rendering option density_noise={_one_line(repr(rk['density_noise']))}")
+        raise CheckpointError(f"unsupported rendering option density_noise={one_line(repr(rk['density_noise']))}")
     pivot = rk.get("avg_camera_pivot", (0.0, 0.0, 0.0))  # gen scripts' defaults when absent
     if len(pivot) != 3:
         raise CheckpointError(f"avg_camera_pivot must have 3 values, got {len(pivot)}")
@@ -728,14 +732,14 @@ def _require(d: dict, key: str) -> Any:
 def _int(d: dict, key: str) -> int:
     value = _require(d, key)
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise CheckpointError(f"{key} must be an integer, got {_one_line(repr(value))}")
+        raise CheckpointError(f"{key} must be an integer, got {one_line(repr(value))}")
     return int(value)
 
 
 def _bool(d: dict, key: str) -> bool:
     value = _require(d, key)
     if not isinstance(value, bool | int):
-        raise CheckpointError(f"{key} must be a boolean, got {_one_line(repr(value))}")
+        raise CheckpointError(f"{key} must be a boolean, got {one_line(repr(value))}")
     return bool(value)
 
 
@@ -749,30 +753,20 @@ def _shape(sd: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
 # Message helpers (every CheckpointError message is a single line)
 # ---------------------------------------------------------------------------------------------------
 
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """``text`` with line breaks and other control characters escaped (names in a crafted pickle may
-    contain newlines) and cut to ``limit`` characters."""
-    text = _LINE_BREAKING.sub(lambda m: ascii(m.group())[1:-1], text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
-    return _one_line(lines[0] if lines else type(e).__name__)
+    return one_line(lines[0] if lines else type(e).__name__)
 
 
 def _describe(obj: Any) -> str:
     """What ``obj`` is, for messages: 'a training.x.Class object' or 'a value of type int'."""
     if isinstance(obj, _PickledModule):
-        return f"a {obj.module or '<unrecognised module>'}.{_one_line(obj.class_name, 60)} object"
+        return f"a {obj.module or '<unrecognised module>'}.{one_line(obj.class_name, 60)} object"
     return f"a value of type {type(obj).__name__}"
 
 
 def _short_keys(d: dict) -> str:
-    keys = [_one_line(repr(k), 40) for k in list(d)[:8]]
+    keys = [one_line(repr(k), 40) for k in list(d)[:8]]
     return "[" + ", ".join(keys) + (", ..." if len(d) > 8 else "") + "]"
 
 

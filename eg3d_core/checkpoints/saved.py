@@ -16,8 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import GeneratorConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
 from ..fileio import atomic_folder, default_mode
+from .guards import one_line, plain_data, regular_file_size
 
 FORMAT_NAME = "eg3d-toolkit"
 FORMAT_VERSION = 1
@@ -53,7 +54,10 @@ def save(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, path: str
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
     with atomic_folder(out, replace=True) as tmp:
         weights = tmp / WEIGHTS_FILE
-        save_file(tensors, str(weights), metadata={"eg3d": json.dumps(doc)})
+        try:
+            save_file(tensors, str(weights), metadata={"eg3d": json.dumps(doc)})
+        except SafetensorError as e:  # its I/O errors (a full disk) come as this, not as OSError
+            raise OutputError(f"cannot write {out}: {e}") from None
         config_file = tmp / CONFIG_FILE
         config_file.write_text(json.dumps(doc, indent=2) + "\n")
         for f in (weights, config_file):
@@ -64,22 +68,25 @@ def save(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, path: str
 def read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
     """Load (state dict, config, the whole metadata document) from a folder or its weights file."""
     file = weights_path(path)
+    regular_file_size(file)  # a named pipe or a device would block or never end
     try:
         with open(file, "rb") as f:
             header_len = struct.unpack("<Q", f.read(8))[0]
             header = json.loads(f.read(header_len))
         doc = json.loads(header.get("__metadata__", {}).get("eg3d", "null"))
-    except (OSError, struct.error, ValueError) as e:
-        raise CheckpointError(f"{file}: unreadable safetensors header ({e})") from None
+    except (OSError, struct.error, ValueError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{file}: unreadable safetensors header ({one_line(str(e))})") from None
+    except RecursionError:
+        raise CheckpointError(f"{file}: unreadable safetensors header (nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{file}: a safetensors file without an eg3d-toolkit config (not saved by save_generator)")
     if doc.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file}: format version {doc.get('format_version')} is not supported "
                               f"(this release reads version {FORMAT_VERSION})")
     try:
-        config = GeneratorConfig.from_dict(doc["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{file}: invalid config ({e})") from None
+        config = GeneratorConfig.from_dict(plain_data(doc["config"], "the config"))
+    except (KeyError, TypeError, ValueError, CheckpointError) as e:
+        raise CheckpointError(f"{file}: invalid config ({one_line(str(e))})") from None
     try:
         state_dict = load_file(str(file))
     except (SafetensorError, OSError) as e:
