@@ -21,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
+from ..fileio import atomic_file
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,9 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike[str], meta: dict[str
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, num=np.int64(stats.num),
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix to it
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, num=np.int64(stats.num),
                  meta=np.array(json.dumps(meta or {}, sort_keys=True)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
