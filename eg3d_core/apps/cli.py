@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -615,6 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every ``finally`` runs: temporary
+    outputs are removed and ffmpeg is stopped instead of both being left behind."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not break off the cleanup
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -622,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     args.created_dirs = []
     rc = None
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.device = _device(args.device)
         rc = func(args)
@@ -629,10 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EG3DError, OSError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, _Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if rc != 0:
             _remove_empty(args.created_dirs)
 
