@@ -13,14 +13,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import base64  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from io import BytesIO  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -248,6 +252,139 @@ def test_a_long_video_does_not_block_renders(client: Client) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Abuse: floods and large bodies from another address
+
+# All of 127.0.0.0/8 is the loopback: a raw client bound to this source address is another client to the server.
+FLOODER = "127.0.0.2"
+# The video endpoint's parameters in order: seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution, frames,
+# fps, path.
+FLOOD_VIDEO = [0, 0.7, 0, 0, None, "image", None, "fp32", None, 16, 16, "orbit"]
+
+
+def raw_connection(server: Server, timeout: float = 60.0) -> http.client.HTTPConnection:
+    port = urllib.parse.urlsplit(server.url).port
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(FLOODER, 0))
+
+
+def raw_call(server: Server, api: str, data: list) -> tuple[str, str, float]:
+    """POST /gradio_api/call/<api> as a script would, then read its event stream to the end: (last event, its data,
+    seconds from the post)."""
+    t0 = time.perf_counter()
+    conn = raw_connection(server)
+    try:
+        conn.request("POST", f"/gradio_api/call/{api}", json.dumps({"data": data}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            return f"http {r.status}", body.decode(errors="replace"), time.perf_counter() - t0
+        conn.request("GET", f"/gradio_api/call/{api}/{json.loads(body)['event_id']}")
+        event = ""
+        for raw in conn.getresponse():
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return event, line.removeprefix("data:").strip(), time.perf_counter() - t0
+        return "end of stream", "", time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def test_a_flood_of_videos_from_one_address_leaves_other_clients_served(server: Server, client: Client) -> None:
+    """One address posts 65 videos at once (enough to fill the old shared 64-slot queue) and re-posts every 0.5 s;
+    meanwhile another client's renders answer within seconds and its own video is made."""
+    stop = threading.Event()
+    with ThreadPoolExecutor(96) as pool:
+        wave = [pool.submit(raw_call, server, "video", [1000 + i, *FLOOD_VIDEO[1:]]) for i in range(65)]
+
+        def repost() -> list[Future]:
+            posted = []
+            while not stop.wait(0.5):
+                posted.append(pool.submit(raw_call, server, "video", [2000 + len(posted), *FLOOD_VIDEO[1:]]))
+            return posted
+
+        reposter = pool.submit(repost)
+        try:
+            time.sleep(1.0)  # the wave is in
+            renders = []
+            for i in range(4):
+                t0 = time.perf_counter()
+                picture, _, _ = client.predict(300 + i, 0.7, 10 * i, api_name="/render")  # new seeds: full renders
+                renders.append(time.perf_counter() - t0)
+                assert Image.open(picture).size == (128, 128)
+            t0 = time.perf_counter()
+            mine = video_file(client.predict(8, frames=4, fps=4, api_name="/video"))
+            video_s = time.perf_counter() - t0
+        finally:
+            stop.set()
+        results = [f.result(timeout=300) for f in [*wave, *reposter.result()]]
+    refused = [r for r in results if r[0] == "error" and "busy: your address already has its share" in r[1]]
+    done = [r for r in results if r[0] == "complete"]
+    assert len(refused) + len(done) == len(results), {r[:2] for r in results} - {r[:2] for r in refused + done}
+    # One address holds at most its share (3 jobs) at a time: at least 62 of the wave were refused, the rest of the
+    # flood too apart from a few admitted when one of its jobs had finished.
+    assert sum(r in refused for r in (f.result() for f in wave)) >= 62
+    assert len(done) <= 3 + len(results) // 4, (len(done), len(results))
+    assert max(r[2] for r in refused) < 5.0  # refused at once, not after a wait
+    assert max(renders) < 8.0, renders
+    assert len(read_frames(mine)) == 4 and video_s < 60, video_s
+
+
+def test_oversized_request_bodies_are_refused(server: Server) -> None:
+    from eg3d_core.apps.gradio_app import MAX_BODY_BYTES, MAX_UPLOAD_BYTES
+
+    def status(path: str, length: int, content_type: str = "application/json") -> tuple[int, str]:
+        """Declare a body of ``length`` bytes and send none of it: the answer must come from the length alone."""
+        conn = raw_connection(server, timeout=20)
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", content_type)
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    assert status("/gradio_api/call/render", MAX_BODY_BYTES + 1) == (
+        413, f"request body too large (at most {MAX_BODY_BYTES:,} bytes)")
+    assert status("/gradio_api/upload", 50 * 2**20, "multipart/form-data; boundary=x")[0] == 413  # the issue's 50 MiB
+    # A body without a length is counted as it is read.
+    conn = raw_connection(server)
+    try:
+        conn.putrequest("POST", "/gradio_api/call/render")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        chunk = b" " * 2**16
+        for _ in range(2 * MAX_BODY_BYTES // len(chunk)):
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.send(b"0\r\n\r\n")
+        r = conn.getresponse()
+        assert r.status == 413 and "request body too large" in r.read().decode()
+    finally:
+        conn.close()
+
+    # An upload just over gradio's max_file_size (within the envelope's margin) is refused by gradio itself.
+    def upload(size: int) -> tuple[int, str]:
+        body = (b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + b"\0" * size + b"\r\n--x--\r\n")
+        conn = raw_connection(server)
+        try:
+            conn.request("POST", "/gradio_api/upload", body, {"Content-Type": "multipart/form-data; boundary=x"})
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    assert upload(1000)[0] == 200
+    code, text = upload(MAX_UPLOAD_BYTES + 1000)
+    assert code == 413 and f"maximum allowed size of {MAX_UPLOAD_BYTES} bytes" in text
+    assert server.proc.poll() is None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Browser
 
 
@@ -399,3 +536,17 @@ def check_trained_model(tmp: Path, *model_args: str) -> None:
 @pytest.mark.skipif(not DEMO_WEIGHTS.exists(), reason="assets/demo/model.safetensors not built yet")
 def test_default_demo_model(tmp_path: Path) -> None:
     check_trained_model(tmp_path)  # no --model: the bundled demo
+
+
+def test_callers_are_keyed_by_session_and_peer_address() -> None:
+    from types import SimpleNamespace
+
+    from eg3d_core.apps.gradio_app import caller_of
+    from eg3d_core.apps.webapp import Caller
+
+    request = SimpleNamespace(client=SimpleNamespace(host="10.1.2.3"), session_hash="page-load-1")
+    assert caller_of(request) == Caller("page-load-1", "10.1.2.3")
+    # Without a session, a caller still counts against its address (all such calls share one session there).
+    assert caller_of(SimpleNamespace(client=SimpleNamespace(host="10.1.2.3"), session_hash=None)) == Caller(
+        "10.1.2.3/no-session", "10.1.2.3")
+    assert caller_of(None) == Caller("unknown/no-session", "unknown")
