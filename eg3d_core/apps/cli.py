@@ -413,6 +413,53 @@ def cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    """Pictures -> DIR/<stem>.npz (+ DIR/<stem>/ with --pti); a rerun skips the pictures already done."""
+    import math
+
+    from ..inversion import InversionSettings
+    from .invert import check_pictures, invert_one, plan
+
+    if (args.yaw is None) != (args.pitch is None):
+        raise InputError("give both --yaw and --pitch (degrees from frontal), or neither")
+    for name, value, most in (("--yaw", args.yaw, 180.0), ("--pitch", args.pitch, 80.0)):
+        if value is not None and not (math.isfinite(value) and abs(value) <= most):
+            raise InputError(f"{name} must be a number of degrees in [-{most:g}, {most:g}], got {value}")
+    for name, value in (("--steps", args.steps), ("--pti-steps", args.pti_steps)):
+        if value is not None and not 1 <= value <= 100_000:
+            raise InputError(f"{name} must be an integer in [1, 100000], got {value}")
+    settings = InversionSettings(preview_every=0, pti_steps=args.pti_steps if args.pti else 0,
+                                 perceptual=args.perceptual)
+    if args.steps is not None:
+        settings = settings.with_steps(args.steps)
+    outdir = _outdir(args, args.outdir)
+    todo, skipped = plan(args.images, outdir)
+    if skipped:
+        _note(args, f"skipping {skipped} picture(s) already inverted in {outdir}")
+    check_pictures(todo)
+    if not todo:
+        return 0
+    G = _load(args, args.model, args.config).G
+    for picture, out in todo:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=picture.name, total=0, unit="step", disable=args.quiet, dynamic_ncols=True)
+
+        def progress(stage: str, step: int, total: int, preview: object, bar: Any = bar) -> None:
+            bar.set_postfix_str(stage, refresh=False)
+            if step == 1:
+                bar.total, bar.n = total, 0
+            bar.update(step - bar.n)
+
+        try:
+            result, written = invert_one(G, picture, out, settings, args.yaw, args.pitch, progress)
+        finally:
+            bar.close()
+        for path in written:
+            print(f"wrote {path} (yaw {result.yaw:.1f}, pitch {result.pitch:.1f}, PSNR {result.psnr:.2f} dB)")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Parser
 
@@ -613,6 +660,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.cache/eg3d_toolkit, then fid/)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached real statistics")
     p.set_defaults(func=cmd_fid)
+    p = sub.add_parser("invert", parents=[common], help="pictures -> latents (+ camera), optionally pivotal tuning",
+                       description="Finds the camera and a latent ws of each picture (any size; RGBA is composited on "
+                       "the model's background, grey becomes RGB) and writes DIR/<stem>.npz (ws [1, num_ws, w_dim], c "
+                       "[1, 25], yaw/pitch offsets in degrees, losses, timings) for --latent of video / mesh / samples; "
+                       "--pti also writes the tuned generator as DIR/<stem>/ (use it with --model). A rerun skips "
+                       "pictures whose .npz exists; under torchrun each process takes its share (RANK, WORLD_SIZE).")
+    _model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="pictures (png, jpg, ...)")
+    p.add_argument("--yaw", type=float, default=None, metavar="DEG",
+                   help="the pictures' camera yaw, degrees from frontal (with --pitch; default: estimated)")
+    p.add_argument("--pitch", type=float, default=None, metavar="DEG",
+                   help="the pictures' camera pitch, degrees from frontal; negative looks from above")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="refinement steps of w and camera (default 140)")
+    p.add_argument("--pti", action="store_true", help="also fine-tune a copy of the generator around the latent")
+    p.add_argument("--pti-steps", type=int, default=100, metavar="N", help="pivotal tuning steps (default 100)")
+    p.add_argument("--perceptual", metavar="PT", default=None,
+                   help="a local TorchScript perceptual distance (two images in [-1, 1] -> distance per image)")
+    p.add_argument("--outdir", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_invert)
     return parser
 
 
