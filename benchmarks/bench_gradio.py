@@ -7,9 +7,14 @@ scenario as ``--requests`` calls sent by ``--concurrency`` client threads at onc
 * camera:      concurrent camera moves of one seed (cache hits: renderer + super-resolution only);
 * new seeds:   concurrent requests for seeds never seen (cache misses: backbone + render, LRU evictions).
 
+With ``--flood``, instead: one raw HTTP client from another loopback address (127.0.0.2) posts 65 maximum-size videos
+at once and re-posts one every 0.5 s for ``--duration`` seconds, while ``--concurrency`` gradio_client sessions (from
+127.0.0.1) send camera moves and new seeds as fast as they are answered and one of them also asks for short videos.
+
 Usage:  python benchmarks/bench_gradio.py [--model PATH] [--requests 20] [--concurrency 20] [--url URL]
+        python benchmarks/bench_gradio.py --flood [--duration 60] [--concurrency 4]
 Prints a markdown table (latencies in seconds, server RSS in MiB before/after each scenario); writes nothing.
-Bounded: a fixed number of requests, each with a timeout, to the loopback only.
+Bounded: a fixed number of requests (or a fixed duration), each with a timeout, to the loopback only.
 """
 from __future__ import annotations
 
@@ -19,14 +24,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor, wait  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -114,6 +124,110 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+FLOODER = "127.0.0.2"  # all of 127.0.0.0/8 is the loopback: another address, so another client to the server
+# /video's parameters: seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution, frames, fps, path (the
+# largest job the demo's limits allow: 240 frames at the highest neural rendering resolution, set per model below).
+FLOOD_VIDEO = [0, 0.7, 0, 0, None, "all", None, "fp32", None, 240, 30, "orbit"]
+
+
+def raw_video(url: str, data: list, timeout: float) -> tuple[str, float]:
+    """POST /gradio_api/call/video from FLOODER and read its stream: ("refused" | "done" | "error: ..." |
+    "unfinished", seconds from the post to the outcome)."""
+    t0 = time.perf_counter()
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout, source_address=(FLOODER, 0))
+    try:
+        conn.request("POST", "/gradio_api/call/video", json.dumps({"data": data}), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            return f"error: HTTP {r.status} {body[:80]!r}", time.perf_counter() - t0
+        conn.request("GET", f"/gradio_api/call/video/{json.loads(body)['event_id']}")
+        event = ""
+        for raw in conn.getresponse():
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                if event == "complete":
+                    return "done", time.perf_counter() - t0
+                kind = "refused" if "busy:" in line else f"error: {line[:100]}"
+                return kind, time.perf_counter() - t0
+        return "unfinished", time.perf_counter() - t0
+    except OSError:  # the server stopped at the end of the run with this job still queued or running
+        return "unfinished", time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def flood(url: str, pid: int | None, sessions: int, duration: float, resolution: int, timeout: float,
+          downloads: Path) -> tuple[list[Row], dict[str, int]]:
+    """The --flood scenario: (rows of the other clients' requests, the flood's outcomes by kind)."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    renders: list[float | None] = []
+    videos: list[float | None] = []
+    outcomes: list[tuple[str, float]] = []
+    video = [*FLOOD_VIDEO[:8], resolution, *FLOOD_VIDEO[9:]]
+
+    def flooder(pool: ThreadPoolExecutor) -> None:
+        posted = [pool.submit(raw_video, url, [1000 + i, *video[1:]], timeout) for i in range(65)]
+        while not stop.wait(0.5):
+            posted.append(pool.submit(raw_video, url, [2000 + len(posted), *video[1:]], timeout))
+        wait(posted, timeout=10)  # the last posts' answers; admitted jobs are still queued or running
+        outcomes.extend(f.result() if f.done() else ("unfinished", math.nan) for f in posted)
+
+    def user(k: int) -> None:
+        client = Client(url, verbose=False, download_files=str(downloads / str(k)))
+        i = 0
+        while not stop.is_set():
+            i += 1
+            short = k == 0 and i % 10 == 0
+            t0 = time.perf_counter()
+            try:
+                if short:
+                    client.submit(k, frames=8, fps=8, api_name="/video").result(timeout=timeout)
+                else:  # camera moves of one seed, a new seed every fifth request
+                    seed = 50_000 + 1000 * k + i if i % 5 == 0 else k
+                    client.submit(seed, 0.7, -60 + (7 * i) % 120, 0, api_name="/render").result(timeout=timeout)
+                took: float | None = time.perf_counter() - t0
+            except Exception as e:  # noqa: BLE001 - counted and reported, the run goes on
+                print(f"  session {k} request {i} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                took = None
+            with lock:
+                (videos if short else renders).append(took)
+
+    before = rss_mb(pid)
+    t0 = time.perf_counter()
+    flood_pool = ThreadPoolExecutor(256)
+    with ThreadPoolExecutor(sessions + 1) as pool:
+        flooding = pool.submit(flooder, flood_pool)
+        time.sleep(1.0)  # the wave is in before the others start
+        users = [pool.submit(user, k) for k in range(sessions)]
+        time.sleep(duration)
+        stop.set()
+        for f in users:
+            f.result()
+        after = rss_mb(pid)
+        total = time.perf_counter() - t0
+        flooding.result()
+    flood_pool.shutdown(wait=False, cancel_futures=True)
+
+    def row(name: str, results: list[float | None]) -> Row:
+        ok = [r for r in results if r is not None]
+        return Row(name, len(results), sessions, len(results) - len(ok), ok, total, before, after)
+
+    refused = [t for kind, t in outcomes if kind == "refused"]
+    rows = [row("renders of other sessions during the flood", renders),
+            row("their short videos (8 frames) during the flood", videos)]
+    counts: dict[str, int] = {}
+    for kind, _ in outcomes:
+        counts[kind.split(":")[0]] = counts.get(kind.split(":")[0], 0) + 1
+    rows.append(Row("flood: /video from one address (latency: refusals)", len(outcomes), 1, counts.get("error", 0),
+                    refused, total, before, after))
+    return rows, counts
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="checkpoint for the server (default: the demo model, else the "
@@ -122,7 +236,13 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=300.0, help="per request, seconds")
+    ap.add_argument("--flood", action="store_true", help="the flood scenario (see above) instead")
+    ap.add_argument("--duration", type=float, default=60.0, help="--flood: seconds of flooding")
+    ap.add_argument("--flood-resolution", type=int, default=128,
+                    help="--flood: the videos' neural rendering resolution (the demo model's largest: 128)")
     args = ap.parse_args()
+    if args.flood and not 1 <= args.duration <= 600:
+        ap.error("--duration must be in [1, 600]")
     if not 1 <= args.requests <= 1000 or not 1 <= args.concurrency <= 100:
         ap.error("--requests must be in [1, 1000] and --concurrency in [1, 100]")
 
@@ -141,13 +261,19 @@ def main() -> int:
             n, k = args.requests, args.concurrency
             # Warm-up: the first requests pay for lazy initialisation (allocator pools, the queue's workers).
             run(client, "warm-up", lambda i: (1, 0.7, 0, 0), 3, 1, pid, args.timeout)
-            rows = [
-                run(client, "sequential (cached planes)", lambda i: (1, 0.7, -45 + 5 * i, 0), min(n, 10), 1, pid,
-                    args.timeout),
-                run(client, "camera moves (cached planes)", lambda i: (1, 0.7, -90 + 9 * i, 5), n, k, pid,
-                    args.timeout),
-                run(client, "new seeds (cache misses)", lambda i: (10_000 + i, 0.7, 20, 0), n, k, pid, args.timeout),
-            ]
+            if args.flood:
+                rows, counts = flood(url, pid, k, args.duration, args.flood_resolution, args.timeout,
+                                     Path(tmp) / "flood")
+                print("flood outcomes: " + ", ".join(f"{v} {kind}" for kind, v in sorted(counts.items())))
+            else:
+                rows = [
+                    run(client, "sequential (cached planes)", lambda i: (1, 0.7, -45 + 5 * i, 0), min(n, 10), 1, pid,
+                        args.timeout),
+                    run(client, "camera moves (cached planes)", lambda i: (1, 0.7, -90 + 9 * i, 5), n, k, pid,
+                        args.timeout),
+                    run(client, "new seeds (cache misses)", lambda i: (10_000 + i, 0.7, 20, 0), n, k, pid,
+                        args.timeout),
+                ]
         finally:
             if proc is not None:
                 proc.terminate()

@@ -36,7 +36,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -316,13 +316,7 @@ class InversionSettings:
             raise InputError(f"steps must be an integer >= 1, got {steps!r}")
         total = self.coarse_steps + self.fine_steps
         coarse = round(steps * self.coarse_steps / total) if total else steps
-        return _replace(self, coarse_steps=coarse, fine_steps=steps - coarse)
-
-
-def _replace(s: InversionSettings, **changes: Any) -> InversionSettings:
-    from dataclasses import replace
-
-    return replace(s, **changes)
+        return replace(self, coarse_steps=coarse, fine_steps=steps - coarse)
 
 
 @dataclass
@@ -681,16 +675,33 @@ def invert(G: Generator, picture: Any, settings: InversionSettings | None = None
             timings["w_plus"] = time.perf_counter() - t0
         ws = inv.ws_of(u).detach().float().contiguous()
         c = cameras.camera(inv.defaults, _wrap(y), p).to(inv.device)
-        tuned = None
-        if s.pti_steps:
-            t0 = time.perf_counter()
-            tuned, losses["pti"] = inv.pti(ws, c, s.pti_steps)
-            timings["pti"] = time.perf_counter() - t0
         with torch.no_grad():
-            fit = (tuned or G).synthesis(ws, c)["image"]
-    return InversionResult(ws=ws.cpu(), c=c.cpu(), yaw=math.degrees(_wrap(y)), pitch=math.degrees(p), losses=losses,
-                           timings=timings, generator=tuned, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]))
+            fit = G.synthesis(ws, c)["image"]
+    result = InversionResult(ws=ws.cpu(), c=c.cpu(), yaw=math.degrees(_wrap(y)), pitch=math.degrees(p),
+                             losses=losses, timings=timings, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]))
+    return pivotal_tuning(G, picture, result, s, progress, should_stop) if s.pti_steps else result
+
+
+def pivotal_tuning(G: Generator, picture: Any, result: InversionResult, settings: InversionSettings | None = None,
+                   progress: ProgressFn | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> InversionResult:
+    """Pivotal tuning of a copy of G around an inversion's ws and camera (``settings.pti_steps`` steps, at least 1):
+    the result with ``generator``, its fit and PSNR, and the ``pti`` loss and time added. G is not changed."""
+    s = settings or InversionSettings()
+    steps = max(1, s.pti_steps)
+    target = load_picture(picture, G.img_resolution, model_background(G))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        inv = _Inverter(G, target, s, progress, should_stop)
+        ws, c = result.ws.to(inv.device), result.c.to(inv.device)
+        t0 = time.perf_counter()
+        tuned, loss = inv.pti(ws, c, steps)
+        seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            fit = tuned.synthesis(ws, c)["image"]
+    return replace(result, generator=tuned, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]),
+                   losses={**result.losses, "pti": loss}, timings={**result.timings, "pti": seconds})
 
 
 __all__ = ["InversionCancelled", "InversionResult", "InversionSettings", "MAX_PIXELS", "MIN_SIDE", "STAGES",
-           "camera_from_offsets", "invert", "load_picture", "model_background", "psnr", "ssim", "w_statistics"]
+           "camera_from_offsets", "invert", "load_picture", "pivotal_tuning", "model_background", "psnr", "ssim", "w_statistics"]
