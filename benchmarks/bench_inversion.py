@@ -40,7 +40,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eg3d_core import cameras  # noqa: E402
 from eg3d_core.checkpoints import load_generator  # noqa: E402
-from eg3d_core.inversion import InversionSettings, invert, pivotal_tuning, psnr, ssim, w_statistics  # noqa: E402
+from eg3d_core.inversion import InversionSettings, camera_from_offsets, invert, pivotal_tuning, psnr, ssim, w_statistics  # noqa: E402
+from eg3d_core.kernels import dispatch  # noqa: E402
 from eg3d_core.training import toycars as tc  # noqa: E402
 from eg3d_core.visualize import seed_to_z  # noqa: E402
 
@@ -133,6 +134,38 @@ def run(G, n: int, variants: dict[str, InversionSettings], log=print) -> dict[st
     return out
 
 
+def step_speed(G, repeats: int = 5) -> dict[str, float]:  # noqa: ANN001
+    """Median seconds of one gradient step (forward + backward to w and the camera, reference path) at the model's
+    own rendering settings and at the inversion's fine and coarse stages."""
+    from eg3d_core.inversion import _Inverter
+
+    s = InversionSettings()
+    r = G.config.rendering
+    inv = _Inverter(G, torch.zeros(1, 3, G.img_resolution, G.img_resolution), s, None, None)
+    own = (r.neural_rendering_resolution, r.depth_resolution, r.depth_resolution_importance, True)
+    fine = (r.neural_rendering_resolution, s.fine_samples, s.fine_samples, True)
+    coarse = (s.coarse_resolution, s.coarse_samples, s.coarse_samples, False)
+    configs = {f"model's own (nrr {own[0]}, {own[1]}+{own[2]} samples, SR)": own,
+               f"fine stage (nrr {fine[0]}, {fine[1]}+{fine[2]}, SR)": fine,
+               f"coarse stage (nrr {coarse[0]}, {coarse[1]}+{coarse[2]}, raw only)": coarse}
+    out = {}
+    for name, (res, n1, n2, sr) in configs.items():
+        times = []
+        for _ in range(repeats + 1):
+            u = torch.zeros(1, G.w_dim, requires_grad=True)
+            angles = torch.zeros(2, requires_grad=True)
+            t0 = time.perf_counter()
+            with dispatch.use("ref"):
+                ws = inv.ws_of(u)
+                c = camera_from_offsets(inv.defaults, angles[:1], angles[1:])
+                feats, _, opacity = inv.render_raw(G, ws, c, res, n1, n2)
+                image = G.super_resolve(feats, ws) if sr else feats[:, :3]
+                inv.image_loss(image, feats[:, :3] if sr else None, opacity).backward()
+            times.append(time.perf_counter() - t0)
+        out[name] = float(np.median(times[1:]))
+    return out
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
     head = ("| | PSNR input | SSIM input | PSNR novel | SSIM novel | camera error median / mean / max (deg) "
             "| depth MAE input / novel | s / picture |")
@@ -155,9 +188,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--ablation", action="store_true", help="also run without each regulariser")
     ap.add_argument("--variants", default=None, help="comma-separated ablation variants (default: all)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--speed", action="store_true", help="only time one gradient step at each stage's settings")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     G = load_generator(args.model)
+    if args.speed:
+        speed = step_speed(G)
+        first = next(iter(speed.values()))
+        for name, sec in speed.items():
+            print(f"| {name} | {1000 * sec:.0f} ms | {first / sec:.2f}x |")
+        print(f"load average {os.getloadavg()}")
+        return {"speed": speed}
     base = InversionSettings(preview_every=0)
     if args.steps:
         base = base.with_steps(args.steps)
