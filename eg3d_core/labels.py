@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 
 LABEL_SIZE = 25
+# Largest label file read: a label is about 500 bytes of JSON, so this holds half a million (FFHQ with its mirrored
+# copies has 140k); parsed, a file this size takes a few GB of Python objects.
+MAX_LABEL_BYTES = 256 * 2**20
 
 Labels = list[tuple[str, list[float]]]
 
@@ -83,11 +87,27 @@ def parse_labels(data: Any) -> tuple[str, Labels]:
     return layout, labels
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``MAX_LABEL_BYTES``. Opened without blocking (a named pipe would wait
+    for a writer) and checked after opening, so what is read is what was checked; at most one byte more than the
+    limit is read (files in /proc report size 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{path}: not a regular file")
+        data = f.read(MAX_LABEL_BYTES + 1)
+    if len(data) > MAX_LABEL_BYTES:
+        raise InputError(f"{path}: larger than {MAX_LABEL_BYTES // 2**20} MiB, the most a label file may hold")
+    return data
+
+
 def read_labels(path: str | os.PathLike[str]) -> tuple[str, Labels]:
-    """Read and validate a label file of either layout; errors are one line and start with the file name."""
+    """Read and validate a label file of either layout; errors are one line and start with the file name.
+
+    Only a regular file of at most ``MAX_LABEL_BYTES`` is read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_bounded(path).decode("utf-8")
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -102,4 +122,4 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[str, Labels]:
         raise InputError(f"{path}: {e}") from None
 
 
-__all__ = ["LABEL_SIZE", "Labels", "parse_labels", "read_labels"]
+__all__ = ["LABEL_SIZE", "MAX_LABEL_BYTES", "Labels", "parse_labels", "read_labels"]

@@ -248,6 +248,6 @@ def test_latent_option_errors(demo_generator, tmp_path: Path, capsys: pytest.Cap
     assert rc == 1 and err.strip().splitlines()[-1].startswith(f"error: {wrong}: {demo_generator.num_ws} ws of")
     with pytest.raises(SystemExit) as info:
         main(["mesh", "--seeds", "1", "--latent", str(wrong), "--outdir", str(tmp_path / "out")])
-    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert info.value.code == 1 and "not allowed with argument" in capsys.readouterr().err
     rc, err = _run(["video", "--latent", str(wrong), "--grid", "2x1", "--outdir", str(tmp_path / "out")], capsys)
     assert rc == 1 and "error: --latent renders one latent: --grid must be 1x1, got 2x1" in err

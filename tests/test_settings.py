@@ -12,10 +12,9 @@ from eg3d_core.settings import NOISE_MODES, PRECISIONS, RenderSettings
 
 def test_one_definition_of_precisions_and_noise_modes() -> None:
     """The generator, the web demo and the viewer use the settings module's tuples, not copies of them."""
-    from eg3d_viewer import state
-
     from eg3d_core import generator
     from eg3d_core.apps import webapp
+    from eg3d_viewer import state
 
     assert generator.PRECISIONS is PRECISIONS and generator.NOISE_MODES is NOISE_MODES
     assert webapp.PRECISIONS is PRECISIONS
@@ -58,11 +57,15 @@ def test_synthesis_with_settings_is_the_explicit_call(cars_generator) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"neural_rendering_resolution": 2}, "neural rendering resolution must be an integer >= 4, got 2"),
-    ({"neural_rendering_resolution": 16.0}, "neural rendering resolution must be an integer >= 4"),
-    ({"sample_mult": 0}, "sample multiplier must be an integer >= 1, got 0"),
-    ({"depth_resolution": 0}, "depth samples per ray must be an integer >= 1"),
-    ({"depth_resolution_importance": -1}, "importance samples per ray must be an integer >= 0"),
+    ({"neural_rendering_resolution": 2}, "neural rendering resolution must be an integer in [4, 1024], got 2"),
+    ({"neural_rendering_resolution": 2048}, "neural rendering resolution must be an integer in [4, 1024], got 2048"),
+    ({"neural_rendering_resolution": 16.0}, "neural rendering resolution must be an integer in [4, 1024]"),
+    ({"sample_mult": 0}, "sample multiplier must be an integer in [1, 16], got 0"),
+    ({"sample_mult": 1000}, "sample multiplier must be an integer in [1, 16], got 1000"),
+    ({"depth_resolution": 0}, "depth samples per ray must be an integer in [1, 512]"),
+    ({"depth_resolution": 10**6}, "depth samples per ray must be an integer in [1, 512], got 1000000"),
+    ({"depth_resolution_importance": -1}, "importance samples per ray must be an integer in [0, 512]"),
+    ({"depth_resolution_importance": 513}, "importance samples per ray must be an integer in [0, 512], got 513"),
     ({"precision": "fp16"}, "precision must be one of fp32, reduced, got 'fp16'"),
     ({"sr_precision": "half"}, "super-resolution precision must be one of fp32, reduced, got 'half'"),
     ({"noise_mode": "loud"}, "noise mode must be one of const, random, none, got 'loud'"),
@@ -73,6 +76,22 @@ def test_bad_settings_are_one_line_input_errors(kwargs: dict, message: str) -> N
     with pytest.raises(InputError) as info:
         RenderSettings(**kwargs)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_multiplied_samples_are_bounded_too(cars_generator) -> None:
+    """In range apart, but 48 coarse samples times 16 are more than 512 per ray (the model's own 12 x 16 are not)."""
+    assert RenderSettings(sample_mult=16).depth_samples(cars_generator.config) == (192, 192)
+    with pytest.raises(InputError) as info:
+        RenderSettings(depth_resolution=48, sample_mult=16).depth_samples(cars_generator.config)
+    assert str(info.value) == "48 + 12 samples per ray times the sample multiplier 16 is more than 512 per pass"
+
+
+def test_ranges_come_from_the_config_limits() -> None:
+    """One bound for what a config and a render may ask for."""
+    from eg3d_core import config, settings
+
+    assert settings.NEURAL_RENDERING_RESOLUTION[1] == config.MAX_RESOLUTION
+    assert settings.DEPTH_SAMPLES[1] == config.MAX_DEPTH_SAMPLES
 
 
 def test_settings_are_hashable_values() -> None:

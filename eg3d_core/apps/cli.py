@@ -9,21 +9,46 @@ and keeps its traceback. An output folder this run created is removed again when
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+from .. import budget
 from ..errors import EG3DError, InputError, OutputError
+from ..mesh.grid import RESOLUTION as MESH_RESOLUTION
 from ..runtime import reuse_freed_memory
-from ..settings import NOISE_MODES, PRECISIONS
+from ..settings import (
+    FOCAL,
+    NEURAL_RENDERING_RESOLUTION,
+    NOISE_MODES,
+    PITCH,
+    PRECISIONS,
+    SAMPLE_MULT,
+    TRUNCATION_PSI,
+    YAW,
+)
 
 T = TypeVar("T")
 
 DEFAULT_SEEDS = "0-3"
+# Ranges of the options that are the command line's own (the rendering ones are the library's: settings, mesh.grid).
+SEED_MAX = 2**32 - 1
+LEVEL = (-1e4, 1e4)  # iso level on the raw density: far beyond any model's range (the volumes' borders are -1000)
+SMOOTH = (0, 100)  # Taubin iterations
+FRAMES = (1, 10_000)  # frames per keyframe, keyframes, MMagic demo frames
+FPS = (1, 240)
+BITRATE = (1e4, 1e9)  # 10 kbit/s .. 1 Gbit/s
+GRID_SIDE = 16  # video grid cells per side
+BATCH = (1, 64)  # images rendered at once (MMagic demo latents, FID batch)
+CUTOFF = (0, 1000)  # truncated ws: beyond a model's count means all of them
+FID_SAMPLES = (2, 1_000_000)
+THREADS = (1, 1024)
 REDUCED_HELP = ("fp32, or reduced: float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16, else float32 "
                 "with faster, slightly less exact convolutions")
 
@@ -119,21 +144,88 @@ def _for_latent(latent: Any, e: InputError) -> InputError:
     return type(e)(f"{latent.name if latent.seed is None else f'seed {latent.seed}'}: {e}")
 
 
-def _floats(text: str) -> list[float]:
+def _float(text: str) -> float:
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _number(bounds: tuple[float, float]) -> Callable[[str], float]:
+    """An argparse type: a finite float in ``bounds`` (inclusive)."""
+    lo, hi = bounds
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text}")
+        return value
+
+    return parse
+
+
+def _numbers(bounds: tuple[float, float], most: int = 16) -> Callable[[str], list[float]]:
+    """An argparse type: 1 to ``most`` comma-separated finite floats in ``bounds``."""
+    lo, hi = bounds
+
+    def parse(text: str) -> list[float]:
+        items = [v.strip() for v in text.split(",") if v.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected at least one number")
+        if len(items) > most:
+            raise argparse.ArgumentTypeError(f"expected at most {most} numbers, got {len(items)}")
+        values = []
+        for item in items:
+            try:
+                value = _float(item)
+            except argparse.ArgumentTypeError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {item!r} in "
+                                                 f"{text!r}") from None
+            if not lo <= value <= hi:
+                raise argparse.ArgumentTypeError(f"expected numbers in [{lo:.4g}, {hi:.4g}], got {item}")
+            values.append(value)
+        return values
+
+    return parse
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value}")
+        return value
+
+    return parse
 
 
 def _grid(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected WxH like 2x2, got {text!r}")
-    return int(parts[0]), int(parts[1])
+    w, h = int(parts[0]), int(parts[1])
+    if max(w, h) > GRID_SIDE:
+        raise argparse.ArgumentTypeError(f"expected at most {GRID_SIDE} cells a side, got {w}x{h}")
+    return w, h
+
+
+def _bitrate(text: str) -> str:
+    """ffmpeg's ``-b:v``: bits per second, with an optional k or M suffix, within ``BITRATE``."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", text.strip())
+    lo, hi = BITRATE
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()] if m else None
+    if value is None or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected a bitrate from {lo / 1e3:g}k to {hi / 1e6:g}M like 10M or 800k, "
+                                         f"got {text!r}")
+    return text.strip()
 
 
 def _bool(text: str) -> bool:
@@ -145,23 +237,12 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false or 1/0, got {text!r}")
 
 
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``lo``."""
-    wanted = "a positive integer" if lo == 1 else f"an integer >= {lo}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
-        return value
-
-    return parse
-
-
-_positive = _int_at_least(1)
+_seed = _int_in(0, SEED_MAX)
+_frames = _int_in(*FRAMES)
+_batch = _int_in(*BATCH)
+_focal = _number(FOCAL)
+_mesh_resolution = _int_in(*MESH_RESOLUTION)
+FOCAL_HELP = f"normalised focal in [{FOCAL[0]:g}, {FOCAL[1]:g}] (default: the model's usual one)"
 
 
 def _seeds(text: str) -> list[int]:
@@ -171,6 +252,31 @@ def _seeds(text: str) -> list[int]:
         return parse_seeds(text)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a bad command line like every other bad input: one ``error: ...`` line (naming the
+    option), exit status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {' '.join(message.split())}\n")
+
+
+def _require_render(args: argparse.Namespace, config: Any, settings: Any, batch: int = 1) -> None:
+    """Refuse a render that would not fit in memory, naming the options that size it."""
+    sized = [f"--nrr {args.nrr}"] if args.nrr is not None else []
+    if getattr(args, "sample_mult", 1) != 1:
+        sized.append(f"--sample-mult {args.sample_mult}")
+    what = " ".join(sized) or "rendering"
+    if batch > 1:
+        what += f" ({batch} images at once)"
+    budget.require_memory(budget.render_bytes(config, settings, batch), what, args.device)
+
+
+def _require_mesh(args: argparse.Namespace, option: str, resolution: int, dense: bool) -> None:
+    """Refuse a mesh / volume grid that would not fit in memory."""
+    what = f"{option} {resolution}" + (" (a dense grid)" if dense else "")
+    budget.require_memory(budget.mesh_bytes(resolution, dense), what, args.device)
 
 
 def _load(args: argparse.Namespace, source: str | None, config: str | None) -> Any:
@@ -221,6 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         video_suffix=args.video_suffix, latents=args.latents, render=_render_options(args),
     )
     G = _load(args, args.model_ckpt, args.model_config).G
+    _require_render(args, G.config, settings.render, settings.num_batches)
     outdir = _outdir(args, args.result_out_dir)
     mmagic_cam = parse_mmagic_camera(args.model_config) if args.model_config and args.model_config.endswith(".py") else None
     camera = demo_camera(G.config, mmagic_cam)
@@ -240,8 +347,8 @@ def _extra_parameters(items: Sequence[str] | None) -> dict[str, Any]:
         if not sep:
             raise InputError(f"--extra-parameters takes key=value pairs, got {item!r}")
         if key == "num_batches":
-            if not value.isdigit() or int(value) < 1:
-                raise InputError(f"num_batches must be a positive integer, got {value!r}")
+            if not value.isdigit() or not BATCH[0] <= int(value) <= BATCH[1]:
+                raise InputError(f"num_batches must be an integer in [{BATCH[0]}, {BATCH[1]}], got {value!r}")
             out[key] = int(value)
         elif key == "sample_model":
             if value not in ("ema", "orig"):
@@ -262,11 +369,14 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
     G = _load(args, args.model, args.config).G
     latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
-    outdir = _outdir(args, args.outdir)
     settings = _render_options(args)
-    cache = PlaneCache(G, size=1)
     mesh_format = args.shape_format if args.shape_format in ("ply", "obj", "glb") else None
     volume_format = args.shape_format if args.shape_format in ("mrc", "npy") else None
+    _require_render(args, G.config, settings, len(args.yaws) * len(args.pitches))
+    if args.shapes:
+        _require_mesh(args, "--shape-res", args.shape_res, dense=volume_format is not None)
+    outdir = _outdir(args, args.outdir)
+    cache = PlaneCache(G, size=1)
     count = 0
     unit = "seed" if args.latent is None else "latent"
     for name, latent in _bar(args, latents, f"{unit}s", len(latents), unit):
@@ -303,7 +413,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise InputError(f"--latent renders one latent: --grid must be 1x1, got {args.grid[0]}x{args.grid[1]}")
     G = _load(args, args.model, args.config).G
     settings = _render_options(args)
-    if args.interpolate and args.latent is None:
+    interpolate = args.interpolate and args.latent is None
+    _require_render(args, G.config, settings, args.grid[0] * args.grid[1] if interpolate else 1)
+    if interpolate:
         latents = keyframe_latents(G, args.seeds, args.grid, args.num_keyframes, args.trunc, args.trunc_cutoff,
                                    args.shuffle_seed, video_cameras(G, 1, args.focal)[0], args.device)
         outdir = _outdir(args, args.outdir)
@@ -337,6 +449,7 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         raise InputError("--format none needs --volume (nothing to write otherwise)")
     G = _load(args, args.model, args.config).G
     latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
+    _require_mesh(args, "--resolution", args.resolution, dense=args.dense or args.volume is not None)
     outdir = _outdir(args, args.outdir)
     written: list[Path] = []
     for name, latent in latents:
@@ -399,6 +512,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     quiet = args.quiet or not main_rank
     device = str(rank_device(args.device))  # each rank of a torchrun job loads straight onto its own GPU
     G = _load(argparse.Namespace(**{**vars(args), "quiet": quiet, "device": device}), args.model, args.config).G
+    _require_render(argparse.Namespace(**{**vars(args), "device": device}), G.config, settings.render, args.batch_size)
     mmagic_cam = parse_mmagic_camera(args.config) if args.config and args.config.endswith(".py") else None
     run_dir = args.run_dir or out.with_name(out.name + ".parts")
     log = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
@@ -480,10 +594,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
-    p.add_argument("--nrr", type=_positive, default=None, metavar="N",
-                   help="neural rendering resolution (default: the model's)")
-    p.add_argument("--sample-mult", type=_positive, default=sample_mult, metavar="K",
-                   help=f"multiply the depth samples per ray by K (default {sample_mult})")
+    p.add_argument("--nrr", type=_nrr, default=None, metavar="N",
+                   help="neural rendering resolution, {} to {} (default: the model's)".format(*NEURAL_RENDERING_RESOLUTION))
+    p.add_argument("--sample-mult", type=_int_in(*SAMPLE_MULT), default=sample_mult, metavar="K",
+                   help=f"multiply the depth samples per ray by K, up to {SAMPLE_MULT[1]} (default {sample_mult})")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help=REDUCED_HELP)
     p.add_argument("--sr-precision", choices=PRECISIONS, default=None,
@@ -491,12 +605,13 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
                         "avoids the slight blur of fp16 super-resolution")
 
 
-_cutoff = _int_at_least(0)
+_nrr = _int_in(*NEURAL_RENDERING_RESOLUTION)
 
 
 def _truncation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default 1: none)")
-    p.add_argument("--trunc-cutoff", type=_cutoff, default=None, metavar="N",
+    p.add_argument("--trunc", type=_number(TRUNCATION_PSI), default=1.0, metavar="PSI",
+                   help="truncation psi in [{:g}, {:g}] (default 1: none)".format(*TRUNCATION_PSI))
+    p.add_argument("--trunc-cutoff", type=_int_in(*CUTOFF), default=None, metavar="N",
                    help="truncate the first N ws (default: all; 0: none)")
 
 
@@ -512,7 +627,7 @@ def _latent_args(p: argparse.ArgumentParser, default_seeds: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eg3d", description="EG3D tools: MMagic demo, samples, videos, meshes, "
+    parser = _Parser(prog="eg3d", description="EG3D tools: MMagic demo, samples, videos, meshes, "
                                      "checkpoint and label conversion, FID.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common()
@@ -527,10 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset, our .json config or an MMagic .py config (its camera drives the orbit)")
     p.add_argument("--model-ckpt", metavar="PATH", default=None, help="any supported checkpoint (default: demo model)")
     p.add_argument("--result-out-dir", default="eg3d_output", metavar="DIR", help="output folder (default eg3d_output)")
-    p.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
+    p.add_argument("--seed", type=_seed, default=2022, help="random seed (default 2022)")
     p.add_argument("--interpolation", choices=("both", "camera", "conditioning"), default="both")
-    p.add_argument("--num-images", type=_positive, default=100, metavar="N", help="frames (default 100)")
-    p.add_argument("--num-batches", type=_positive, default=None, metavar="B", help="latents per frame (default 4)")
+    p.add_argument("--num-images", type=_frames, default=100, metavar="N", help="frames (default 100)")
+    p.add_argument("--num-batches", type=_batch, default=None, metavar="B",
+                   help=f"latents per frame, up to {BATCH[1]} (default 4)")
     p.add_argument("--sample-model", choices=("ema", "orig"), default="ema",
                    help="accepted for compatibility; a checkpoint here holds one generator")
     p.add_argument("--vis-mode", type=str.lower, choices=("both", "depth", "img"), default="both")
@@ -549,20 +665,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "row per pitch, one column per yaw offset.")
     _model_args(p)
     _latent_args(p, DEFAULT_SEEDS)
-    p.add_argument("--yaws", type=_floats, default=[0.4, 0.0, -0.4], metavar="LIST",
-                   help="yaw offsets from frontal, radians (default 0.4,0,-0.4); a list starting with a minus "
-                   "needs '=': --yaws=-0.4,0,0.4")
-    p.add_argument("--pitches", type=_floats, default=[-0.2], metavar="LIST",
-                   help="pitch offsets, radians; negative looks from above (default -0.2; --pitches=-0.2,0.2)")
-    p.add_argument("--focal", type=float, default=None, help="normalised focal (default: the model's usual one)")
+    p.add_argument("--yaws", type=_numbers(YAW), default=[0.4, 0.0, -0.4], metavar="LIST",
+                   help="yaw offsets from frontal, radians in [-pi, pi] (default 0.4,0,-0.4); a list starting with a "
+                   "minus needs '=': --yaws=-0.4,0,0.4")
+    p.add_argument("--pitches", type=_numbers(PITCH), default=[-0.2], metavar="LIST",
+                   help="pitch offsets, radians in [{:.4g}, {:.4g}]; negative looks from above (default -0.2; "
+                   "--pitches=-0.2,0.2)".format(*PITCH))
+    p.add_argument("--focal", type=_focal, default=None, help=FOCAL_HELP)
     p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
     p.add_argument("--noise-mode", choices=NOISE_MODES, default="const",
                    help="backbone noise (gen_samples uses random; default const: reproducible)")
     p.add_argument("--shapes", action="store_true", help="also write a shape per seed")
-    p.add_argument("--shape-res", type=_positive, default=512, metavar="N", help="shape grid resolution (default 512)")
+    p.add_argument("--shape-res", type=_mesh_resolution, default=512, metavar="N",
+                   help="shape grid resolution, {} to {} (default 512)".format(*MESH_RESOLUTION))
     p.add_argument("--shape-format", choices=("mrc", "npy", "ply", "obj", "glb"), default="mrc",
                    help="mrc/npy: gen_samples' density volume; ply/obj/glb: a mesh in world units (default mrc)")
-    p.add_argument("--level", type=float, default=10.0, help="iso level of meshes (raw density; default 10)")
+    p.add_argument("--level", type=_number(LEVEL), default=10.0, help="iso level of meshes (raw density; default 10)")
     p.add_argument("--no-colors", action="store_true", help="meshes without vertex colours")
     p.add_argument("--outdir", required=True, metavar="DIR")
     _render_args(p)
@@ -574,17 +692,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "video per seed (DIR/SEED.mp4); --latent X.npz one orbit video of that latent (DIR/X.mp4).")
     _model_args(p)
     _latent_args(p, DEFAULT_SEEDS)
-    p.add_argument("--shuffle-seed", type=int, default=None, help="shuffle the keyframe seeds with this seed")
+    p.add_argument("--shuffle-seed", type=_seed, default=None, help="shuffle the keyframe seeds with this seed")
     p.add_argument("--grid", type=_grid, default=(1, 1), metavar="WxH", help="grid of cells (default 1x1)")
-    p.add_argument("--num-keyframes", type=_positive, default=None,
+    p.add_argument("--num-keyframes", type=_frames, default=None,
                    help="keyframes per cell (default: number of seeds / cells)")
-    p.add_argument("--w-frames", type=_positive, default=120, metavar="N", help="frames per keyframe (default 120)")
+    p.add_argument("--w-frames", type=_frames, default=120, metavar="N", help="frames per keyframe (default 120)")
     p.add_argument("--image-mode", choices=("image", "image_raw", "image_depth"), default="image")
     p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=True,
                    help="one interpolation video (default) or one orbit video per seed")
-    p.add_argument("--focal", type=float, default=None, help="normalised focal (default: the model's usual one)")
-    p.add_argument("--fps", type=_positive, default=60)
-    p.add_argument("--bitrate", default="10M")
+    p.add_argument("--focal", type=_focal, default=None, help=FOCAL_HELP)
+    p.add_argument("--fps", type=_int_in(*FPS), default=60, help="frames per second, {} to {} (default 60)".format(*FPS))
+    p.add_argument("--bitrate", type=_bitrate, default="10M", help="video bitrate like 10M or 800k (default 10M)")
     p.add_argument("--outdir", required=True, metavar="DIR")
     _render_args(p, sample_mult=2)
     p.set_defaults(func=cmd_video)
@@ -596,14 +714,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "density grid as gen_samples does (x flipped, borders -1000).")
     _model_args(p)
     _latent_args(p, "0")
-    p.add_argument("--resolution", type=_positive, default=256, metavar="N", help="grid points per axis (default 256)")
+    p.add_argument("--resolution", type=_mesh_resolution, default=256, metavar="N",
+                   help="grid points per axis, {} to {} (default 256)".format(*MESH_RESOLUTION))
     p.add_argument("--format", choices=("ply", "obj", "glb", "none"), default="ply")
-    p.add_argument("--level", type=float, default=10.0, help="iso level on the raw density (default 10)")
+    p.add_argument("--level", type=_number(LEVEL), default=10.0, help="iso level on the raw density (default 10)")
     p.add_argument("--no-colors", action="store_true", help="no vertex colours")
     p.add_argument("--dense", action="store_true", help="evaluate the full grid (default: coarse-to-fine, same mesh)")
     p.add_argument("--volume", choices=("npy", "mrc"), default=None, help="also write the density volume")
     p.add_argument("--largest-component", action="store_true", help="drop floaters: keep the largest piece")
-    p.add_argument("--smooth", type=int, default=0, metavar="N", help="Taubin smoothing iterations (default 0)")
+    p.add_argument("--smooth", type=_int_in(*SMOOTH), default=0, metavar="N",
+                   help=f"Taubin smoothing iterations, up to {SMOOTH[1]} (default 0)")
     p.add_argument("--outdir", required=True, metavar="DIR")
     p.set_defaults(func=cmd_mesh)
 
@@ -636,21 +756,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera labels (dataset.json) for --camera dataset when --data has none (e.g. an .npz)")
     p.add_argument("--inception", metavar="PATH", default=None,
                    help="NVIDIA's TorchScript inception-2015-12-05.pt (default: $EG3D_INCEPTION)")
-    p.add_argument("--num-samples", type=_positive, default=50000, metavar="N", help="generated images (default 50000)")
+    p.add_argument("--num-samples", type=_int_in(*FID_SAMPLES), default=50000, metavar="N",
+                   help="generated images, {} to {} (default 50000)".format(*FID_SAMPLES))
     p.add_argument("--camera", choices=("dataset", "random"), default="dataset",
                    help="dataset: cameras from the dataset labels (FID50k); random: from the model's camera "
                    "distribution (FID50k-Camera)")
     _truncation_args(p)
-    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--batch-size", type=_positive, default=8, metavar="B", help="images per chunk (default 8)")
-    p.add_argument("--threads", type=_positive, default=1, metavar="T",
+    p.add_argument("--seed", type=_seed, default=0, help="first seed (default 0)")
+    p.add_argument("--batch-size", type=_batch, default=8, metavar="B", help="images per chunk (default 8)")
+    p.add_argument("--threads", type=_int_in(*THREADS), default=1, metavar="T",
                    help="torch threads per process (default 1: run one process per core)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help=REDUCED_HELP)
     p.add_argument("--noise-mode", choices=NOISE_MODES, default="random",
                    help="backbone noise (default random, as the original metrics)")
     p.add_argument("--deterministic", action="store_true", help="no stratified ray jitter (default: jitter, as the original)")
-    p.add_argument("--nrr", type=_positive, default=None, metavar="N",
+    p.add_argument("--nrr", type=_nrr, default=None, metavar="N",
                    help="neural rendering resolution (default: the model's; other values do not give comparable FIDs)")
     p.add_argument("--out", default="fid.json", metavar="JSON", help="result file (default fid.json)")
     p.add_argument("--run-dir", default=None, metavar="DIR", help="shards for resuming (default: OUT.parts)")
@@ -660,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.cache/eg3d_toolkit, then fid/)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached real statistics")
     p.set_defaults(func=cmd_fid)
+
     p = sub.add_parser("invert", parents=[common], help="pictures -> latents (+ camera), optionally pivotal tuning",
                        description="Finds the camera and a latent ws of each picture (any size; RGBA is composited on "
                        "the model's background, grey becomes RGB) and writes DIR/<stem>.npz (ws [1, num_ws, w_dim], c "

@@ -24,6 +24,8 @@ ProgressFn = Callable[[int, int], None]
 ORIGINAL_PAD_VALUE = -1000.0
 #: Iso level the original uses on raw sigma.
 ORIGINAL_LEVEL = 10.0
+#: Grid points per axis a front end may ask for: twice gen_samples' 512 (a 1024^3 float32 grid alone is 4.3 GB).
+RESOLUTION = (2, 1024)
 
 
 def border_pad(resolution: int) -> int:
@@ -51,8 +53,9 @@ def grid_coordinates(resolution: int, box_size: float = 1.0) -> torch.Tensor:
     Computed once in float32 and then only gathered, so a voxel's point is bit-identical whichever path
     (dense or coarse-to-fine) evaluates it.
     """
-    if resolution < 2:
-        raise InputError(f"resolution must be >= 2, got {resolution}")
+    lo, hi = RESOLUTION
+    if not lo <= resolution <= hi:
+        raise InputError(f"mesh resolution must be in [{lo}, {hi}], got {resolution}")
     return torch.arange(resolution, dtype=torch.float32) * (box_size / (resolution - 1)) + (-box_size / 2)
 
 
