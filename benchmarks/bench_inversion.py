@@ -27,6 +27,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--ablation", action="store_true", help="also run without each regulariser")
     ap.add_argument("--variants", default=None, help="comma-separated ablation variants (default: all)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="InversionSettings fields for every variant, e.g. lr_pti=0.001 w_plus_steps=40")
     ap.add_argument("--speed", action="store_true", help="only time one gradient step at each stage's settings")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -199,7 +202,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             print(f"| {name} | {1000 * sec:.0f} ms | {first / sec:.2f}x |")
         print(f"load average {os.getloadavg()}")
         return {"speed": speed}
-    base = InversionSettings(preview_every=0)
+    fields = {f.name: f.type for f in dataclasses.fields(InversionSettings)}
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            ap.error(f"unknown setting {name!r}")
+        overrides[name] = float(value) if "." in value or "e" in value else int(value)
+    base = InversionSettings(preview_every=0, **overrides)
     if args.steps:
         base = base.with_steps(args.steps)
     variants = {"inversion": base}
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         variants[f"inversion + PTI {args.pti_steps}"] = replace(base, pti_steps=args.pti_steps)
     t0 = time.perf_counter()
     results = run(G, args.cars, variants)
-    report = {"cars": args.cars, "first_seed": FIRST_SEED, "threads": args.threads, "results": results,
+    report = {"cars": args.cars, "settings": overrides, "first_seed": FIRST_SEED, "threads": args.threads, "results": results,
               "wall_seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}
     print(table(results))
     print(f"load average {os.getloadavg()}, wall {report['wall_seconds']:.0f} s")
