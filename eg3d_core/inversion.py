@@ -304,6 +304,10 @@ class InversionSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"inversion setting {f.name} must be a number >= 0, got {value!r}")
+        for name in ("coarse_steps", "fine_steps", "w_plus_steps", "pti_steps", "candidate_steps", "preview_every",
+                     "seed"):
+            if not isinstance(getattr(self, name), int):
+                raise InputError(f"inversion setting {name} must be an integer, got {getattr(self, name)!r}")
         for name in ("coarse_resolution", "coarse_samples", "search_latents", "search_candidates"):
             if getattr(self, name) < 1 or not isinstance(getattr(self, name), int):
                 raise InputError(f"inversion setting {name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -632,7 +636,9 @@ def invert(G: Generator, picture: Any, settings: InversionSettings | None = None
     ``yaw`` / ``pitch``: the picture's camera as offsets from frontal in degrees (both or neither); given, the camera
     search is skipped and the camera stays fixed. ``progress(stage, step, total, preview)`` is called after every step
     (``preview``: the current fit as uint8 [S, S, 3], every ``settings.preview_every`` steps, else None);
-    ``should_stop()`` is asked before every step and cancels with ``InversionCancelled``. G itself is not changed.
+    ``should_stop()`` is asked before every step and cancels with ``InversionCancelled``. G itself is not changed,
+    and torch's global random state is neither used nor changed (random draws come from ``settings.seed``), so a
+    worker thread can run it next to renders.
     """
     s = settings or InversionSettings()
     if (yaw is None) != (pitch is None):
@@ -645,38 +651,36 @@ def invert(G: Generator, picture: Any, settings: InversionSettings | None = None
     target = load_picture(picture, G.img_resolution, model_background(G))
     timings: dict[str, float] = {}
     losses: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s.seed)
-        inv = _Inverter(G, target, s, progress, should_stop)
-        u0 = torch.zeros(1, G.w_dim, device=inv.device)
-        t0 = time.perf_counter()
-        if yaw is None:
-            candidates = inv.camera_search()
-            best = None
-            for y, p, _ in candidates:
-                u, y2, p2, loss = inv.refine("camera", u0, y, p, s.candidate_steps, False, True)
-                if best is None or loss < best[3]:
-                    best = (u, y2, p2, loss)
-            assert best is not None
-            u, y, p, losses["camera"] = best
-            timings["camera"] = time.perf_counter() - t0
-        else:
-            u, y, p = u0, math.radians(float(yaw)), math.radians(float(pitch))
-        learn_camera = yaw is None
-        for stage, steps, fine in (("coarse", s.coarse_steps, False), ("fine", s.fine_steps, True)):
-            if steps:
-                t0 = time.perf_counter()
-                u, y, p, losses[stage] = inv.refine(stage, u, y, p, steps, fine, learn_camera)
-                timings[stage] = time.perf_counter() - t0
-        if s.w_plus_steps:
+    inv = _Inverter(G, target, s, progress, should_stop)
+    u0 = torch.zeros(1, G.w_dim, device=inv.device)
+    t0 = time.perf_counter()
+    if yaw is None:
+        candidates = inv.camera_search()
+        best = None
+        for y, p, _ in candidates:
+            u, y2, p2, loss = inv.refine("camera", u0, y, p, s.candidate_steps, False, True)
+            if best is None or loss < best[3]:
+                best = (u, y2, p2, loss)
+        assert best is not None
+        u, y, p, losses["camera"] = best
+        timings["camera"] = time.perf_counter() - t0
+    else:
+        u, y, p = u0, math.radians(float(yaw)), math.radians(float(pitch))
+    learn_camera = yaw is None
+    for stage, steps, fine in (("coarse", s.coarse_steps, False), ("fine", s.fine_steps, True)):
+        if steps:
             t0 = time.perf_counter()
-            u = u[:, None].expand(-1, G.num_ws, -1).contiguous() if u.ndim == 2 else u
-            u, y, p, losses["w_plus"] = inv.refine("w_plus", u, y, p, s.w_plus_steps, True, learn_camera, True)
-            timings["w_plus"] = time.perf_counter() - t0
-        ws = inv.ws_of(u).detach().float().contiguous()
-        c = cameras.camera(inv.defaults, _wrap(y), p).to(inv.device)
-        with torch.no_grad():
-            fit = G.synthesis(ws, c)["image"]
+            u, y, p, losses[stage] = inv.refine(stage, u, y, p, steps, fine, learn_camera)
+            timings[stage] = time.perf_counter() - t0
+    if s.w_plus_steps:
+        t0 = time.perf_counter()
+        u = u[:, None].expand(-1, G.num_ws, -1).contiguous() if u.ndim == 2 else u
+        u, y, p, losses["w_plus"] = inv.refine("w_plus", u, y, p, s.w_plus_steps, True, learn_camera, True)
+        timings["w_plus"] = time.perf_counter() - t0
+    ws = inv.ws_of(u).detach().float().contiguous()
+    c = cameras.camera(inv.defaults, _wrap(y), p).to(inv.device)
+    with torch.no_grad():
+        fit = G.synthesis(ws, c)["image"]
     result = InversionResult(ws=ws.cpu(), c=c.cpu(), yaw=math.degrees(_wrap(y)), pitch=math.degrees(p),
                              losses=losses, timings=timings, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]))
     return pivotal_tuning(G, picture, result, s, progress, should_stop) if s.pti_steps else result
@@ -690,15 +694,13 @@ def pivotal_tuning(G: Generator, picture: Any, result: InversionResult, settings
     s = settings or InversionSettings()
     steps = max(1, s.pti_steps)
     target = load_picture(picture, G.img_resolution, model_background(G))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s.seed)
-        inv = _Inverter(G, target, s, progress, should_stop)
-        ws, c = result.ws.to(inv.device), result.c.to(inv.device)
-        t0 = time.perf_counter()
-        tuned, loss = inv.pti(ws, c, steps)
-        seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            fit = tuned.synthesis(ws, c)["image"]
+    inv = _Inverter(G, target, s, progress, should_stop)
+    ws, c = result.ws.to(inv.device), result.c.to(inv.device)
+    t0 = time.perf_counter()
+    tuned, loss = inv.pti(ws, c, steps)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        fit = tuned.synthesis(ws, c)["image"]
     return replace(result, generator=tuned, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]),
                    losses={**result.losses, "pti": loss}, timings={**result.timings, "pti": seconds})
 

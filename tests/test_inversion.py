@@ -84,6 +84,26 @@ def test_given_camera_is_kept(G, target):
         invert(G, target, s, yaw=10.0)
 
 
+def test_global_random_state_untouched_and_reproducible(G, target):
+    s = InversionSettings(coarse_steps=2, fine_steps=0, search_latents=2, search_candidates=1, candidate_steps=1,
+                          pti_steps=1, preview_every=0)
+    state = torch.get_rng_state()
+    first = invert(G, target, s)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = invert(G, target, s)
+    assert torch.equal(first.ws, second.ws) and first.yaw == second.yaw
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="coarse_steps must be an integer"):
+        InversionSettings(coarse_steps=2.5)
+    with pytest.raises(ValueError, match="lr_w must be a number >= 0"):
+        InversionSettings(lr_w=float("nan"))
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        InversionSettings().with_steps(0)
+    assert InversionSettings().with_steps(7).coarse_steps + InversionSettings().with_steps(7).fine_steps == 7
+
+
 def test_picture_forms():
     # fully transparent black -> the background; the resize's weights sum to 1 up to float32 rounding
     white = load_picture(np.zeros((20, 20, 4), np.uint8), 16, background=1.0)
