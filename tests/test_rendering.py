@@ -220,11 +220,19 @@ def test_helper_threads_only_where_the_caller_may_spread_work():
     from eg3d_core.rendering.renderer import render_rays
     from eg3d_core.runtime import may_spread_work, spread_work
 
-    def render_from(thread_body) -> set[str]:
+    def render_from(thread_body, meet: int = 1) -> set[str]:
         names: set[str] = set()
+        seen = threading.Condition()
 
         def field(points):
-            names.add(threading.current_thread().name)
+            # With ``meet`` > 1 a thread's first chunk waits (up to 10 s) until that many threads have taken one, so
+            # that one worker cannot take every chunk before the other has started on a loaded machine.
+            with seen:
+                first = threading.current_thread().name not in names
+                names.add(threading.current_thread().name)
+                seen.notify_all()
+                if first:
+                    seen.wait_for(lambda: len(names) >= meet, timeout=10)
             return {"sigma": torch.zeros(*points.shape[:2], 1), "rgb": torch.zeros(*points.shape[:2], 4)}
 
         origins, dirs = torch.zeros(1, 4000, 3), torch.tensor([0.0, 0.0, 1.0]).expand(1, 4000, 3)
@@ -248,7 +256,7 @@ def test_helper_threads_only_where_the_caller_may_spread_work():
                 render()
             assert not may_spread_work()
 
-        assert render_from(inside) == {"eg3d-render-0", "eg3d-render-1"}  # the viewer's render thread
+        assert render_from(inside, meet=2) == {"eg3d-render-0", "eg3d-render-1"}  # the viewer's render thread
     finally:
         torch.set_num_threads(threads)
     assert may_spread_work()  # the main thread always may
