@@ -20,7 +20,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,18 +148,30 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise _cannot_write(path, e) from None
     os.close(fd)
     tmp = Path(name)
-    lock = _lock(tmp)  # -1 where locks are missing: the PID in the name still keeps cleaners away while it runs
-    try:
-        yield tmp
+
+    def publish() -> None:
         _sync(tmp)
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
+
+    with _publishing(path, tmp, publish, lambda: tmp.unlink(missing_ok=True)):
+        yield tmp
+
+
+@contextlib.contextmanager
+def _publishing(path: Path, tmp: Path, publish: Callable[[], None], discard: Callable[[], None]) -> Iterator[None]:
+    """Hold the lock on ``tmp`` while the block writes it; then ``publish()`` (sync, permissions, rename). Whatever
+    happens, ``discard()`` removes what is left of ``tmp``; an ``OSError`` on the way is one ``OutputError`` line."""
+    lock = _lock(tmp)  # -1 where locks are missing: the PID in the name still keeps cleaners away while it runs
+    try:
+        yield
+        publish()
     except OutputError:
         raise
     except OSError as e:
         raise _cannot_write(path, e) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        discard()
         if lock >= 0:
             os.close(lock)
 
@@ -177,9 +189,8 @@ def atomic_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterat
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=parent))
     except OSError as e:
         raise _cannot_write(path, e) from None
-    lock = _lock(tmp)
-    try:
-        yield tmp
+
+    def publish() -> None:
         for root, _, files in os.walk(tmp):
             for f in files:
                 _sync(Path(root) / f)
@@ -187,15 +198,13 @@ def atomic_folder(path: str | os.PathLike[str], replace: bool = False) -> Iterat
         if replace and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except OutputError:
-        raise
-    except OSError as e:
-        raise _cannot_write(path, e) from None
-    finally:
+
+    def discard() -> None:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if lock >= 0:
-            os.close(lock)
+
+    with _publishing(path, tmp, publish, discard):
+        yield tmp
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
