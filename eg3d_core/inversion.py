@@ -283,7 +283,7 @@ class InversionSettings:
     candidate_steps: int = 10
     lr_w: float = 0.08
     lr_camera: float = 0.02
-    lr_pti: float = 3e-4
+    lr_pti: float = 1e-3
     ssim_weight: float = 0.5
     prior_weight: float = 0.02
     silhouette_weight: float = 0.5
