@@ -151,10 +151,10 @@ def probe_level(client: Client, seed: int) -> float:
 # API
 
 
-def test_api_lists_the_three_named_endpoints(client: Client) -> None:
+def test_api_lists_the_four_named_endpoints(client: Client) -> None:
     api = client.view_api(print_info=False, return_format="dict")
     named = api["named_endpoints"]
-    assert set(named) == {"/render", "/video", "/mesh"}
+    assert set(named) == {"/render", "/video", "/mesh", "/invert"}
     names = [p["parameter_name"] for p in named["/render"]["parameters"]]
     assert names[:6] == ["seed", "psi", "yaw", "pitch", "fov", "output"]
 
@@ -193,6 +193,25 @@ def test_video_is_a_valid_mp4(client: Client) -> None:
     assert np.abs(frames[0].astype(int) - frames[3].astype(int)).mean() > 0.5  # the camera moved
     with pytest.raises(AppError, match=r"frames must be an integer in \[2, 240\], got 100000"):
         client.predict(2, frames=100_000, api_name="/video")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"hello, not a picture", "the uploaded file is not a picture"),
+    (None, "the uploaded file: 1x1 px is too small"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "the uploaded file is not"),
+])
+def test_invert_bad_file_is_a_one_line_error(client: Client, tmp_path: Path, content: bytes | None,
+                                             message: str) -> None:
+    bad = tmp_path / "bad.png"
+    if content is None:
+        Image.new("RGB", (1, 1)).save(bad)
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(AppError) as info:
+        client.predict(gradio_client.handle_file(str(bad)), api_name="/invert")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    with pytest.raises(AppError, match=r"steps must be an integer in \[1, 200\], got 100000"):
+        client.predict(gradio_client.handle_file(str(bad)), steps=100_000, api_name="/invert")
 
 
 def test_mesh_no_surface_error_then_mesh_files(client: Client) -> None:
@@ -519,7 +538,7 @@ def check_trained_model(tmp: Path, *model_args: str) -> None:
     try:
         c = Client(s.url, verbose=False, download_files=str(tmp / "downloads"))
         api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
-        assert set(api) == {"/render", "/video", "/mesh"}
+        assert set(api) == {"/render", "/video", "/mesh", "/invert"}
         picture, depth, _ = c.predict(0, 0.7, 30, 0, api_name="/render")
         pixels = np.asarray(Image.open(picture)).astype(float)
         assert Image.open(picture).size == (128, 128) and pixels.std() > 10
@@ -529,6 +548,14 @@ def check_trained_model(tmp: Path, *model_args: str) -> None:
         except AppError:
             glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=probe_level(c, 0), api_name="/mesh")
         assert len(trimesh.load(ply, process=False).faces) > 0
+        # Your picture -> 3D: the render above, at its known camera, with few steps (seconds).
+        both, mp4, _glb, npz, info = c.predict(gradio_client.handle_file(picture), 30, 0, steps=4, frames=4,
+                                               api_name="/invert")
+        assert Image.open(both).size == (2 * 128, 128) and "PSNR" in info
+        assert len(read_frames(video_file(mp4))) == 4
+        with np.load(npz) as data:
+            assert data["ws"].shape == (1, 10, 128)  # demo: num_ws, w_dim
+            assert float(data["yaw"]) == pytest.approx(30, abs=1e-3)
     finally:
         assert s.stop() == 0
 

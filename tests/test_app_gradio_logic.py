@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import trimesh  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import eg3d_core  # noqa: E402
 from eg3d_core.apps import webapp  # noqa: E402
@@ -29,6 +30,7 @@ from eg3d_core.apps.webapp import (  # noqa: E402
     Quota,
     parse_render,
 )
+from eg3d_core.inversion import InversionSettings  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_cars128" / "network-snapshot.pkl"
 
@@ -325,3 +327,73 @@ def test_job_costs_scale_with_frames_pixels_and_grid(model: DemoModel) -> None:
     biggest = webapp.video_cost(G, parse_render(lim, 0, resolution=lim.resolution[1]), lim.frames[1])
     assert biggest <= webapp.HEAVY_QUOTA.cost_per_ip
     assert webapp.mesh_cost(G, lim.mesh_resolution[1]) <= webapp.HEAVY_QUOTA.cost_per_ip
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Your picture -> 3D
+
+
+# A camera search of a few cells and one short candidate: the whole inversion in seconds on the tiny fixture.
+CHEAP_SEARCH = InversionSettings(search_yaw_step=120.0, search_pitch_step=60.0, search_latents=1,
+                                 search_candidates=1, candidate_steps=1)
+
+
+def test_parse_invert_bounds_and_blank_camera(tmp_path: Path) -> None:
+    good = tmp_path / "car.png"
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(good)
+    req = webapp.parse_invert(Limits(), {"path": str(good), "meta": {"_type": "gradio.FileData"}}, "", None, "7")
+    assert (req.picture, req.yaw, req.pitch, req.steps) == (good, None, None, 7)
+    assert webapp.parse_invert(Limits(), str(good), 30, "-10").pitch == -10.0
+    for kwargs, message in [({"yaw": 10}, "give both yaw and pitch"),
+                            ({"steps": 10**6}, "steps must be an integer in [1, 200]"),
+                            ({"steps": 0}, "steps must be an integer in [1, 200]"),
+                            ({"yaw": 0, "pitch": 85}, "pitch must be a number in [-80, 80]")]:
+        with pytest.raises(InputError) as info:
+            webapp.parse_invert(Limits(), str(good), **kwargs)
+        assert str(info.value).startswith(message), info.value
+
+
+def test_parse_invert_refuses_bad_files_in_one_line(tmp_path: Path) -> None:
+    text, tiny, corrupt, huge = (tmp_path / n for n in ("a.png", "b.png", "c.png", "d.png"))
+    text.write_text("not a picture")
+    Image.new("RGB", (1, 1)).save(tiny)
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    Image.new("1", (5000, 4000)).save(huge)  # 20 MP, a few KiB
+    for file, message in [(None, "upload a picture first"), (text, "the uploaded file is not a picture"),
+                          (tiny, "the uploaded file: 1x1 px is too small"), (corrupt, "the uploaded file is not"),
+                          (huge, "the uploaded file: 5000x4000 px is too large")]:
+        with pytest.raises(InputError) as info:
+            webapp.parse_invert(Limits(), None if file is None else str(file))
+        assert str(info.value).startswith(message) and "\n" not in str(info.value), info.value
+
+
+def test_invert_cost_grows_with_steps_and_search_and_fits_the_heavy_quota(model: DemoModel) -> None:
+    G = model.G
+    few, many = webapp.inversion_settings(4), webapp.inversion_settings(Limits().invert_steps[1])
+    assert webapp.invert_cost(G, few, False, 4) < webapp.invert_cost(G, many, False, 4)
+    assert webapp.invert_cost(G, many, False, 36) < webapp.invert_cost(G, many, True, 36)
+    # The largest request is admitted (alone) by the demo's heavy lane; one address cannot queue three of them.
+    largest = webapp.invert_cost(G, many, True, Limits().frames[1])
+    assert largest <= webapp.HEAVY_QUOTA.cost_per_ip < 3 * largest
+    assert few.pti_steps == 0 and few.coarse_steps + few.fine_steps == 4
+
+
+def test_invert_writes_fit_video_and_npz_into_one_job(model: DemoModel, tmp_path: Path) -> None:
+    picture = tmp_path / "my car!.png"
+    Image.fromarray(model.render(parse_render(model.limits, 3, yaw=20)).picture).save(picture)
+    seen: list[tuple[float, str]] = []
+    req = webapp.InvertRequest(picture=picture, yaw=20.0, pitch=0.0, steps=2, frames=3, fps=6)
+    res = model.invert(req, progress=lambda f, d: seen.append((f, d)), base=CHEAP_SEARCH)
+    assert res.picture.shape == (128, 256, 3) and res.picture.dtype == np.uint8
+    assert res.npz.parent == res.video.parent and res.npz.name == "my_car.npz"
+    with np.load(res.npz) as data:
+        assert data["ws"].shape == (1, model.G.num_ws, model.G.w_dim) and float(data["yaw"]) == pytest.approx(20)
+        assert {"c", "pitch"} <= set(data.files)
+    assert res.video.suffix == ".mp4" and res.video.stat().st_size > 0
+    assert res.mesh is None or res.mesh[".glb"].parent == res.npz.parent
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
+    assert any("fitting: coarse" in d for _, d in seen) and any("frame" in d for _, d in seen)
+    # Blank camera: estimated by the (cheap) search.
+    res = model.invert(webapp.InvertRequest(picture=picture, steps=1, frames=2), base=CHEAP_SEARCH)
+    assert -180 <= res.yaw <= 180 and math.isfinite(res.psnr)

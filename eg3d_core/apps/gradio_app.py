@@ -7,6 +7,7 @@ Endpoints for ``gradio_client`` (every parameter may be left out: it then takes 
 * ``/render`` (seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution) -> (picture, depth, info)
 * ``/video``  (same, + frames, fps, path) -> MP4
 * ``/mesh``   (seed, psi, cutoff, mesh_resolution, level) -> (glb, ply, obj, info)
+* ``/invert`` (picture, yaw, pitch, steps, frames, fps) -> (input | fit picture, MP4, glb or None, npz, info)
 
 The logic (validation, tri-plane cache, rendering, files) is in ``eg3d_core.apps.webapp``; this file is the UI.
 """
@@ -175,6 +176,8 @@ def limits_markdown(model: DemoModel) -> str:
 | video frames, fps | {lim.frames[0]} … {lim.frames[1]} frames, {lim.fps[0]} … {lim.fps[1]} fps; path {", ".join(PATHS)} |
 | mesh resolution | {lim.mesh_resolution[0]} … {lim.mesh_resolution[1]} (grid points per side) |
 | mesh level | {lim.level[0]:g} … {lim.level[1]:g} (raw density; 10 = the original's) |
+| picture → 3D | at most {webapp.WEB_MAX_PIXELS // 1_000_000} MP; steps {lim.invert_steps[0]} … {lim.invert_steps[1]} |
+| its yaw, pitch | both blank (estimated) or given; pitch {lim.invert_pitch[0]:g} … {lim.invert_pitch[1]:g} |
 
 Anything else is refused with an error message naming the parameter. Renders run one at a time; videos and meshes
 one at a time next to them, so a long job never holds up a camera move. Each browser session and each address gets a
@@ -191,6 +194,8 @@ c = Client("http://127.0.0.1:7860/")
 picture, depth, info = c.predict(seed=7, psi=0.7, yaw=30, pitch=-10, output="all", api_name="/render")
 mp4 = c.predict(seed=7, frames=60, fps=30, path="turntable", api_name="/video")
 glb, ply, obj, info = c.predict(seed=7, mesh_resolution=128, level=10, api_name="/mesh")
+from gradio_client import handle_file
+both, mp4, glb, npz, info = c.predict(handle_file("car.png"), steps=60, api_name="/invert")  # yaw/pitch blank
 ```
 """
 
@@ -246,6 +251,20 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
         info = f"{res.vertices:,} vertices · {res.faces:,} faces · level {lv:g} · {r}³ grid · {res.seconds:.1f} s"
         return str(res.files[".glb"]), str(res.files[".ply"]), str(res.files[".obj"]), info
 
+    @user_errors
+    async def invert(picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60, frames: Any = 36,
+                     fps: Any = 24, progress: gr.Progress = gr.Progress(),  # noqa: B008
+                     request: gr.Request = None,  # type: ignore[assignment]
+                     ) -> tuple[np.ndarray, str, str | None, str, str]:
+        req = webapp.parse_invert(lim, picture, yaw, pitch, steps, frames, fps)
+        cost = webapp.invert_cost(G, webapp.inversion_settings(req.steps), req.yaw is None, req.frames)
+        progress(0.0, desc="waiting for the jobs before it")
+        res = await in_lane(heavy_lane, request, cost, model.invert, req, progress=lambda f, d: progress(f, desc=d))
+        info = (f"camera yaw {res.yaw:.1f}°, pitch {res.pitch:.1f}° ({'given' if req.yaw is not None else 'estimated'})"
+                f" · fit PSNR {res.psnr:.2f} dB · {req.steps} steps · {res.seconds:.1f} s"
+                f"{'' if res.mesh else ' · no surface at level 10: no mesh'}")
+        return (res.picture, str(res.video), None if res.mesh is None else str(res.mesh[".glb"]), str(res.npz), info)
+
     # ------------------------------------------------------------------------------------------------------------
     # Layout
 
@@ -297,6 +316,33 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
             gr.Markdown("The surface is where the raw density crosses the iso level (10 in the original). If a "
                         "model has no surface there, the error message gives the density range seen: pick a level "
                         "inside it. Downloads: `.ply` and `.obj` with vertex colours; the preview is a `.glb`.")
+        with gr.Tab("Your picture -> 3D"):
+            gr.Markdown("Upload a picture like the model's training pictures (the same crop, object centred, on the "
+                        "model's background); its camera is estimated unless you give yaw and pitch. The fit is "
+                        "shown next to your picture, then orbited and meshed.")
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    upload = gr.Image(label="your picture", type="filepath", sources=["upload", "clipboard"],
+                                      elem_id="invert-input", height=256)
+                    with gr.Row():
+                        inv_yaw = gr.Number(value=None, label="yaw (blank: estimate)", minimum=lim.yaw[0],
+                                            maximum=lim.yaw[1])
+                        inv_pitch = gr.Number(value=None, label="pitch (blank: estimate)",
+                                              minimum=lim.invert_pitch[0], maximum=lim.invert_pitch[1])
+                    inv_steps = gr.Slider(*lim.invert_steps, value=60, step=1, label="refinement steps")
+                    make_invert = gr.Button("Fit in 3D", variant="primary", elem_id="make-invert")
+                with gr.Column(scale=2):
+                    fit_picture = gr.Image(label="your picture | fit", format="png", interactive=False,
+                                           elem_id="invert-fit", height=256)
+                    inv_info = gr.Markdown(label="info", elem_id="invert-info")
+            with gr.Row():
+                inv_movie = gr.Video(label="orbit of the fit", autoplay=True, loop=True, elem_id="invert-video",
+                                     height=320)
+                inv_model3d = gr.Model3D(label="mesh of the fit", height=320, elem_id="invert-model3d",
+                                         clear_color=(0.95, 0.95, 0.95, 1.0))
+            inv_npz = gr.File(label="latent (.npz: ws, c, yaw, pitch)", elem_id="invert-npz")
+            inv_frames = gr.Number(value=36, visible=False, precision=0)
+            inv_fps = gr.Number(value=24, visible=False, precision=0)
         with gr.Accordion("limits and API", open=False):
             gr.Markdown(limits_markdown(model))
 
@@ -323,6 +369,8 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
         make_video.click(video, [*view, frames, fps, path], movie, api_name="video", **heavy)
         make_mesh.click(mesh, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info], api_name="mesh",
                         **heavy)
+        make_invert.click(invert, [upload, inv_yaw, inv_pitch, inv_steps, inv_frames, inv_fps],
+                          [fit_picture, inv_movie, inv_model3d, inv_npz, inv_info], api_name="invert", **heavy)
     return demo
 
 

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import re
 import shutil
 import tempfile
 import threading
@@ -21,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,11 +33,13 @@ from PIL import Image
 from .. import cameras, visualize
 from ..errors import EG3DError, InputError, NoSurfaceError
 from ..generator import Generator
+from ..inversion import MIN_SIDE, InversionSettings, load_picture, model_background
 from ..latents import LatentSource, PlaneCache
 from ..mesh import Mesh, generator_mesh, save_mesh
 from ..presets import PRESETS
 from ..runtime import spread_work
 from ..settings import PRECISIONS, RenderSettings
+from .invert import invert_one
 from .video import write_video
 
 OUTPUTS = ("image", "raw", "depth", "all")
@@ -70,6 +73,8 @@ class Limits:
     fps: tuple[int, int] = (1, 60)
     mesh_resolution: tuple[int, int] = (32, 256)
     level: tuple[float, float] = (-1000.0, 1000.0)
+    invert_steps: tuple[int, int] = (1, 200)
+    invert_pitch: tuple[float, float] = (-80.0, 80.0)  # the inversion's own bound on a given pitch
 
 
 def limits_for(G: Generator) -> Limits:
@@ -144,9 +149,12 @@ class RenderRequest:
     cutoff: int | None = None
     precision: str = "fp32"
     resolution: int | None = None
+    given: LatentSource | None = None  # a latent from elsewhere (an inversion's ws) instead of seed / psi / cutoff
 
     @property
     def latent(self) -> LatentSource:
+        if self.given is not None:
+            return self.given
         return LatentSource(seed=self.seed, psi=self.psi, cutoff=self.cutoff)
 
     @property
@@ -169,6 +177,75 @@ def parse_render(limits: Limits, seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitc
         precision=parse_choice("precision", precision, PRECISIONS),
         resolution=None if resolution is None else parse_int("resolution", resolution, limits.resolution),
     )
+
+
+@dataclass(frozen=True)
+class InvertRequest:
+    """A validated "your picture -> 3D" request: the uploaded picture's path, the picture's camera (degrees from
+    frontal; None: estimated by the inversion's camera search), refinement steps, and the orbit video's size."""
+
+    picture: Path
+    yaw: float | None = None
+    pitch: float | None = None
+    steps: int = 60
+    frames: int = 36
+    fps: int = 24
+
+
+# Uploaded pictures: the most pixels the web demo decodes (a 10 MiB PNG could otherwise hold 64 megapixels, 1 GiB as
+# float RGBA), checked from the header before anything is decoded.
+WEB_MAX_PIXELS = 16_000_000
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def upload_path(value: Any) -> Path:
+    """The local path of an uploaded file, as Gradio hands it to a handler that does not preprocess (a FileData dict,
+    already checked to lie in Gradio's upload folder) or a plain path string."""
+    if isinstance(value, dict):
+        value = value.get("path")
+    if _blank(value) or not isinstance(value, str | Path):
+        raise InputError("upload a picture first (PNG, JPEG or WebP; a crop like the model's training pictures)")
+    return Path(value)
+
+
+def check_upload(path: Path) -> None:
+    """Refuse what is not a picture PIL can read, or one too small or too large, from its header: nothing decoded."""
+    from PIL import UnidentifiedImageError
+
+    name = "the uploaded file"
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not a picture (PNG, JPEG, WebP, ...)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"{name} is not a readable picture ({' '.join(str(e).split())[:80] or type(e).__name__})"
+                         ) from None
+    if min(w, h) < MIN_SIDE:
+        raise InputError(f"{name}: {w}x{h} px is too small (at least {MIN_SIDE}x{MIN_SIDE})")
+    if w * h > WEB_MAX_PIXELS:
+        raise InputError(f"{name}: {w}x{h} px is too large (at most {WEB_MAX_PIXELS // 1_000_000} megapixels)")
+
+
+def parse_invert(limits: Limits, picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60,
+                 frames: Any = 36, fps: Any = 24) -> InvertRequest:
+    """Validate raw request values -> InvertRequest. Blank yaw and pitch (None or "") ask for the camera search; one
+    of them alone is refused. The picture is checked from its header (see ``check_upload``)."""
+    if _blank(yaw) != _blank(pitch):
+        raise InputError("give both yaw and pitch of the picture's camera, or leave both blank to estimate them")
+    req = InvertRequest(
+        picture=upload_path(picture),
+        yaw=None if _blank(yaw) else parse_float("yaw", yaw, limits.yaw),
+        pitch=None if _blank(pitch) else parse_float("pitch", pitch, limits.invert_pitch),
+        steps=parse_int("steps", steps, limits.invert_steps),
+        frames=parse_int("frames", frames, limits.frames),
+        fps=parse_int("fps", fps, limits.fps),
+    )
+    check_upload(req.picture)
+    return req
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -439,6 +516,36 @@ def mesh_cost(G: Generator, resolution: int) -> float:
     return resolution**3 / points
 
 
+# Mesh of an inversion's result: a small grid at the original's level (cheap next to the inversion itself).
+INVERT_MESH_RESOLUTION = 64
+INVERT_MESH_LEVEL = 10.0
+# A gradient step (forward and backward through the reference kernels) costs about as much as this many renders at
+# the same resolution and depth samples (measured on a CPU with the demo model).
+GRAD_STEP_COST = 10.0
+
+
+def inversion_settings(steps: int, base: InversionSettings | None = None) -> InversionSettings:
+    """The web demo's inversion: ``base`` (default InversionSettings()) with ``steps`` refinement steps, no PTI (the
+    result is a latent of the served model) and no previews."""
+    return replace(base or InversionSettings(), pti_steps=0, w_plus_steps=0, preview_every=0).with_steps(steps)
+
+
+def invert_cost(G: Generator, settings: InversionSettings, search: bool, frames: int) -> float:
+    """An inversion's estimated work, in renders at the model's own resolution: the camera search (grid cells x
+    latents, at the coarse resolution), its candidates' and the coarse steps (coarse resolution and samples), the fine
+    steps (the model's resolution), then the orbit video's frames and the small mesh."""
+    r = G.config.rendering
+    own, samples = r.neural_rendering_resolution, r.depth_resolution + r.depth_resolution_importance
+    coarse = (settings.coarse_resolution / own) ** 2 * min(1.0, 2 * settings.coarse_samples / samples)
+    fine = min(1.0, 2 * settings.fine_samples / samples) if settings.fine_samples else 1.0
+    work = GRAD_STEP_COST * (settings.coarse_steps * coarse + settings.fine_steps * fine)
+    if search:
+        cells = math.ceil(360 / settings.search_yaw_step) * math.ceil(90 / settings.search_pitch_step)
+        work += cells * settings.search_latents * coarse
+        work += GRAD_STEP_COST * settings.search_candidates * settings.candidate_steps * coarse
+    return work + frames + mesh_cost(G, INVERT_MESH_RESOLUTION)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The model
 
@@ -459,6 +566,18 @@ class RenderResult:
     depth: np.ndarray  # uint8 HWC, colour-mapped depth at the neural rendering resolution
     seconds: float
     cached: bool  # the tri-planes came from the cache (a camera-only change)
+
+
+@dataclass(frozen=True)
+class InvertResult:
+    picture: np.ndarray  # uint8 HWC: the input (as the inversion saw it) | the fit, side by side
+    video: Path  # MP4: an orbit around the picture's camera
+    mesh: dict[str, Path] | None  # extension -> file; None when the result has no surface at the level
+    npz: Path  # ws, c, yaw, pitch (+ psnr, losses, timings), as ``eg3d invert`` writes it
+    yaw: float  # the picture's camera, degrees from frontal
+    pitch: float
+    psnr: float
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -544,9 +663,10 @@ class DemoModel:
             yield _even(compose(out, req.output)[0])
 
     def video(self, req: RenderRequest, num_frames: int, fps: int, path: str = "orbit",
-              progress: ProgressFn | None = None) -> Path:
-        """Write an orbit video (MP4, H.264) of the request's view; returns its path."""
-        file = self.output_dir.new_job("video") / f"seed{req.seed}_{path}.mp4"
+              progress: ProgressFn | None = None, folder: Path | None = None, stem: str | None = None) -> Path:
+        """Write an orbit video (MP4, H.264) of the request's view; returns its path (in ``folder``, default a new
+        job folder)."""
+        file = (folder or self.output_dir.new_job("video")) / f"{stem or f'seed{req.seed}'}_{path}.mp4"
         write_video(self.frames(req, num_frames, path, progress), file, fps=fps, macro_block_size=1)
         return file
 
@@ -556,8 +676,14 @@ class DemoModel:
 
         Raises NoSurfaceError when the density never crosses ``level`` (the message gives the range seen).
         """
+        return self.mesh_of(LatentSource(seed=seed, psi=psi, cutoff=cutoff), resolution, level, progress,
+                            stem=f"seed{seed}")
+
+    def mesh_of(self, latent: LatentSource, resolution: int, level: float, progress: ProgressFn | None = None,
+                folder: Path | None = None, stem: str = "mesh") -> MeshResult:
+        """``mesh`` of any latent, written as ``folder/stem.{glb,ply,obj}`` (default folder: a new job folder)."""
         t0 = time.perf_counter()
-        ws, _, _ = self.latent(LatentSource(seed=seed, psi=psi, cutoff=cutoff), RenderSettings())
+        ws, _, _ = self.latent(latent, RenderSettings())
 
         def on_progress(done: int, total: int) -> None:
             if progress is not None:
@@ -570,8 +696,53 @@ class DemoModel:
             raise NoSurfaceError(f"{e}; pick a level inside that range") from None
         if progress is not None:
             progress(0.95, "saving")
-        job = self.output_dir.new_job("mesh")
-        files = {ext: job / f"seed{seed}{ext}" for ext in MESH_FORMATS}
+        job = folder or self.output_dir.new_job("mesh")
+        files = {ext: job / f"{stem}{ext}" for ext in MESH_FORMATS}
         for file in files.values():
             save_mesh(mesh, file)
         return MeshResult(files, len(mesh.vertices), len(mesh.faces), time.perf_counter() - t0)
+
+    def invert(self, req: InvertRequest, progress: ProgressFn | None = None,
+               base: InversionSettings | None = None) -> InvertResult:
+        """Invert the request's picture (``eg3d invert``'s work: ``apps.invert.invert_one``), then an orbit video and,
+        when the result has a surface at the original level, a small coloured mesh of the found latent. Every file goes
+        into one new job folder. ``base``: the inversion settings before the request's steps (tests make them cheap).
+        """
+        t0 = time.perf_counter()
+        settings = inversion_settings(req.steps, base)
+        job = self.output_dir.new_job("invert")
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", req.picture.stem)[:40].strip("_") or "picture"
+        spans = {"camera": (0.0, 0.2), "coarse": (0.2, 0.45), "fine": (0.45, 0.75), "w_plus": (0.75, 0.75),
+                 "pti": (0.75, 0.75)}
+        if req.yaw is not None:
+            spans.update(coarse=(0.0, 0.35), fine=(0.35, 0.75))
+
+        def on_step(stage: str, step: int, total: int, preview: np.ndarray | None) -> None:
+            if progress is not None:
+                lo, hi = spans.get(stage, (0.0, 0.75))
+                progress(lo + (hi - lo) * step / max(total, 1), f"fitting: {stage} {step}/{total}")
+
+        result, written = invert_one(self.G, req.picture, job / f"{stem}.npz", settings, req.yaw, req.pitch,
+                                     on_step)
+        assert result.fit is not None
+        fit = visualize.to_uint8(result.fit[0])
+        size = fit.shape[0]
+        target = load_picture(req.picture, size, model_background(self.G))
+        picture = np.concatenate([visualize.to_uint8(target[0]), fit], axis=1)
+
+        latent = LatentSource.from_ws(result.ws.to(self.device), name=stem)
+        view = RenderRequest(seed=0, yaw=result.yaw, pitch=result.pitch, given=latent)
+
+        def scaled(lo: float, hi: float) -> ProgressFn | None:
+            if progress is None:
+                return None
+            return lambda f, desc: progress(lo + (hi - lo) * f, desc)
+
+        video = self.video(view, req.frames, req.fps, "orbit", scaled(0.75, 0.9), folder=job, stem=stem)
+        try:
+            mesh = self.mesh_of(latent, INVERT_MESH_RESOLUTION, INVERT_MESH_LEVEL, scaled(0.9, 1.0), folder=job,
+                                stem=stem).files
+        except NoSurfaceError:
+            mesh = None
+        return InvertResult(picture, video, mesh, written[0], result.yaw, result.pitch, result.psnr,
+                            time.perf_counter() - t0)
