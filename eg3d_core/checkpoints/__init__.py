@@ -16,7 +16,7 @@ from ..config import GeneratorConfig
 from ..errors import CheckpointError
 from ..generator import Generator
 from ..presets import PRESETS
-from . import saved as native
+from . import saved
 from .guards import MIN_WEIGHT_BYTES, check_finite, regular_file_size
 from .mmagic import config_from_mmagic, embedded_config, looks_like_torch_zip, read_mmagic
 from .official import config_from_official, looks_like_pickle, read_official_pickle
@@ -37,7 +37,7 @@ DEMO_MODEL = _demo_model()
 def resolve_source(source: str | os.PathLike[str] | None) -> Path:
     """``None`` or ``"demo"`` -> the bundled demo model; anything else is a path."""
     if source is None or str(source) == "demo":
-        if not (DEMO_MODEL / native.WEIGHTS_FILE).is_file():
+        if not (DEMO_MODEL / saved.WEIGHTS_FILE).is_file():
             raise CheckpointError(f"the bundled demo model is missing ({DEMO_MODEL}); reinstall or pass a checkpoint path")
         return DEMO_MODEL
     return Path(source)
@@ -75,7 +75,7 @@ def _build(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, source:
 
 def detect_format(source: str | os.PathLike[str] | None) -> str:
     """``native``, ``mmagic`` or ``official`` from the file's content (a folder is our format)."""
-    file = native.weights_path(resolve_source(source))
+    file = saved.weights_path(resolve_source(source))
     regular_file_size(file)  # a named pipe or a device would block or never end
     try:
         with open(file, "rb") as f:
@@ -84,7 +84,7 @@ def detect_format(source: str | os.PathLike[str] | None) -> str:
         raise CheckpointError(f"cannot read {file}: {e.strerror or e}") from None
     if not head:
         raise CheckpointError(f"{file}: the file is empty")
-    if native.looks_like_safetensors(head):
+    if saved.looks_like_safetensors(head):
         return "native"
     if looks_like_torch_zip(head):
         return "mmagic"
@@ -107,9 +107,9 @@ def load_generator(source: str | os.PathLike[str] | None = "demo", device: str |
     if isinstance(base, str):
         raise CheckpointError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
     fmt = detect_format(source)
-    file = native.weights_path(resolve_source(source))
+    file = saved.weights_path(resolve_source(source))
     if fmt == "native":
-        state_dict, cfg, _ = native.read(file)
+        state_dict, cfg, _ = saved.read(file)
     elif fmt == "mmagic":
         state_dict, arch = read_mmagic(file)
         own = embedded_config(file) if base is None else None
@@ -128,7 +128,7 @@ def load_generator(source: str | os.PathLike[str] | None = "demo", device: str |
 
 def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     """Write G in our format: folder ``path`` with ``model.safetensors`` + ``config.json``."""
-    return native.save(G.state_dict(), G.config, path)
+    return saved.save(G.state_dict(), G.config, path)
 
 
 __all__ = ["DEMO_MODEL", "detect_format", "load_generator", "resolve_source", "save_generator"]

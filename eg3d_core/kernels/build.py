@@ -112,7 +112,6 @@ class Library:
     """A loaded kernel library: each ``Function`` of the table as an attribute of the same name."""
 
     def __init__(self, lib: ctypes.CDLL, functions: Sequence[Function]) -> None:
-        self.handle = lib
         for f in functions:
             setattr(self, f.name, f.bind(lib))
 
@@ -184,12 +183,6 @@ def run_parts(fn: Callable[[int], None], parts: int) -> None:
         return
     with ThreadPoolExecutor(parts) as pool:
         list(pool.map(fn, range(parts)))
-
-
-def float_ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    """The data pointer of a float32 tensor, for a ``float *`` argument of a raw ctypes function (the bound
-    ``Function``s take the tensors themselves)."""
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_float))
 
 
 def library(source: Path, functions: Sequence[Function], defines: tuple[tuple[str, int], ...] = ()) -> Library | None:

@@ -175,8 +175,7 @@ def field(coords: torch.Tensor, planes: torch.Tensor, box_warp: float, decoder: 
     built for, the decoder sizes of every EG3D model."""
     fc0, _, fc1 = decoder.net
     n, p, ch, h, w = planes.shape
-    if (coords.device.type != "cpu" or (torch.is_grad_enabled() and coords.requires_grad)
-            or not float32_cpu_inference(planes, *decoder.parameters())
+    if (not _cpu_inference(coords) or not float32_cpu_inference(planes, *decoder.parameters())
             or (fc0.weight.shape[0], fc1.weight.shape[0]) != (field_kernel.HIDDEN, 1 + field_kernel.OUT)
             or p != len(PLANE_AXES) or field_kernel.library(ch) is None):
         return None
