@@ -683,7 +683,7 @@ def invert(G: Generator, picture: Any, settings: InversionSettings | None = None
         fit = G.synthesis(ws, c)["image"]
     result = InversionResult(ws=ws.cpu(), c=c.cpu(), yaw=math.degrees(_wrap(y)), pitch=math.degrees(p),
                              losses=losses, timings=timings, fit=fit.cpu(), psnr=float(psnr(fit, inv.target)[0]))
-    return pivotal_tuning(G, picture, result, s, progress, should_stop) if s.pti_steps else result
+    return _pivotal_tuning(inv, result) if s.pti_steps else result
 
 
 def pivotal_tuning(G: Generator, picture: Any, result: InversionResult, settings: InversionSettings | None = None,
@@ -692,9 +692,14 @@ def pivotal_tuning(G: Generator, picture: Any, result: InversionResult, settings
     """Pivotal tuning of a copy of G around an inversion's ws and camera (``settings.pti_steps`` steps, at least 1):
     the result with ``generator``, its fit and PSNR, and the ``pti`` loss and time added. G is not changed."""
     s = settings or InversionSettings()
-    steps = max(1, s.pti_steps)
     target = load_picture(picture, G.img_resolution, model_background(G))
-    inv = _Inverter(G, target, s, progress, should_stop)
+    return _pivotal_tuning(_Inverter(G, target, s, progress, should_stop), result)
+
+
+def _pivotal_tuning(inv: _Inverter, result: InversionResult) -> InversionResult:
+    """``pivotal_tuning`` with an existing inverter (its target, settings, W statistics and perceptual module);
+    ``invert`` passes its own rather than loading the picture and sampling W again."""
+    steps = max(1, inv.s.pti_steps)
     ws, c = result.ws.to(inv.device), result.c.to(inv.device)
     t0 = time.perf_counter()
     tuned, loss = inv.pti(ws, c, steps)
