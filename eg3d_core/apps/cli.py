@@ -377,6 +377,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
         _require_mesh(args, "--shape-res", args.shape_res, dense=volume_format is not None)
     outdir = _outdir(args, args.outdir)
     cache = PlaneCache(G, size=1)
+    # The mesh needs const-noise fp32 planes: reuse the rendered ones when they are exactly those.
+    reuse_planes = settings.noise_mode == "const" and settings.precision == "fp32"
     count = 0
     unit = "seed" if args.latent is None else "latent"
     for name, latent in _bar(args, latents, f"{unit}s", len(latents), unit):
@@ -390,7 +392,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
             try:
                 with torch.no_grad():
                     count += len(export_shape(G, entry.ws, outdir / name, args.shape_res, args.level, mesh_format,
-                                              volume_format, colors=not args.no_colors, progress=progress))
+                                              volume_format, colors=not args.no_colors, progress=progress,
+                                              planes=entry.planes if reuse_planes else None))
             except InputError as e:
                 raise _for_latent(latent, e) from None
             finally:

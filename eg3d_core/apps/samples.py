@@ -110,8 +110,11 @@ def _volume_array(G: Generator, planes: torch.Tensor, resolution: int,
 def export_shape(G: Generator, ws: torch.Tensor, stem: str | os.PathLike[str], resolution: int = 256,
                  level: float = M.ORIGINAL_LEVEL, mesh_format: str | None = "ply", volume_format: str | None = None,
                  colors: bool = True, dense: bool = False, largest_component: bool = False, smooth_iterations: int = 0,
-                 progress: M.ProgressFn | None = None) -> list[Path]:
+                 progress: M.ProgressFn | None = None, planes: torch.Tensor | None = None) -> list[Path]:
     """Mesh and/or density volume of one latent ws [1, num_ws, w_dim]; files ``{stem}.{format}``.
+
+    ``planes``: the tri-planes of ws already computed (``G.planes(ws)``: noise mode const, fp32), which saves running
+    the backbone again; None computes them.
 
     The mesh is the iso-surface at ``level`` of the raw density (``shapes.generator_mesh``; coarse-to-fine unless
     ``dense``). When a volume is asked for too, the dense grid is computed once and serves both. Raises
@@ -130,10 +133,12 @@ def export_shape(G: Generator, ws: torch.Tensor, stem: str | os.PathLike[str], r
     if volume_format is None:
         assert mesh_format is not None
         mesh = generator_mesh(G, ws, resolution, level, colors=colors, coarse_to_fine=not dense, progress=progress,
-                              largest_component=largest_component, smooth_iterations=smooth_iterations)
+                              largest_component=largest_component, smooth_iterations=smooth_iterations,
+                              planes=planes)
     else:
-        with torch.no_grad():
-            planes = G.planes(ws)
+        if planes is None:
+            with torch.no_grad():
+                planes = G.planes(ws)
         volume = _volume_array(G, planes, resolution, progress)
         volume_out = M.to_original_volume_convention(volume)
         if mesh_format is not None:

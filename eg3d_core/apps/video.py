@@ -290,17 +290,20 @@ def latent_interpolation_frames(G: Generator, latents: LatentGrid, w_frames: int
     ws_np = latents.ws.detach().cpu().numpy().reshape(grid_h * grid_w, k, *latents.ws.shape[3:])
     x = np.arange(-k * wraps, k * (wraps + 1))
     if k == 1:
-        splines = None  # one keyframe: every frame shows it, and the cached tri-planes serve the whole video
-    else:
-        splines = [interp1d(x, np.tile(cell, [wraps * 2 + 1, 1, 1]), kind=kind, axis=0) for cell in ws_np]
-    cache = PlaneCache(G, size=1)
+        # One keyframe: every frame shows it, and the cached tri-planes serve the whole video.
+        ws = latents.ws.reshape(grid_h * grid_w, *latents.ws.shape[3:])
+        cache, latent = PlaneCache(G, size=1), LatentSource.from_ws(ws)
+        for t in range(num_frames):
+            out = _render(G, cache, latent, cams[t : t + 1].expand(ws.shape[0], 25), settings, image_mode)
+            yield layout_grid(frame_image(out, image_mode), grid_w, grid_h)
+        return
+    splines = [interp1d(x, np.tile(cell, [wraps * 2 + 1, 1, 1]), kind=kind, axis=0) for cell in ws_np]
     for t in range(num_frames):
-        if splines is None:
-            ws = latents.ws.reshape(grid_h * grid_w, *latents.ws.shape[3:])
-        else:
-            ws = torch.from_numpy(np.stack([s(t / w_frames) for s in splines]).astype(np.float32)).to(device)
-        out = _render(G, cache, LatentSource.from_ws(ws), cams[t : t + 1].expand(ws.shape[0], 25), settings,
-                      image_mode)
+        # ws change every frame: no cache could hit, so the backbone runs directly.
+        ws = torch.from_numpy(np.stack([s(t / w_frames) for s in splines]).astype(np.float32)).to(device)
+        with torch.no_grad():
+            planes = G.planes(ws, settings.noise_mode, settings.precision)
+        out = render_outputs(G, planes, ws, cams[t : t + 1].expand(ws.shape[0], 25), settings, image_mode)
         yield layout_grid(frame_image(out, image_mode), grid_w, grid_h)
 
 

@@ -683,7 +683,7 @@ class DemoModel:
                 folder: Path | None = None, stem: str = "mesh") -> MeshResult:
         """``mesh`` of any latent, written as ``folder/stem.{glb,ply,obj}`` (default folder: a new job folder)."""
         t0 = time.perf_counter()
-        ws, _, _ = self.latent(latent, RenderSettings())
+        ws, planes, _ = self.latent(latent, RenderSettings())  # const noise, fp32: the planes the mesh needs
 
         def on_progress(done: int, total: int) -> None:
             if progress is not None:
@@ -691,7 +691,7 @@ class DemoModel:
 
         try:
             mesh: Mesh = generator_mesh(self.G, ws, resolution=resolution, level=level, colors=True,
-                                        coarse_to_fine=True, progress=on_progress)
+                                        coarse_to_fine=True, progress=on_progress, planes=planes)
         except NoSurfaceError as e:
             raise NoSurfaceError(f"{e}; pick a level inside that range") from None
         if progress is not None:

@@ -34,16 +34,19 @@ def color_fn(G: Generator, planes: torch.Tensor) -> ColorFn:
 
 def generator_mesh(G: Generator, ws: torch.Tensor, resolution: int = 256, level: float = ORIGINAL_LEVEL,
                    colors: bool = True, coarse_to_fine: bool = True, noise_mode: str = "const",
-                   progress: ProgressFn | None = None, **mesh_kwargs) -> Mesh:
+                   progress: ProgressFn | None = None, planes: torch.Tensor | None = None, **mesh_kwargs) -> Mesh:
     """Iso-surface of the density of latent ws [1, num_ws, w_dim] over the model's box (world units).
 
     Uses the original's conventions (grid over the ``box_warp`` cube, raw sigma, level 10, padded borders).
+    ``planes``: the tri-planes of ws already computed with ``noise_mode`` in fp32 (``G.planes(ws, noise_mode)``),
+    which saves running the backbone again; None computes them.
     Raises NoSurfaceError (one line) if the density never crosses ``level``.
     """
     if ws.ndim != 3 or ws.shape[0] != 1:
         raise InputError(f"generator_mesh takes one latent ws [1, num_ws, w_dim], got {list(ws.shape)}")
-    with torch.no_grad():
-        planes = G.planes(ws, noise_mode)
+    if planes is None:
+        with torch.no_grad():
+            planes = G.planes(ws, noise_mode)
     return extract_mesh(density_fn(G, planes), resolution, G.config.rendering.box_warp, level,
                         coarse_to_fine=coarse_to_fine, color_fn=color_fn(G, planes) if colors else None,
                         progress=progress, device=planes.device, **mesh_kwargs)
