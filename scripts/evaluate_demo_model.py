@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eg3d_core.cameras import camera_vector, intrinsics_from_focal, lookat_pose  # noqa: E402
 from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
+from eg3d_core.inversion import psnr  # noqa: E402  (the same formula; ssim here stays float64)
 from eg3d_core.rendering.rays import sample_rays  # noqa: E402
 from eg3d_core.rendering.renderer import render_rays  # noqa: E402
 from eg3d_core.rendering.triplane import plane_table  # noqa: E402
@@ -56,12 +57,6 @@ GRID_PITCH = math.pi / 2 - 0.25
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------------------------
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR of images in [-1, 1] (computed on [0, 1]): [N, C, H, W] -> [N]."""
-    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).square().flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp(min=1e-12))
-
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
