@@ -468,6 +468,28 @@ def test_page_generates_a_picture(server: Server, browser_page, tmp_path: Path) 
     assert outside == []  # nothing fetched from the internet (fonts, analytics, CDNs)
 
 
+def test_page_fits_a_picture_with_its_camera_estimated(server: Server, browser_page, tmp_path: Path) -> None:
+    """The picture tab as a user meets it: upload, leave the camera to the model, press the button. (The browser's
+    empty number fields send 0, which once made the page fit every picture at the frontal camera.)"""
+    page = browser_page
+    page.goto(server.url, wait_until="networkidle", timeout=60_000)
+    picture = tmp_path / "car.png"
+    Image.fromarray(np.full((96, 128, 3), 255, np.uint8)).save(picture)
+    page.get_by_role("tab", name="Your picture -> 3D").click()
+    assert page.get_by_label("estimate the picture's camera").is_checked()
+    page.locator("#invert-input input[type=file]").set_input_files(str(picture))
+    steps = page.get_by_label("refinement steps", exact=False).locator("xpath=..").locator("input[type=number]")
+    if steps.count():
+        steps.first.fill("2")
+        steps.first.press("Enter")
+    page.click("#make-invert")
+    page.wait_for_function("document.querySelector('#invert-info').innerText.includes('camera yaw')", timeout=120_000)
+    info = page.inner_text("#invert-info")
+    assert "(estimated)" in info, info
+    page.screenshot(path=str(Path(os.environ.get("EG3D_SCREENSHOT_DIR", tmp_path)) / "app_gradio_invert.png"),
+                    full_page=True)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Shutdown (runs after the tests above in this module: pytest keeps file order)
 

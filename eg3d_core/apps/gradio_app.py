@@ -265,6 +265,15 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
                 f"{'' if res.mesh else ' · no surface at level 10: no mesh'}")
         return (res.picture, str(res.video), None if res.mesh is None else str(res.mesh[".glb"]), str(res.npz), info)
 
+    async def invert_from_page(picture: Any, estimate: bool, yaw: Any, pitch: Any, steps: Any, frames: Any, fps: Any,
+                               progress: gr.Progress = gr.Progress(),  # noqa: B008
+                               request: gr.Request = None,  # type: ignore[assignment]
+                               ) -> tuple[np.ndarray, str, str | None, str, str]:
+        """The page's button: ``invert`` with the camera estimated when the box is ticked."""
+        if estimate:
+            yaw = pitch = None
+        return await invert(picture, yaw, pitch, steps, frames, fps, progress=progress, request=request)
+
     # ------------------------------------------------------------------------------------------------------------
     # Layout
 
@@ -324,11 +333,16 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
                 with gr.Column(scale=1, min_width=300):
                     upload = gr.Image(label="your picture", type="filepath", sources=["upload", "clipboard"],
                                       elem_id="invert-input", height=256)
+                    # The browser's number fields send 0 when left empty, so the page says "estimate" with a
+                    # checkbox; the /invert endpoint keeps blank (None) yaw and pitch for that.
+                    inv_estimate = gr.Checkbox(value=True, label="estimate the picture's camera")
                     with gr.Row():
-                        inv_yaw = gr.Number(value=None, label="yaw (blank: estimate)", minimum=lim.yaw[0],
-                                            maximum=lim.yaw[1])
-                        inv_pitch = gr.Number(value=None, label="pitch (blank: estimate)",
-                                              minimum=lim.invert_pitch[0], maximum=lim.invert_pitch[1])
+                        inv_yaw = gr.Number(value=0, label="yaw (degrees)", minimum=lim.yaw[0],
+                                            maximum=lim.yaw[1], interactive=False)
+                        inv_pitch = gr.Number(value=0, label="pitch (degrees)", minimum=lim.invert_pitch[0],
+                                              maximum=lim.invert_pitch[1], interactive=False)
+                    api_yaw = gr.Number(value=None, visible=False)
+                    api_pitch = gr.Number(value=None, visible=False)
                     inv_steps = gr.Slider(*lim.invert_steps, value=60, step=1, label="refinement steps")
                     make_invert = gr.Button("Fit in 3D", variant="primary", elem_id="make-invert")
                 with gr.Column(scale=2):
@@ -369,8 +383,14 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
         make_video.click(video, [*view, frames, fps, path], movie, api_name="video", **heavy)
         make_mesh.click(mesh, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info], api_name="mesh",
                         **heavy)
-        make_invert.click(invert, [upload, inv_yaw, inv_pitch, inv_steps, inv_frames, inv_fps],
-                          [fit_picture, inv_movie, inv_model3d, inv_npz, inv_info], api_name="invert", **heavy)
+        inv_outputs = [fit_picture, inv_movie, inv_model3d, inv_npz, inv_info]
+        inv_estimate.change(lambda on: [gr.update(interactive=not on)] * 2, inv_estimate, [inv_yaw, inv_pitch],
+                            api_visibility="private")
+        make_invert.click(invert_from_page, [upload, inv_estimate, inv_yaw, inv_pitch, inv_steps, inv_frames, inv_fps],
+                          inv_outputs, api_visibility="private", **heavy)
+        api_invert = gr.Button(visible=False)
+        api_invert.click(invert, [upload, api_yaw, api_pitch, inv_steps, inv_frames, inv_fps], inv_outputs,
+                         api_name="invert", **heavy)
     return demo
 
 
