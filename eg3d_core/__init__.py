@@ -4,7 +4,7 @@
 >>> G = eg3d_core.load_generator("demo")
 >>> z = torch.randn(1, G.z_dim)
 >>> cam = eg3d_core.cameras.camera(eg3d_core.cameras.camera_defaults(G.config), yaw=0.3)
->>> out = G(z, cam)  # {"image", "image_raw", "image_depth"}
+>>> out = G(z, cam)  # {"image", "image_raw", "image_depth", "image_mask"}
 """
 from . import cameras
 from .checkpoints import load_generator, save_generator

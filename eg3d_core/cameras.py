@@ -26,6 +26,7 @@ SCRIPT_PI = 3.14
 FFHQ_FOCAL = 4.2647  # focal written into every FFHQ/AFHQ dataset label (2985.29 / 700)
 SHAPENET_FOCAL = 1.7074  # gen_videos' ShapeNet focal (= intrinsics_from_fov(45))
 # MMagic's FFHQ/AFHQ cameras give fov 18.837; its focal rule 1 / (tan(fov / 2) * 1.414) (with math.pi) -> 4.26339.
+OBJECT_VIEW = (math.radians(45.0), math.radians(-15.0))  # three-quarter view from slightly above (yaw, pitch)
 MMAGIC_FACE_FOCAL = 1.0 / (math.tan(18.837 * math.pi / 360.0) * 1.414)
 
 
@@ -110,6 +111,13 @@ class CameraDefaults:
     radius: float
     pivot: tuple[float, float, float]
     focal: float
+    view_yaw: float = 0.0
+    view_pitch: float = 0.0
+
+    @property
+    def view(self) -> tuple[float, float]:
+        """The (yaw, pitch) offsets (radians) front ends open on: a view that shows the object."""
+        return self.view_yaw, self.view_pitch
 
     @property
     def fov(self) -> float:
@@ -118,10 +126,15 @@ class CameraDefaults:
 
 def camera_defaults(config: GeneratorConfig) -> CameraDefaults:
     """Defaults for a model: its stored average radius and pivot; ShapeNet-like models (white background,
-    zeroed pose conditioning) use the ShapeNet focal, the others the FFHQ one, as gen_videos does."""
+    zeroed pose conditioning) use the ShapeNet focal, the others the FFHQ one, as gen_videos does.
+
+    The opening view: objects (ShapeNet-like models) are shown from a three-quarter view slightly from above, where
+    a car reads as a car (head-on it is a featureless blob); faces frontally."""
     r = config.rendering
-    focal = SHAPENET_FOCAL if r.c_gen_conditioning_zero and r.white_back else FFHQ_FOCAL
-    return CameraDefaults(radius=r.avg_camera_radius, pivot=tuple(r.avg_camera_pivot), focal=focal)
+    if r.c_gen_conditioning_zero and r.white_back:
+        return CameraDefaults(radius=r.avg_camera_radius, pivot=tuple(r.avg_camera_pivot), focal=SHAPENET_FOCAL,
+                              view_yaw=OBJECT_VIEW[0], view_pitch=OBJECT_VIEW[1])
+    return CameraDefaults(radius=r.avg_camera_radius, pivot=tuple(r.avg_camera_pivot), focal=FFHQ_FOCAL)
 
 
 def camera(

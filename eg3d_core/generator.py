@@ -153,25 +153,30 @@ class Generator(nn.Module):
 
     def render(self, planes: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                deterministic: bool = True, precision: str = "fp32", depth_resolution: int | None = None,
-               depth_resolution_importance: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               depth_resolution_importance: int | None = None,
+               return_opacity: bool = False) -> tuple[torch.Tensor, ...]:
         """Volume-render cached planes from cameras c [N, 25].
 
         Returns the feature image [N, 32, r, r] (first 3 channels = raw RGB, in about [-1, 1]) and the
-        depth image [N, 1, r, r] (distance along the ray, world units).
+        depth image [N, 1, r, r] (distance along the ray, world units); with ``return_opacity`` also the opacity
+        [N, 1, r, r] (each ray's summed compositing weights: 0 empty space, 1 solid).
         """
         r = self.config.rendering
         res = neural_rendering_resolution or r.neural_rendering_resolution
         self._check("c", c, (planes.shape[0], 25))
         origins, dirs = sample_rays(c.float(), res)
         table = self._plane_table(planes)
-        feats, depth, _ = render_rays(
+        feats, depth, wsum = render_rays(
             lambda pts: self.sample_planes(pts, planes, precision, table), origins, dirs, r.ray_start, r.ray_end,
             depth_resolution or r.depth_resolution,
             r.depth_resolution_importance if depth_resolution_importance is None else depth_resolution_importance,
             r.white_back, deterministic)
         n = planes.shape[0]
-        return (feats.transpose(1, 2).reshape(n, -1, res, res).contiguous(),
-                depth.transpose(1, 2).reshape(n, 1, res, res).contiguous())
+
+        def image(t: torch.Tensor) -> torch.Tensor:
+            return t.transpose(1, 2).reshape(n, -1, res, res).contiguous()
+
+        return (image(feats), image(depth), image(wsum)) if return_opacity else (image(feats), image(depth))
 
     def super_resolve(self, features: torch.Tensor, ws: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """features [N, 32, r, r], ws [N, num_ws, w_dim] -> image [N, 3, S, S] (float32)."""
@@ -188,16 +193,17 @@ class Generator(nn.Module):
         ``noise_mode`` is accepted for symmetry; it only affects the backbone, which is not run here.
         """
         del noise_mode
-        features, depth = self.render(planes, c, neural_rendering_resolution, deterministic, precision,
-                                      depth_resolution, depth_resolution_importance)
+        features, depth, opacity = self.render(planes, c, neural_rendering_resolution, deterministic, precision,
+                                               depth_resolution, depth_resolution_importance, return_opacity=True)
         image = self.super_resolve(features, ws, precision if sr_precision is None else sr_precision)
-        return {"image": image, "image_raw": features[:, :3].clone(), "image_depth": depth}
+        return {"image": image, "image_raw": features[:, :3].clone(), "image_depth": depth, "image_mask": opacity}
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   noise_mode: str = "const", deterministic: bool = True, precision: str = "fp32",
                   depth_resolution: int | None = None, depth_resolution_importance: int | None = None,
                   sr_precision: str | None = None) -> dict[str, torch.Tensor]:
-        """ws [N, num_ws, w_dim], c [N, 25] rendering camera -> {"image", "image_raw", "image_depth"}.
+        """ws [N, num_ws, w_dim], c [N, 25] rendering camera -> {"image", "image_raw", "image_depth", "image_mask"}
+        (image_mask: opacity [N, 1, r, r], 0 where a ray meets nothing).
 
         ``precision`` applies to every stage unless ``sr_precision`` (None: the same) sets the super-resolution's
         apart: e.g. ``precision="reduced", sr_precision="fp32"`` keeps the final image free of the slight blur that
