@@ -1,4 +1,4 @@
-"""The ``eg3d`` command: ``demo``, ``samples``, ``video``, ``mesh``, ``convert``, ``dataset`` and ``fid``.
+"""The ``eg3d`` command: ``demo``, ``samples``, ``video``, ``mesh``, ``path``, ``convert``, ``dataset`` and ``fid``.
 
 Argument parsing and progress bars only; the work is done by library functions (``mmagic_demo``, ``samples``,
 ``video``, ``convert``, ``datasets``). Without ``--model``/``--network``/``--model-ckpt`` the bundled demo model
@@ -412,6 +412,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         write_video,
     )
 
+    if args.path is not None:
+        return _video_path(args)
+    if args.fps is None:
+        args.fps = 60
     if args.latent is not None and args.grid != (1, 1):
         raise InputError(f"--latent renders one latent: --grid must be 1x1, got {args.grid[0]}x{args.grid[1]}")
     G = _load(args, args.model, args.config).G
@@ -441,6 +445,85 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_path(args: argparse.Namespace) -> int:
+    """``eg3d video --path PATH.json``: the path's keyframes -> DIR/<path stem>.mp4."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from ..camera_path import load_path
+    from ..latents import LatentSource
+    from .video import render_path_video
+
+    if args.grid != (1, 1):
+        raise InputError(f"--path renders one view: --grid must be 1x1, got {args.grid[0]}x{args.grid[1]}")
+    if args.focal is not None:
+        raise InputError("--focal does not apply to --path: each keyframe carries its FOV")
+    path = load_path(args.path)
+    if args.fps is not None:
+        path = dataclasses.replace(path, fps=args.fps)
+    if not path.keyframes:
+        raise InputError(f"{args.path}: the camera path has no keyframes")
+    G = _load(args, args.model, args.config).G
+    settings = _render_options(args)
+    _require_render(args, G.config, settings)
+    # Keyframes without a latent of their own show --latent, else the first of --seeds.
+    latent = (LatentSource.from_file(args.latent) if args.latent is not None
+              else LatentSource(seed=args.seeds[0], psi=args.trunc, cutoff=args.trunc_cutoff))
+    outdir = _outdir(args, args.outdir)
+    out = outdir / f"{Path(args.path).stem}.mp4"
+    bar = tqdm(desc=out.name, total=path.num_frames, unit="frame", disable=args.quiet, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        n = render_path_video(G, path, out, settings, latent, progress, image_mode=args.image_mode,
+                              bitrate=args.bitrate)
+    finally:
+        bar.close()
+    print(f"wrote {out} ({n} frames, {path.total_seconds:g} s at {path.fps} fps)")
+    return 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """Camera paths between our JSON and nerfstudio's camera_path.json (or one view -> either)."""
+    from ..camera_path import CameraPath, Keyframe, from_nerfstudio, load_path, read_json, save_path, to_nerfstudio
+    from ..cameras import camera_defaults
+    from ..fileio import write_json
+
+    if args.out is None and args.to_nerfstudio is None:
+        raise InputError("nothing to write: give --out PATH.json and/or --to-nerfstudio FILE.json")
+    view_given = args.yaw is not None or args.pitch is not None or args.fov is not None or args.radius is not None
+    if view_given and (args.input is not None or args.from_nerfstudio is not None):
+        raise InputError("--yaw/--pitch/--fov/--radius describe a single view: not with --in or --from-nerfstudio")
+    if (args.yaw is None) != (args.pitch is None):
+        raise InputError("give both --yaw and --pitch, or neither (the model's opening view)")
+    config = _load(args, args.model, args.config).G.config
+    if args.input is not None:
+        path = load_path(args.input)
+    elif args.from_nerfstudio is not None:
+        try:
+            path = from_nerfstudio(read_json(args.from_nerfstudio, "nerfstudio camera path"), config,
+                                   None if args.max_deviation < 0 else args.max_deviation)
+        except InputError as e:
+            raise InputError(f"{args.from_nerfstudio}: {e}") from None
+    else:
+        yaw, pitch = camera_defaults(config).view if args.yaw is None else (args.yaw, args.pitch)
+        path = CameraPath((Keyframe(yaw, pitch, radius=args.radius, fov=args.fov),))
+    for target in (args.out, args.to_nerfstudio):
+        if target is not None:
+            _outdir(args, Path(target).parent)
+    summary = f"{len(path.keyframes)} keyframes, {path.num_frames} frames, {path.total_seconds:g} s"
+    if args.out is not None:
+        save_path(path, args.out)
+        print(f"wrote {args.out} ({summary})")
+    if args.to_nerfstudio is not None:
+        write_json(to_nerfstudio(path, config, args.resolution or config.img_resolution), args.to_nerfstudio, indent=1)
+        print(f"wrote {args.to_nerfstudio} (nerfstudio camera_path.json, {summary})")
+    return 0
+
+
 def cmd_mesh(args: argparse.Namespace) -> int:
     import torch
 
@@ -450,6 +533,10 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     mesh_format = None if args.format == "none" else args.format
     if mesh_format is None and args.volume is None:
         raise InputError("--format none needs --volume (nothing to write otherwise)")
+    if (args.yaw is not None or args.pitch is not None) and not args.camera:
+        raise InputError("--yaw/--pitch choose the --camera view: give --camera too")
+    if (args.yaw is None) != (args.pitch is None):
+        raise InputError("give both --yaw and --pitch, or neither (the model's opening view)")
     G = _load(args, args.model, args.config).G
     latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
     _require_mesh(args, "--resolution", args.resolution, dense=args.dense or args.volume is not None)
@@ -459,10 +546,18 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         progress = _Progress(args, name)
         try:
             with torch.no_grad():
-                written += export_shape(G, latent.ws(G), outdir / name, args.resolution, args.level, mesh_format,
-                                        args.volume, colors=not args.no_colors, dense=args.dense,
-                                        largest_component=args.largest_component, smooth_iterations=args.smooth,
-                                        progress=progress)
+                files = export_shape(G, latent.ws(G), outdir / name, args.resolution, args.level, mesh_format,
+                                     args.volume, colors=not args.no_colors, dense=args.dense,
+                                     largest_component=args.largest_component, smooth_iterations=args.smooth,
+                                     progress=progress)
+            if args.camera:
+                from ..camera_export import camera_record, mesh_camera_path, save_camera
+
+                mesh_file = files[0] if mesh_format is not None else outdir / name
+                record = camera_record(G.config, args.yaw, args.pitch,
+                                       mesh=files[0].name if mesh_format is not None else None)
+                files.append(save_camera(record, mesh_camera_path(mesh_file)))
+            written += files
         except InputError as e:
             raise _for_latent(latent, e) from None
         finally:
@@ -611,6 +706,12 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
 _nrr = _int_in(*NEURAL_RENDERING_RESOLUTION)
 
 
+def _path_fov() -> tuple[float, float]:
+    from ..camera_path import FOV as PATH_FOV
+
+    return PATH_FOV
+
+
 def _truncation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc", type=_number(TRUNCATION_PSI), default=1.0, metavar="PSI",
                    help="truncation psi in [{:g}, {:g}] (default 1: none)".format(*TRUNCATION_PSI))
@@ -704,7 +805,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=True,
                    help="one interpolation video (default) or one orbit video per seed")
     p.add_argument("--focal", type=_focal, default=None, help=FOCAL_HELP)
-    p.add_argument("--fps", type=_int_in(*FPS), default=60, help="frames per second, {} to {} (default 60)".format(*FPS))
+    p.add_argument("--fps", type=_int_in(*FPS), default=None,
+                   help="frames per second, {} to {} (default 60; with --path the path's own)".format(*FPS))
+    p.add_argument("--path", metavar="JSON", default=None,
+                   help="render this camera path (eg3d path / the viewer's keyframes) to DIR/<stem>.mp4; keyframes "
+                   "without a latent show --latent, else the first of --seeds")
     p.add_argument("--bitrate", type=_bitrate, default="10M", help="video bitrate like 10M or 800k (default 10M)")
     p.add_argument("--outdir", required=True, metavar="DIR")
     _render_args(p, sample_mult=2)
@@ -727,8 +832,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true", help="drop floaters: keep the largest piece")
     p.add_argument("--smooth", type=_int_in(*SMOOTH), default=0, metavar="N",
                    help=f"Taubin smoothing iterations, up to {SMOOTH[1]} (default 0)")
+    p.add_argument("--camera", action="store_true",
+                   help="also write DIR/<stem>.camera.json: the view's camera in OpenCV, OpenGL and Blender "
+                   "conventions, in the mesh's coordinates (README: Interop)")
+    p.add_argument("--yaw", type=_number(YAW), default=None, metavar="RAD",
+                   help="the --camera view's yaw offset, radians (default: the model's opening view)")
+    p.add_argument("--pitch", type=_number(PITCH), default=None, metavar="RAD",
+                   help="the --camera view's pitch offset, radians; negative looks from above")
     p.add_argument("--outdir", required=True, metavar="DIR")
     p.set_defaults(func=cmd_mesh)
+
+    p = sub.add_parser("path", parents=[common], help="camera paths: our JSON <-> nerfstudio camera_path.json",
+                       description="Reads a camera path (--in, ours; --from-nerfstudio) or makes one view (--yaw/--pitch, "
+                       "default the model's opening view) and writes it as our JSON (--out) and/or nerfstudio's "
+                       "camera_path.json (--to-nerfstudio: OpenGL camera-to-world matrices in the model's world, "
+                       "vertical FOV). The model (default: the demo model) gives the radius, pivot and FOV.")
+    _model_args(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--in", dest="input", metavar="JSON", default=None, help="our camera path JSON")
+    source.add_argument("--from-nerfstudio", metavar="JSON", default=None, help="a nerfstudio camera_path.json")
+    p.add_argument("--yaw", type=_number(YAW), default=None, metavar="RAD", help="one view: yaw offset, radians")
+    p.add_argument("--pitch", type=_number(PITCH), default=None, metavar="RAD", help="one view: pitch offset, radians")
+    p.add_argument("--fov", type=_number(_path_fov()), default=None, metavar="DEG",
+                   help="one view: FOV in the viewer's degrees (default: the model's)")
+    p.add_argument("--radius", type=_number((0.01, 1000.0)), default=None, metavar="R",
+                   help="one view: camera distance (default: the model's)")
+    p.add_argument("--out", metavar="JSON", default=None, help="write our camera path JSON here")
+    p.add_argument("--to-nerfstudio", metavar="JSON", default=None, help="write nerfstudio's camera_path.json here")
+    p.add_argument("--resolution", type=_int_in(1, 16384), default=None, metavar="N",
+                   help="render size written to nerfstudio's file (default: the model's image size)")
+    p.add_argument("--max-deviation", type=_number((-1.0, 180.0)), default=5.0, metavar="DEG",
+                   help="--from-nerfstudio: refuse cameras looking further than this from the model's pivot "
+                   "(default 5; -1: accept any, keeping positions)")
+    p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("convert", parents=[common_nodevice], help="convert checkpoints (pkl/pth -> ours, any -> pth)",
                        description="Official .pkl, MMagic .pth or our folder -> our format (a folder) or an MMagic .pth. "

@@ -5,6 +5,8 @@
   runs the backbone.
 * :func:`orbit_frames` — one fixed latent per cell seen from the orbit: the tri-planes are computed once and
   each frame only renders (much faster; this is what ``--num-keyframes 1`` or a single seed gives).
+* :func:`path_frames` / :func:`render_path_video` — a keyframed camera path (``eg3d_core.camera_path``): its
+  cameras, FOV and blended latents, frame by frame (``eg3d video --path``, the viewer's path export).
 
 Frames are ``uint8 [H, W, 3]`` numpy arrays and are produced lazily, so :func:`write_video` can stream them
 to ffmpeg without keeping the whole video in memory.
@@ -17,7 +19,7 @@ import re
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import cameras
+from ..camera_path import CameraPath, path_cameras, path_latents
 from ..errors import InputError, OutputError
 from ..fileio import atomic_file
 from ..generator import Generator
@@ -324,6 +327,70 @@ def orbit_frames(G: Generator, ws: torch.Tensor, num_frames: int, grid: tuple[in
         yield layout_grid(frame_image(out, image_mode), *grid)
 
 
+def path_frames(G: Generator, path: CameraPath, settings: RenderSettings | None = None,
+                latent: LatentSource | torch.Tensor | None = None, image_mode: str = "image") -> Iterator[np.ndarray]:
+    """The frames of a camera path, uint8 [H, W, 3] each: the path's cameras (``camera_path.path_cameras``) and
+    latents (``camera_path.path_latents``: blended in W; keyframes without a latent show ``latent``, a
+    ``LatentSource`` or ws [1, num_ws, w_dim]).
+
+    Frames whose latent did not change reuse the tri-planes (a two-entry cache keyed on the ws), so a camera-only
+    path runs the backbone once per keyframe latent.
+    """
+    settings = settings or RenderSettings()
+    if image_mode not in IMAGE_MODES:
+        raise InputError(f"image_mode must be one of {', '.join(IMAGE_MODES)}, got {image_mode!r}")
+    current = latent.ws(G, "cpu") if isinstance(latent, LatentSource) else latent
+    cams = path_cameras(path, G.config)
+    latents = path_latents(path, G, current)
+    cache = PlaneCache(G, size=2)
+    last: tuple[torch.Tensor, LatentSource] | None = None
+    device = next(G.parameters()).device
+    for t, ws in enumerate(latents):
+        if last is None or ws is not last[0]:  # path_latents repeats the same tensor while the latent holds
+            last = (ws, LatentSource.from_ws(ws))
+        out = _render(G, cache, last[1], cams[t : t + 1].to(device), settings, image_mode)
+        yield frame_image(out, image_mode)[0]
+
+
+class _Stopped(Exception):
+    """Raised inside the frame stream when ``should_stop()`` says so; ``write_video`` then removes its file."""
+
+
+def render_path_video(G: Generator, path: CameraPath, out_file: str | os.PathLike[str],
+                      settings: RenderSettings | None = None, latent: LatentSource | torch.Tensor | None = None,
+                      progress: Callable[[int, int], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None, image_mode: str = "image",
+                      bitrate: str = "10M") -> int | None:
+    """Render a camera path to an MP4 at the path's frame rate, atomically (``write_video``).
+
+    ``progress(done, total)`` is called after each frame (and with 0 first); ``should_stop()`` is asked before each
+    frame: when it says True the encoder is stopped, no file is left (not even a partial one) and None is
+    returned. Otherwise returns the number of frames written. Safe to call from a worker thread (nothing here
+    touches global state; the generator is only read). Errors: ``InputError`` (a path without keyframes or
+    latent, ws of the wrong shape), ``OutputError`` (the file cannot be written).
+    """
+    total = path.num_frames
+    if total == 0:
+        raise InputError("the camera path has no keyframes")
+    frames = path_frames(G, path, settings, latent, image_mode)
+
+    def stream() -> Iterator[np.ndarray]:
+        if progress is not None:
+            progress(0, total)
+        for done in range(total):
+            if should_stop is not None and should_stop():
+                raise _Stopped
+            frame = next(frames)
+            yield frame
+            if progress is not None:
+                progress(done + 1, total)
+
+    try:
+        return write_video(stream(), out_file, fps=path.fps, bitrate=bitrate)
+    except _Stopped:
+        return None
+
+
 __all__ = ["IMAGE_MODES", "LatentGrid", "calculate_grid_size", "frame_image", "keyframe_latents",
-           "latent_interpolation_frames", "layout_grid", "make_grid", "orbit_frames", "video_cameras", "video_latent",
-           "write_video"]
+           "latent_interpolation_frames", "layout_grid", "make_grid", "orbit_frames", "path_frames",
+           "render_path_video", "video_cameras", "video_latent", "write_video"]
