@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PLACEHOLDER = "path/to/"
-OUTPUT_OPTIONS = ("--outdir", "--out", "--result-out-dir", "--out-anno")
+OUTPUT_OPTIONS = ("--outdir", "--out", "--result-out-dir", "--out-anno", "--to-nerfstudio")
 TIMEOUT = 300
 
 

@@ -49,6 +49,7 @@ BATCH = (1, 64)  # images rendered at once (MMagic demo latents, FID batch)
 CUTOFF = (0, 1000)  # truncated ws: beyond a model's count means all of them
 FID_SAMPLES = (2, 1_000_000)
 THREADS = (1, 1024)
+MAX_PATH_KEYFRAMES = 1000
 REDUCED_HELP = ("fp32, or reduced: float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16, else float32 "
                 "with faster, slightly less exact convolutions")
 
@@ -486,19 +487,44 @@ def _video_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_path(args: argparse.Namespace) -> int:
-    """Camera paths between our JSON and nerfstudio's camera_path.json (or one view -> either)."""
-    from ..camera_path import CameraPath, Keyframe, from_nerfstudio, load_path, read_json, save_path, to_nerfstudio
+def _keyframes(args: argparse.Namespace, config: Any) -> Any:
+    """``eg3d path``'s new path: one keyframe per --yaw (with --pitch, one for all or one each) and --seeds (the
+    same way), or the model's opening view."""
+    from ..camera_path import CameraPath, Keyframe
     from ..cameras import camera_defaults
+
+    yaws, pitches = (([camera_defaults(config).view[0]], [camera_defaults(config).view[1]]) if args.yaw is None
+                     else (args.yaw, args.pitch))
+    n = max(len(yaws), len(pitches), len(args.seeds or []))
+    columns = {"--yaw": yaws, "--pitch": pitches, "--seeds": args.seeds or [None]}
+    for name, values in columns.items():
+        if len(values) not in (1, n):
+            raise InputError(f"{name} gives {len(values)} values for {n} keyframes (give one, or one per keyframe)")
+    pick = {name: values * n if len(values) == 1 else values for name, values in columns.items()}
+    keyframes = [Keyframe(pick["--yaw"][i], pick["--pitch"][i], radius=args.radius, fov=args.fov,
+                          seed=pick["--seeds"][i], psi=args.trunc, cutoff=args.trunc_cutoff, duration=args.duration)
+                 for i in range(n)]
+    return CameraPath(tuple(keyframes))
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """Camera paths between our JSON and nerfstudio's camera_path.json, or a new one from views."""
+    import dataclasses
+
+    from ..camera_path import from_nerfstudio, load_path, read_json, save_path, to_nerfstudio
     from ..fileio import write_json
 
     if args.out is None and args.to_nerfstudio is None:
         raise InputError("nothing to write: give --out PATH.json and/or --to-nerfstudio FILE.json")
-    view_given = args.yaw is not None or args.pitch is not None or args.fov is not None or args.radius is not None
-    if view_given and (args.input is not None or args.from_nerfstudio is not None):
-        raise InputError("--yaw/--pitch/--fov/--radius describe a single view: not with --in or --from-nerfstudio")
+    new = {"--yaw": args.yaw, "--pitch": args.pitch, "--fov": args.fov, "--radius": args.radius,
+           "--seeds": args.seeds, "--duration": args.duration}
+    given = [name for name, value in new.items() if value is not None]
+    if given and (args.input is not None or args.from_nerfstudio is not None):
+        raise InputError(f"{given[0]} describes a new path: not with --in or --from-nerfstudio")
     if (args.yaw is None) != (args.pitch is None):
         raise InputError("give both --yaw and --pitch, or neither (the model's opening view)")
+    if args.duration is None:
+        args.duration = 2.0
     config = _load(args, args.model, args.config).G.config
     if args.input is not None:
         path = load_path(args.input)
@@ -509,8 +535,9 @@ def cmd_path(args: argparse.Namespace) -> int:
         except InputError as e:
             raise InputError(f"{args.from_nerfstudio}: {e}") from None
     else:
-        yaw, pitch = camera_defaults(config).view if args.yaw is None else (args.yaw, args.pitch)
-        path = CameraPath((Keyframe(yaw, pitch, radius=args.radius, fov=args.fov),))
+        path = _keyframes(args, config)
+    changes = {"fps": args.fps, "loop": args.loop, "constant_speed": args.constant_speed}
+    path = dataclasses.replace(path, **{k: v for k, v in changes.items() if v is not None})
     for target in (args.out, args.to_nerfstudio):
         if target is not None:
             _outdir(args, Path(target).parent)
@@ -842,21 +869,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True, metavar="DIR")
     p.set_defaults(func=cmd_mesh)
 
-    p = sub.add_parser("path", parents=[common], help="camera paths: our JSON <-> nerfstudio camera_path.json",
-                       description="Reads a camera path (--in, ours; --from-nerfstudio) or makes one view (--yaw/--pitch, "
-                       "default the model's opening view) and writes it as our JSON (--out) and/or nerfstudio's "
-                       "camera_path.json (--to-nerfstudio: OpenGL camera-to-world matrices in the model's world, "
-                       "vertical FOV). The model (default: the demo model) gives the radius, pivot and FOV.")
+    p = sub.add_parser("path", parents=[common], help="camera paths: make one, our JSON <-> nerfstudio camera_path.json",
+                       description="Reads a camera path (--in, ours; --from-nerfstudio) or makes one (a keyframe per "
+                       "--yaw/--pitch pair, default the model's opening view) and writes it as our JSON (--out, for "
+                       "eg3d video --path and the viewer) and/or nerfstudio's camera_path.json (--to-nerfstudio: "
+                       "OpenGL camera-to-world matrices in the model's world, vertical FOV). The model (default: the "
+                       "demo model) gives the radius, pivot and FOV.")
     _model_args(p)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--in", dest="input", metavar="JSON", default=None, help="our camera path JSON")
     source.add_argument("--from-nerfstudio", metavar="JSON", default=None, help="a nerfstudio camera_path.json")
-    p.add_argument("--yaw", type=_number(YAW), default=None, metavar="RAD", help="one view: yaw offset, radians")
-    p.add_argument("--pitch", type=_number(PITCH), default=None, metavar="RAD", help="one view: pitch offset, radians")
+    p.add_argument("--yaw", type=_numbers(YAW, MAX_PATH_KEYFRAMES), default=None, metavar="LIST",
+                   help="new path: keyframe yaw offsets, radians (e.g. --yaw=0.8,0,-0.8)")
+    p.add_argument("--pitch", type=_numbers(PITCH, MAX_PATH_KEYFRAMES), default=None, metavar="LIST",
+                   help="new path: pitch offsets, radians, one for all or one per keyframe; negative looks from above")
     p.add_argument("--fov", type=_number(_path_fov()), default=None, metavar="DEG",
-                   help="one view: FOV in the viewer's degrees (default: the model's)")
+                   help="new path: FOV in the viewer's degrees (default: the model's)")
     p.add_argument("--radius", type=_number((0.01, 1000.0)), default=None, metavar="R",
-                   help="one view: camera distance (default: the model's)")
+                   help="new path: camera distance (default: the model's)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="new path: a seed per keyframe (or one for all) with --trunc; default: none, the keyframes "
+                   "show whatever latent the video or viewer shows")
+    _truncation_args(p)
+    p.add_argument("--duration", type=_number((0.01, 3600.0)), default=None, metavar="S",
+                   help="new path: seconds from each keyframe to the next (default 2)")
+    p.add_argument("--fps", type=_int_in(*FPS), default=None, help="frames per second (default 30, or the file's)")
+    p.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
+                   help="return to the first keyframe (default: no, or the file's)")
+    p.add_argument("--constant-speed", action=argparse.BooleanOptionalAction, default=None,
+                   help="move the camera at constant speed (default: no, or the file's)")
     p.add_argument("--out", metavar="JSON", default=None, help="write our camera path JSON here")
     p.add_argument("--to-nerfstudio", metavar="JSON", default=None, help="write nerfstudio's camera_path.json here")
     p.add_argument("--resolution", type=_int_in(1, 16384), default=None, metavar="N",
