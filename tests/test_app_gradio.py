@@ -430,7 +430,7 @@ def test_page_generates_a_picture(server: Server, browser_page, tmp_path: Path) 
             if not r.url.startswith((server.url.rstrip("/"), "data:", "blob:")) else None)
     page.goto(server.url, wait_until="networkidle", timeout=60_000)
     assert "model-info" in page.content() and "tiny_cars128" in page.inner_text("#model-info")
-    assert page.locator("#picture img").count() == 0  # nothing rendered before Generate
+    assert page.locator("#picture img").count() == 1  # the default view is rendered before Generate is pressed
     page.click("#generate")
     page.wait_for_selector("#picture img", timeout=120_000)
     page.wait_for_selector("#depth img", timeout=30_000)

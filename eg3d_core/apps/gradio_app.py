@@ -27,6 +27,7 @@ import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -38,6 +39,7 @@ from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 import eg3d_core  # noqa: E402
+from eg3d_core import visualize  # noqa: E402
 from eg3d_core.apps import webapp  # noqa: E402
 from eg3d_core.apps.webapp import (  # noqa: E402
     OUTPUTS,
@@ -47,6 +49,8 @@ from eg3d_core.apps.webapp import (  # noqa: E402
     Caller,
     DemoModel,
     Lane,
+    RenderResult,
+    label_tiles,
     parse_render,
 )
 from eg3d_core.errors import EG3DError  # noqa: E402
@@ -66,9 +70,14 @@ MAX_BODY_BYTES = 2**20
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Small models render 64-128 px pictures: scale them up to the panel instead of showing a stamp in its middle.
+# Small models render 64-128 px pictures: scale them up to the panel instead of showing a stamp in its middle. The
+# depth legend sits under the depth pane, next to the info line.
 CSS = """
 #picture img, #depth img { width: 100%; height: 100%; object-fit: contain; }
+#depth-legend .legend { display: flex; align-items: center; gap: 0.5em; font-size: 0.85em; }
+#depth-legend .bar { flex: 1; height: 12px; border: 1px solid #999; border-radius: 2px; }
+#depth-legend .note { font-size: 0.8em; opacity: 0.75; margin-top: 2px; }
+#examples .caption-label { font-size: 0.8em; }
 """
 
 
@@ -160,7 +169,18 @@ def model_markdown(model: DemoModel) -> str:
             f"{i['num_ws']} ws · default FOV {i['default_fov']}° · {i['device']}  \n**Source** `{i['source']}`")
 
 
-def limits_markdown(model: DemoModel) -> str:
+def page_url(request: gr.Request | None, fallback: str) -> str:
+    """The address the browser used to reach the page (its Host header), for the API snippet; ``fallback`` when the
+    request has none or an odd one (the snippet is shown on the page: only a plain host[:port] is trusted)."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("host", "") if hasattr(headers, "get") else ""
+    proto = headers.get("x-forwarded-proto", "http") if hasattr(headers, "get") else "http"
+    if not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?", host or ""):
+        return fallback
+    return f"{'https' if proto == 'https' else 'http'}://{host}/"
+
+
+def limits_markdown(model: DemoModel, url: str = "http://127.0.0.1:7860/") -> str:
     lim, rq, hq = model.limits, webapp.RENDER_QUOTA, webapp.HEAVY_QUOTA
     return f"""
 | parameter | accepted values |
@@ -190,7 +210,7 @@ one of yours has finished. Request bodies are limited to {MAX_BODY_BYTES // 2**2
 
 ```python
 from gradio_client import Client
-c = Client("http://127.0.0.1:7860/")
+c = Client("{url}")
 picture, depth, info = c.predict(seed=7, psi=0.7, yaw=30, pitch=-10, output="all", api_name="/render")
 mp4 = c.predict(seed=7, frames=60, fps=30, path="turntable", api_name="/video")
 glb, ply, obj, info = c.predict(seed=7, mesh_resolution=128, level=10, api_name="/mesh")
@@ -200,13 +220,41 @@ both, mp4, glb, npz, info = c.predict(handle_file("car.png"), steps=60, api_name
 """
 
 
-def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blocks:
-    """The page and its three API endpoints. ``lanes`` run the model work (default: webapp.RENDER_QUOTA and
-    HEAVY_QUOTA); the handlers are async, so jobs waiting in a lane hold no thread of the server."""
+def depth_legend(depth_range: tuple[float, float] | None) -> str:
+    """HTML colour bar of the depth pane: near (warm) to far (cool) over the object, with their distances."""
+    if depth_range is None:
+        return '<div class="legend">depth: nothing in view (every ray passes through empty space)</div>'
+    near, far = depth_range
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 10:.0f}%"
+                      for i, (r, g, b) in enumerate(visualize.depth_colormap(np.linspace(1.0, 0.0, 11))))
+    return (f'<div class="legend"><span class="near">near {near:.2f}</span>'
+            f'<div class="bar" style="background: linear-gradient(to right, {stops})"></div>'
+            f'<span class="far">far {far:.2f}</span></div>'
+            '<div class="note">distance from the camera (world units); white: empty space</div>')
+
+
+def render_info(seed: int, yaw: float, pitch: float, res: RenderResult) -> str:
+    return (f"seed {seed} · yaw {yaw:g}°, pitch {pitch:g}° · {res.seconds:.2f} s"
+            f"{' (tri-planes cached)' if res.cached else ''} · {res.picture.shape[1]}×{res.picture.shape[0]}")
+
+
+def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str = "http://127.0.0.1:7860/"
+               ) -> gr.Blocks:
+    """The page and its four API endpoints. ``lanes`` run the model work (default: webapp.RENDER_QUOTA and
+    HEAVY_QUOTA); the handlers are async, so jobs waiting in a lane hold no thread of the server. ``url``: the
+    server's address for the API snippet until a page load tells the address the browser used.
+
+    The page opens rendered: the default view (the model's opening view, ``DemoModel.default_view``) and the example
+    thumbnails are rendered here, before the server starts."""
     G, lim = model.G, model.limits
     lanes = lanes or default_lanes()
     render_lane, heavy_lane = lanes[RENDER], lanes[HEAVY]
     default_res = G.config.rendering.neural_rendering_resolution
+    yaw0, pitch0 = model.default_view()
+    fov0 = round(model.defaults.fov, 1)
+    first = model.render(parse_render(lim, EXAMPLE_SEEDS[0][0], EXAMPLE_SEEDS[0][1], yaw0, pitch0, fov0))
+    thumbnails = [(model.render(parse_render(lim, s, p, yaw0, pitch0, fov0)).picture, f"seed {s} · psi {p:g}")
+                  for s, p in EXAMPLE_SEEDS]
 
     # ------------------------------------------------------------------------------------------------------------
     # Handlers. Events run with preprocess=False: they receive the raw JSON values and validate them themselves, so
@@ -218,9 +266,35 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
                      request: gr.Request = None) -> tuple[np.ndarray, np.ndarray, str]:  # type: ignore[assignment]
         req = parse_render(lim, seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution)
         res = await in_lane(render_lane, request, 1.0, model.render, req)
-        info = (f"seed {req.seed} · {res.seconds:.2f} s"
-                f"{' (tri-planes cached)' if res.cached else ''} · {res.picture.shape[1]}×{res.picture.shape[0]}")
-        return res.picture, res.depth, info
+        return res.picture, res.depth, render_info(req.seed, req.yaw, req.pitch, res)
+
+    @user_errors
+    async def render_page(seed: Any, psi: Any, yaw: Any, pitch: Any, fov: Any, output: Any, cutoff: Any,
+                          precision: Any, resolution: Any,
+                          request: gr.Request = None) -> Any:  # type: ignore[assignment]
+        """The page's render: ``render`` plus the depth legend, with the tiles of "all" labelled. A slider's number
+        box left blank while a value is typed sends None: nothing to render yet (the next keystroke renders)."""
+        if any(v is None or (isinstance(v, str) and not v.strip()) for v in (psi, yaw, pitch, fov, cutoff, resolution)):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        # A number typed into a slider's box beyond its range is clamped, as the slider itself does when the box
+        # loses focus (without telling the page): the picture then shows what the slider will show.
+        psi, cutoff, yaw, pitch, fov, resolution = (
+            webapp.clamp(v, bounds) for v, bounds in ((psi, lim.psi), (cutoff, lim.cutoff), (yaw, lim.yaw),
+                                                      (pitch, lim.pitch), (fov, lim.fov), (resolution, lim.resolution)))
+        req = parse_render(lim, seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution)
+        res = await in_lane(render_lane, request, 1.0, model.render, req)
+        if req.output == "all":  # the labelled strip takes the depth pane's place too (its depth tile is the same)
+            picture, depth = label_tiles(res.picture), gr.update(value=res.depth, visible=False)
+        else:
+            picture, depth = res.picture, gr.update(value=res.depth, visible=True)
+        return picture, depth, render_info(req.seed, req.yaw, req.pitch, res), depth_legend(res.depth_range)
+
+    async def pick_example(yaw: Any, pitch: Any, fov: Any, output: Any, cutoff: Any, precision: Any, resolution: Any,
+                           evt: gr.SelectData, request: gr.Request = None) -> Any:  # type: ignore[assignment]
+        """A click on an example thumbnail: its seed and psi, rendered at the page's camera."""
+        s, p = EXAMPLE_SEEDS[evt.index if isinstance(evt.index, int) else evt.index[0]]
+        shown = await render_page(s, p, yaw, pitch, fov, output, cutoff, precision, resolution, request=request)
+        return (s, p, *shown)
 
     @user_errors
     async def video(seed: Any, psi: Any = 0.7, yaw: Any = 0.0, pitch: Any = 0.0, fov: Any = None,
@@ -250,6 +324,15 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
                             progress=lambda f, d: progress(f, desc=d))
         info = f"{res.vertices:,} vertices · {res.faces:,} faces · level {lv:g} · {r}³ grid · {res.seconds:.1f} s"
         return str(res.files[".glb"]), str(res.files[".ply"]), str(res.files[".obj"]), info
+
+    @user_errors
+    async def mesh_page(seed: Any, psi: Any, cutoff: Any, mesh_resolution: Any, level: Any,
+                        progress: gr.Progress = gr.Progress(),  # noqa: B008
+                        request: gr.Request = None) -> tuple[Any, Any, Any, str]:  # type: ignore[assignment]
+        """The page's button: ``mesh``, with the download boxes shown once there is something to download."""
+        glb, ply, obj, info = await mesh(seed, psi, cutoff, mesh_resolution, level, progress=progress,
+                                         request=request)
+        return glb, gr.update(value=ply, visible=True), gr.update(value=obj, visible=True), info
 
     @user_errors
     async def invert(picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60, frames: Any = 36,
@@ -286,41 +369,52 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
                 with gr.Row():
                     seed = gr.Number(value=0, label="seed", precision=0, minimum=0, maximum=SEED_MAX, scale=3)
                     generate = gr.Button("Generate", variant="primary", scale=2, elem_id="generate")
-                psi = gr.Slider(*lim.psi, value=0.7, step=0.05, label="truncation psi")
-                cutoff = gr.Slider(*lim.cutoff, value=lim.cutoff[1], step=1, label="truncation cutoff (ws)")
-                yaw = gr.Slider(*lim.yaw, value=0.0, step=1, label="yaw (degrees from frontal)", elem_id="yaw")
-                pitch = gr.Slider(*lim.pitch, value=0.0, step=1, label="pitch (degrees from frontal)")
-                fov = gr.Slider(*lim.fov, value=round(model.defaults.fov, 1), step=0.5, label="field of view (degrees)")
+                # No reset buttons: the page renders on the sliders' input events, which a reset does not send.
+                slider: dict[str, Any] = {"buttons": []}
+                psi = gr.Slider(*lim.psi, value=EXAMPLE_SEEDS[0][1], step=0.05, label="truncation psi", elem_id="psi",
+                                **slider)
+                cutoff = gr.Slider(*lim.cutoff, value=lim.cutoff[1], step=1, label="truncation cutoff (ws)",
+                                   elem_id="cutoff", **slider)
+                yaw = gr.Slider(*lim.yaw, value=yaw0, step=1, label="yaw (degrees from frontal)", elem_id="yaw",
+                                **slider)
+                pitch = gr.Slider(*lim.pitch, value=pitch0, step=1, label="pitch (degrees from frontal; < 0: above)",
+                                  elem_id="pitch", **slider)
+                fov = gr.Slider(*lim.fov, value=fov0, step=0.5, label="field of view (degrees)", elem_id="fov",
+                                **slider)
                 output = gr.Radio(list(OUTPUTS), value="image", label="output")
                 with gr.Accordion("rendering", open=False):
                     precision = gr.Radio(list(PRECISIONS), value="fp32", label="precision")
                     resolution = gr.Slider(*lim.resolution, value=default_res, step=8,
-                                           label="neural rendering resolution")
+                                           label="neural rendering resolution", elem_id="resolution", **slider)
             with gr.Column(scale=2):
                 with gr.Row(equal_height=True):
-                    picture = gr.Image(label="image", format="png", interactive=False, elem_id="picture", height=384)
-                    depth = gr.Image(label="depth", format="png", interactive=False, elem_id="depth",
-                                     height=384)
-                info = gr.Markdown(label="info", elem_id="render-info")
-                examples = gr.Examples([list(e) for e in EXAMPLE_SEEDS], inputs=[seed, psi], label="example seeds",
-                                       example_labels=[f"seed {s}, psi {p}" for s, p in EXAMPLE_SEEDS])
+                    picture = gr.Image(value=first.picture, label="image", format="png", interactive=False,
+                                       elem_id="picture", height=384)
+                    depth = gr.Image(value=first.depth, label="depth (near = warm)", format="png",
+                                     interactive=False, elem_id="depth", height=384)
+                with gr.Row():
+                    info = gr.Markdown(render_info(EXAMPLE_SEEDS[0][0], yaw0, pitch0, first), elem_id="render-info")
+                    legend = gr.HTML(depth_legend(first.depth_range), elem_id="depth-legend")
+                examples = gr.Gallery(thumbnails, label="examples (click one)", format="png", columns=len(thumbnails),
+                                      height=200, allow_preview=False, object_fit="contain", buttons=[],
+                                      elem_id="examples", interactive=False)
         with gr.Tab("orbit video"):
             with gr.Row():
                 frames = gr.Slider(*lim.frames, value=48, step=1, label="frames")
                 fps = gr.Slider(*lim.fps, value=24, step=1, label="fps")
                 path = gr.Radio(list(PATHS), value="orbit", label="camera path")
-                make_video = gr.Button("Make video", elem_id="make-video")
+                make_video = gr.Button("Make video", variant="primary", elem_id="make-video")
             movie = gr.Video(label="orbit video", autoplay=True, loop=True, elem_id="video", height=400)
         with gr.Tab("mesh"):
             with gr.Row():
                 mesh_res = gr.Slider(*lim.mesh_resolution, value=128, step=16, label="mesh resolution")
                 level = gr.Number(value=10.0, label="iso level (raw density)", minimum=lim.level[0], maximum=lim.level[1])
-                make_mesh = gr.Button("Extract mesh", elem_id="make-mesh")
+                make_mesh = gr.Button("Extract mesh", variant="primary", elem_id="make-mesh")
             model3d = gr.Model3D(label="mesh preview", height=420, elem_id="model3d",
                                  clear_color=(0.95, 0.95, 0.95, 1.0))
-            with gr.Row():
-                ply = gr.File(label="ply", elem_id="ply")
-                obj = gr.File(label="obj", elem_id="obj")
+            with gr.Row():  # shown once a mesh is extracted
+                ply = gr.File(label="ply", elem_id="ply", visible=False)
+                obj = gr.File(label="obj", elem_id="obj", visible=False)
             mesh_info = gr.Markdown(label="info")
             gr.Markdown("The surface is where the raw density crosses the iso level (10 in the original). If a "
                         "model has no surface there, the error message gives the density range seen: pick a level "
@@ -358,31 +452,48 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None) -> gr.Blo
             inv_frames = gr.Number(value=36, visible=False, precision=0)
             inv_fps = gr.Number(value=24, visible=False, precision=0)
         with gr.Accordion("limits and API", open=False):
-            gr.Markdown(limits_markdown(model))
+            limits_md = gr.Markdown(limits_markdown(model, url), elem_id="limits")
 
         # --------------------------------------------------------------------------------------------------------
         # Events
 
         view = [seed, psi, yaw, pitch, fov, output, cutoff, precision, resolution]
         shown = [picture, depth, info]
+        page_shown = [picture, depth, info, legend]
         # No concurrency limit in gradio's queue: every request reaches its handler at once, which admits it to its
         # lane or refuses it (BusyError); the lanes do the queueing, per client (see webapp.Lane).
         quick: dict[str, Any] = {"preprocess": False, "concurrency_id": RENDER, "concurrency_limit": None}
         live: dict[str, Any] = {**quick, "api_visibility": "private", "trigger_mode": "always_last",
                                 "show_progress": "minimal"}
-        generate.click(render, view, shown, api_name="render", **quick)
-        # Live updates: on release (not on every drag step) and only the latest of a burst.
-        for slider in (psi, cutoff, yaw, pitch, fov, resolution):
-            slider.release(render, view, shown, **live)
-        seed.submit(render, view, shown, **live)
+        # The status (progress, "Error") shows on the two pictures only: on the one-line info it hid the text.
+        on_pictures: dict[str, Any] = {"show_progress_on": [picture, depth]}
+        live.update(on_pictures)
+        api_render = gr.Button(visible=False)
+        api_render.click(render, view, shown, api_name="render", **quick)
+        generate.click(render_page, view, page_shown, api_visibility="private", **quick, **on_pictures)
+        # Live updates on every user change of a slider -- a drag's steps, arrow keys, each keystroke in its number
+        # box -- keeping only the latest of a burst (always_last). The input event is sent after the value is
+        # committed; "release" from the number box (on blur) carried the value before the last edit, and arrow keys
+        # sent no release at all.
+        for control in (psi, cutoff, yaw, pitch, fov, resolution):
+            control.input(render_page, view, page_shown, **live)
+        seed.submit(render_page, view, page_shown, **live)
         for radio in (output, precision):
-            radio.input(render, view, shown, **live)
-        examples.load_input_event.then(render, view, shown, **live)
+            radio.input(render_page, view, page_shown, **live)
+        examples.select(pick_example, [yaw, pitch, fov, output, cutoff, precision, resolution],
+                        [seed, psi, *page_shown], **{**live, "preprocess": True})
+        def api_help(request: gr.Request) -> str:
+            return limits_markdown(model, page_url(request, url))
+
+        demo.load(api_help, None, limits_md, api_visibility="private", queue=False)
 
         heavy: dict[str, Any] = {"preprocess": False, "concurrency_id": HEAVY, "concurrency_limit": None}
         make_video.click(video, [*view, frames, fps, path], movie, api_name="video", **heavy)
-        make_mesh.click(mesh, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info], api_name="mesh",
-                        **heavy)
+        api_mesh = gr.Button(visible=False)
+        api_mesh.click(mesh, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info], api_name="mesh",
+                       **heavy)
+        make_mesh.click(mesh_page, [seed, psi, cutoff, mesh_res, level], [model3d, ply, obj, mesh_info],
+                        api_visibility="private", **heavy)
         inv_outputs = [fit_picture, inv_movie, inv_model3d, inv_npz, inv_info]
         inv_estimate.change(lambda on: [gr.update(interactive=not on)] * 2, inv_estimate, [inv_yaw, inv_pitch],
                             api_visibility="private")
@@ -428,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     model = DemoModel(G, cache_size=args.cache_size)
     log.info("model %s loaded; job files in %s", G.source, model.output_dir.root)
     lanes = default_lanes()
-    demo = build_demo(model, lanes)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    demo = build_demo(model, lanes, url=f"http://{shown_host}:{args.port}/")
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     # Gradio processes at most max_threads events at once: room for every job the lanes may admit, so that a full
     # lane never keeps another lane's requests from reaching their handler.

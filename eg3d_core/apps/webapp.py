@@ -125,6 +125,14 @@ def parse_float(name: str, value: Any, bounds: tuple[float, float]) -> float:
     return float(value)
 
 
+def clamp(value: Any, bounds: tuple[float, float]) -> Any:
+    """A finite number clamped to ``bounds`` (what a slider does with a value typed beyond its range); anything else
+    as it is, for the parser to judge."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return min(max(value, bounds[0]), bounds[1])
+    return value
+
+
 def parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name} must be one of {', '.join(choices)}; got {_describe(value)}")
@@ -263,10 +271,12 @@ def compose(out: dict[str, torch.Tensor], output: str) -> tuple[np.ndarray, np.n
 
     "image": the super-resolved image [S, S]; "raw": the volume-rendered image [r, r] (before super-resolution);
     "depth": the colour-mapped depth [r, r]; "all": image | raw | depth side by side, each at S [S, 3S].
+    The depth is coloured over the pixels that show something (``image_mask``: the rays' opacity), near = warm, and
+    fades to white where a ray meets nothing.
     """
     image = visualize.to_uint8(out["image"][0])
     raw = visualize.to_uint8(out["image_raw"][0])
-    depth = visualize.depth_to_color(out["image_depth"][0])
+    depth = visualize.depth_to_color(out["image_depth"][0], out["image_mask"][0])
     if output == "image":
         picture = image
     elif output == "raw":
@@ -277,6 +287,38 @@ def compose(out: dict[str, torch.Tensor], output: str) -> tuple[np.ndarray, np.n
         size = image.shape[0]
         picture = np.concatenate([image, _resize_nearest(raw, size), _resize_nearest(depth, size)], axis=1)
     return picture, depth
+
+
+def depth_range(out: dict[str, torch.Tensor]) -> tuple[float, float] | None:
+    """(near, far) distance from the camera (world units) over the pixels that show something, as the depth picture
+    colours it; None when no ray meets anything."""
+    mask = out["image_mask"][0]
+    if not bool((mask >= visualize.OPACITY_SHOWN).any()):
+        return None
+    near, far = visualize.depth_range(out["image_depth"][0], mask)
+    return float(near.squeeze()), float(far.squeeze())
+
+
+TILE_NAMES = ("image", "raw render", "depth")
+
+
+def label_tiles(picture: np.ndarray, names: tuple[str, ...] = TILE_NAMES, band: int | None = None) -> np.ndarray:
+    """A picture of ``len(names)`` equal tiles side by side (``output="all"``) with each tile's name written in a
+    white band above it, for people (the API returns the bare tiles)."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w = picture.shape[:2]
+    tile = w // len(names)
+    band = band or max(14, tile // 7)
+    canvas = Image.new("RGB", (w, h + band), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(9, int(band * 0.7)))
+    for i, name in enumerate(names):
+        left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
+        draw.text((i * tile + (tile - (right - left)) / 2 - left, (band - (bottom - top)) / 2 - top), name,
+                  fill=(40, 40, 40), font=font)
+    return np.asarray(canvas)
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -566,6 +608,7 @@ class RenderResult:
     depth: np.ndarray  # uint8 HWC, colour-mapped depth at the neural rendering resolution
     seconds: float
     cached: bool  # the tri-planes came from the cache (a camera-only change)
+    depth_range: tuple[float, float] | None = None  # (near, far) the depth colours span; None: nothing in view
 
 
 @dataclass(frozen=True)
@@ -602,6 +645,12 @@ class DemoModel:
         self.device = next(G.parameters()).device
         self.output_dir = output_dir or OutputDir()
         self.cache = PlaneCache(G, max(1, cache_size))
+
+    def default_view(self) -> tuple[float, float]:
+        """The (yaw, pitch) in whole degrees the demo opens on (``CameraDefaults.view``: three-quarter from above for
+        objects, frontal for faces)."""
+        yaw, pitch = self.defaults.view
+        return float(round(math.degrees(yaw))), float(round(math.degrees(pitch)))
 
     # -- description -----------------------------------------------------------------------------------------------
 
@@ -644,7 +693,7 @@ class DemoModel:
         ws, planes, cached = self.latent(req.latent, req.settings)
         out = self._render_view(req, ws, planes, math.radians(req.yaw), math.radians(req.pitch))
         picture, depth = compose(out, req.output)
-        return RenderResult(picture, depth, time.perf_counter() - t0, cached)
+        return RenderResult(picture, depth, time.perf_counter() - t0, cached, depth_range(out))
 
     def frames(self, req: RenderRequest, num_frames: int, path: str = "orbit",
                progress: ProgressFn | None = None) -> Iterator[np.ndarray]:
