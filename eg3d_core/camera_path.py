@@ -456,7 +456,7 @@ def keyframe_ws(keyframe: Keyframe, G: Any, current_ws: torch.Tensor | None = No
 
     where = "keyframe" if index is None else f"keyframe {index}"
     if keyframe.seed is not None:
-        return LatentSource(seed=keyframe.seed, psi=keyframe.psi, cutoff=keyframe.cutoff).ws(G, "cpu")
+        return LatentSource(seed=keyframe.seed, psi=keyframe.psi, cutoff=keyframe.cutoff).ws(G).cpu()
     ws = keyframe.ws if keyframe.ws is not None else current_ws
     if ws is None:
         raise InputError(f"{where} has no latent (a seed or ws) and no current latent was given")
@@ -660,6 +660,9 @@ def to_nerfstudio(path: CameraPath, config: GeneratorConfig, resolution: int) ->
     ``camera_path`` (one entry per frame: ``camera_to_world`` row-major 4x4, ``fov``, ``aspect``; what
     ``ns-render camera-path`` renders), ``render_height`` / ``render_width``, ``fps``, ``seconds``, ``is_cycle``,
     ``smoothness_value``, ``camera_type`` ``perspective``, ``default_fov``, ``default_transition_sec``.
+    ``seconds`` is the frame count over ``fps`` (``ns-render`` plays ``len(camera_path) / seconds`` frames a
+    second), so an open path, which shows its last keyframe as a frame of its own, reads one frame longer than
+    ``total_seconds``.
     Matrices are in OpenGL camera axes (x right, y up, looking down -z) in our world (y up, units of the model's
     scene); ``fov`` is the true vertical angle of view in degrees (:func:`true_vertical_fov`). Latents have no
     place in nerfstudio's format and are not written.
@@ -682,7 +685,7 @@ def to_nerfstudio(path: CameraPath, config: GeneratorConfig, resolution: int) ->
         "render_height": resolution,
         "render_width": resolution,
         "fps": path.fps,
-        "seconds": path.total_seconds,
+        "seconds": path.num_frames / path.fps,
         "is_cycle": path.loop,
         "smoothness_value": 0.5,
         "camera_path": [{"camera_to_world": m.reshape(-1).tolist(), "fov": f, "aspect": 1.0}

@@ -338,7 +338,8 @@ def test_to_nerfstudio_writes_opengl_cameras_looking_at_the_pivot(cars_generator
     path = _path(fps=10)
     data = to_nerfstudio(path, config, resolution=256)
     assert data["render_width"] == data["render_height"] == 256 and data["camera_type"] == "perspective"
-    assert data["fps"] == 10 and data["seconds"] == pytest.approx(path.total_seconds) and data["is_cycle"] is False
+    assert data["fps"] == 10 and data["is_cycle"] is False
+    assert len(data["camera_path"]) / data["seconds"] == pytest.approx(10)  # ns-render's frame rate: ours
     assert len(data["camera_path"]) == path.num_frames and len(data["keyframes"]) == 4
     json.dumps(data, allow_nan=False)  # plain JSON
     ours = path_cameras(path, config).double().numpy()

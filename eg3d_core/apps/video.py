@@ -339,7 +339,7 @@ def path_frames(G: Generator, path: CameraPath, settings: RenderSettings | None 
     settings = settings or RenderSettings()
     if image_mode not in IMAGE_MODES:
         raise InputError(f"image_mode must be one of {', '.join(IMAGE_MODES)}, got {image_mode!r}")
-    current = latent.ws(G, "cpu") if isinstance(latent, LatentSource) else latent
+    current = latent.ws(G).cpu() if isinstance(latent, LatentSource) else latent
     cams = path_cameras(path, G.config)
     latents = path_latents(path, G, current)
     cache = PlaneCache(G, size=2)
