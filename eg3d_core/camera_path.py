@@ -43,13 +43,13 @@ import torch
 from . import cameras
 from .config import GeneratorConfig
 from .errors import InputError
-from .fileio import write_json
+from .fileio import write_bytes
 from .settings import FOCAL, PITCH, TRUNCATION_PSI, YAW
 
 FORMAT = "eg3d-camera-path"
 VERSION = 1
 # Limits of a path (and of files read as one).
-MAX_FILE_BYTES = 32 * 2**20
+MAX_FILE_BYTES = 64 * 2**20  # ~1600 keyframes with FFHQ-sized ws (14 x 512)
 MAX_KEYFRAMES = 1000
 MAX_FRAMES = 100_000
 FPS = (1, 240)
@@ -590,8 +590,14 @@ def path_from_dict(data: Any) -> CameraPath:
 
 
 def save_path(path: CameraPath, file: str | os.PathLike[str]) -> Path:
-    """Write ``path`` as our JSON (``"format": "eg3d-camera-path", "version": 1``), atomically."""
-    return write_json(path_to_dict(path), file, indent=1)
+    """Write ``path`` as our JSON (``"format": "eg3d-camera-path", "version": 1``), atomically. A path too large for
+    :func:`load_path` to read back (more than ``MAX_FILE_BYTES``: many keyframes with large ws) is an InputError and
+    writes nothing."""
+    text = json.dumps(path_to_dict(path), allow_nan=False, indent=1) + "\n"
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"the camera path takes {len(text)} bytes as JSON, more than a path file may hold "
+                         f"({MAX_FILE_BYTES}): fewer keyframes with their own ws")
+    return write_bytes(file, text.encode("utf-8"))
 
 
 def _no_constant(name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -157,6 +158,18 @@ def test_pitch_and_fov_stay_in_range_where_the_spline_overshoots():
     assert vals[:, 1].max() <= math.radians(85) + 1e-12 and vals[:, 3].max() <= FOV[1]
 
 
+def test_loop_time_wraps_and_open_time_clamps():
+    loop = _path(loop=True)
+    total = loop.total_seconds
+    wrapped, first = loop.view_at(total + 0.6, DEFAULTS), loop.view_at(0.6, DEFAULTS)
+    assert (wrapped.index0, wrapped.index1) == (first.index0, first.index1)
+    np.testing.assert_allclose(astuple(wrapped)[1:], astuple(first)[1:], rtol=1e-12, atol=1e-12)
+    path = _path()
+    end = path.view_at(path.total_seconds, DEFAULTS)
+    assert path.view_at(path.total_seconds + 5, DEFAULTS).yaw == end.yaw
+    assert path.view_at(-1, DEFAULTS).yaw == path.view_at(0, DEFAULTS).yaw
+
+
 def test_latent_blend_indices_and_weights():
     path = _path()
     v = path.view_at(1.0 + 2.5 / 2, DEFAULTS)
@@ -267,6 +280,16 @@ def test_load_refuses_bad_files_naming_the_field(tmp_path, mutate, message):
     with pytest.raises(InputError, match=message) as e:
         load_path(file)
     assert "\n" not in str(e.value) and str(file) in str(e.value)
+
+
+def test_save_refuses_a_path_too_large_to_load_back(tmp_path):
+    ws = torch.zeros(1, 1024, 1024)  # the most one keyframe's ws may hold: 5.6 MB as base64
+    path = CameraPath(tuple(Keyframe(0.0, 0.0, ws=ws) for _ in range(MAX_FILE_BYTES // (4 * ws.numel()) + 1)))
+    with pytest.raises(InputError, match="more than a path file may hold"):
+        save_path(path, tmp_path / "big.json")
+    assert list(tmp_path.iterdir()) == []
+    small = path.with_keyframes(path.keyframes[:2])
+    assert load_path(save_path(small, tmp_path / "ok.json")) == small
 
 
 def test_load_refuses_non_json_nan_and_oversized_files(tmp_path):
