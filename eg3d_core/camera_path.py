@@ -50,7 +50,7 @@ FORMAT = "eg3d-camera-path"
 VERSION = 1
 # Limits of a path (and of files read as one).
 MAX_FILE_BYTES = 64 * 2**20  # ~1600 keyframes with FFHQ-sized ws (14 x 512)
-MAX_KEYFRAMES = 1000
+MAX_KEYFRAMES = 10_000  # a nerfstudio file's frames may become keyframes: 5.5 minutes at 30 fps
 MAX_FRAMES = 100_000
 FPS = (1, 240)
 DURATION = (0.01, 3600.0)  # seconds from a keyframe to the next
@@ -711,11 +711,14 @@ def _matrix(name: str, value: Any) -> np.ndarray:
     return m
 
 
-def from_nerfstudio(data: Any, config: GeneratorConfig, max_deviation_deg: float | None = 5.0) -> CameraPath:
+def from_nerfstudio(data: Any, config: GeneratorConfig, max_deviation_deg: float | None = 5.0,
+                    frames: bool = False) -> CameraPath:
     """A path from nerfstudio's ``camera_path.json`` (a parsed dict), in the model's world.
 
     Its ``keyframes`` become ours (durations from ``override_transition_sec`` or ``default_transition_sec``, else
-    ``seconds`` shared out); a file without keyframes takes every ``camera_path`` entry as one (1 / fps apart).
+    ``seconds`` shared out): an editable path, which our spline interpolates a little differently from nerfstudio's.
+    ``frames`` (or a file without keyframes) takes every ``camera_path`` entry as a keyframe instead, 1 / fps apart:
+    the frames nerfstudio renders, exactly.
     Each camera becomes an orbit camera (yaw, pitch, radius: its position, as ``cameras.lookat_pose`` places
     them) looking at the model's pivot, with the FOV of its
     vertical angle; EG3D's cameras always look at the pivot without roll, so a camera looking more than
@@ -733,7 +736,7 @@ def from_nerfstudio(data: Any, config: GeneratorConfig, max_deviation_deg: float
     if camera_type != "perspective":
         raise InputError(f"camera_type {camera_type!r} is not supported (EG3D renders perspective cameras)")
     keyframes = data.get("keyframes")
-    if isinstance(keyframes, list) and keyframes:
+    if isinstance(keyframes, list) and keyframes and not frames:
         entries, key, source = keyframes, "matrix", "keyframes"
         default_sec = data.get("default_transition_sec")
         seconds = data.get("seconds")

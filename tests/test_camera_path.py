@@ -411,6 +411,9 @@ def test_from_nerfstudio_dense_path_and_refusals(cars_generator):
     with pytest.raises(InputError, match=r"camera_path\[3\]: the camera looks 28\.6 degrees away"):
         from_nerfstudio(turned, config)
     assert len(from_nerfstudio(turned, config, max_deviation_deg=None).keyframes) == len(path.keyframes)
+    # frames=True takes the frames even when the file has keyframes.
+    assert len(from_nerfstudio(data, config, frames=True).keyframes) == len(data["camera_path"])
+    assert len(from_nerfstudio(data, config).keyframes) == len(data["keyframes"]) == 4
     broken = json.loads(json.dumps(dense))
     broken["camera_path"][1]["camera_to_world"] = broken["camera_path"][1]["camera_to_world"][:12]
     with pytest.raises(InputError, match=r"camera_path\[1\]\.camera_to_world must be a list of 16"):

@@ -531,7 +531,7 @@ def cmd_path(args: argparse.Namespace) -> int:
     elif args.from_nerfstudio is not None:
         try:
             path = from_nerfstudio(read_json(args.from_nerfstudio, "nerfstudio camera path"), config,
-                                   None if args.max_deviation < 0 else args.max_deviation)
+                                   None if args.max_deviation < 0 else args.max_deviation, args.nerfstudio_frames)
         except InputError as e:
             raise InputError(f"{args.from_nerfstudio}: {e}") from None
     else:
@@ -905,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-deviation", type=_number((-1.0, 180.0)), default=5.0, metavar="DEG",
                    help="--from-nerfstudio: refuse cameras looking further than this from the model's pivot "
                    "(default 5; -1: accept any, keeping positions)")
+    p.add_argument("--nerfstudio-frames", action="store_true",
+                   help="--from-nerfstudio: take every camera_path frame as a keyframe (the frames nerfstudio renders) "
+                   "instead of its keyframes (editable, interpolated by our spline)")
     p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("convert", parents=[common_nodevice], help="convert checkpoints (pkl/pth -> ours, any -> pth)",
