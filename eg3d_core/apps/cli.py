@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from .. import budget
+from ..camera_path import DURATION as PATH_DURATION
+from ..camera_path import FOV as PATH_FOV
+from ..camera_path import RADIUS as PATH_RADIUS
 from ..errors import EG3DError, InputError, OutputError
 from ..mesh.grid import RESOLUTION as MESH_RESOLUTION
 from ..runtime import reuse_freed_memory
@@ -733,12 +736,6 @@ def _render_args(p: argparse.ArgumentParser, sample_mult: int = 1) -> None:
 _nrr = _int_in(*NEURAL_RENDERING_RESOLUTION)
 
 
-def _path_fov() -> tuple[float, float]:
-    from ..camera_path import FOV as PATH_FOV
-
-    return PATH_FOV
-
-
 def _truncation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc", type=_number(TRUNCATION_PSI), default=1.0, metavar="PSI",
                    help="truncation psi in [{:g}, {:g}] (default 1: none)".format(*TRUNCATION_PSI))
@@ -883,15 +880,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new path: keyframe yaw offsets, radians (e.g. --yaw=0.8,0,-0.8)")
     p.add_argument("--pitch", type=_numbers(PITCH, MAX_PATH_KEYFRAMES), default=None, metavar="LIST",
                    help="new path: pitch offsets, radians, one for all or one per keyframe; negative looks from above")
-    p.add_argument("--fov", type=_number(_path_fov()), default=None, metavar="DEG",
+    p.add_argument("--fov", type=_number(PATH_FOV), default=None, metavar="DEG",
                    help="new path: FOV in the viewer's degrees (default: the model's)")
-    p.add_argument("--radius", type=_number((0.01, 1000.0)), default=None, metavar="R",
+    p.add_argument("--radius", type=_number(PATH_RADIUS), default=None, metavar="R",
                    help="new path: camera distance (default: the model's)")
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="new path: a seed per keyframe (or one for all) with --trunc; default: none, the keyframes "
                    "show whatever latent the video or viewer shows")
     _truncation_args(p)
-    p.add_argument("--duration", type=_number((0.01, 3600.0)), default=None, metavar="S",
+    p.add_argument("--duration", type=_number(PATH_DURATION), default=None, metavar="S",
                    help="new path: seconds from each keyframe to the next (default 2)")
     p.add_argument("--fps", type=_int_in(*FPS), default=None, help="frames per second (default 30, or the file's)")
     p.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
