@@ -159,6 +159,33 @@ def test_nerfstudio_in_and_out_through_the_cli(cars_generator, tmp_path, capsys)
     assert not (tmp_path / "never.json").exists()
 
 
+def test_eg3d_path_makes_keyframed_paths(cars_generator, tmp_path, capsys):
+    out = tmp_path / "tour.json"
+    rc = main(["path", "--model", PKL, "--yaw=0.8,0,-0.8", "--pitch=-0.3", "--seeds", "1,2,3", "--trunc", "0.6",
+               "--duration", "1.5", "--fps", "12", "--loop", "--constant-speed", "--fov", "20", "--out", str(out)])
+    assert rc == 0 and f"wrote {out} (3 keyframes, 54 frames, 4.5 s)" in capsys.readouterr().out
+    path = load_path(out)
+    assert path == CameraPath(tuple(Keyframe(y, -0.3, fov=20.0, seed=s, psi=0.6, duration=1.5)
+                                    for y, s in ((0.8, 1), (0.0, 2), (-0.8, 3))), fps=12, loop=True,
+                              constant_speed=True)
+    # Converting keeps the file's settings unless told otherwise.
+    again = tmp_path / "again.json"
+    assert main(["path", "--model", PKL, "--in", str(out), "--no-loop", "--out", str(again), "-q"]) == 0
+    assert load_path(again) == CameraPath(path.keyframes, fps=12, loop=False, constant_speed=True)
+    capsys.readouterr()
+    for argv, message in ((["--yaw=0.1,0.2", "--pitch=0,0,0"], "--yaw gives 2 values for 3 keyframes"),
+                          (["--yaw=0.1"], "both --yaw and --pitch"),
+                          (["--in", str(out), "--seeds", "1"], "--seeds describes a new path")):
+        rc = main(["path", "--model", PKL, *argv, "--out", str(tmp_path / "never.json"), "-q"])
+        assert rc == 1 and message in error_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as e:  # argparse's range check: one line, status 1
+        main(["path", "--model", PKL, "--yaw=4", "--pitch=0", "--out", str(tmp_path / "never.json")])
+    assert e.value.code == 1 and "argument --yaw" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "never.json").exists()
+    rc = main(["mesh", "--model", PKL, "--yaw", "0.1", "--pitch", "0", "--outdir", str(tmp_path / "m"), "-q"])
+    assert rc == 1 and "give --camera too" in error_line(capsys.readouterr().err)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The camera next to a mesh
 
