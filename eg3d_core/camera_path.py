@@ -9,11 +9,12 @@ Interpolation (pure numpy, :func:`CameraPath.view_at`):
 
 * The camera follows a cubic Hermite spline through the keyframes with Catmull-Rom tangents taken at the
   keyframes' times (the three-point derivative, so uneven durations keep the speed continuous), on
-  (yaw, pitch, log radius, FOV). Yaw is unwrapped: each step goes the short way round (a keyframe 350 degrees
-  further on is 10 degrees back). The spline passes through every keyframe exactly at its time and is C1 in time.
-  An open path starts and ends at rest (zero tangents); a loop closes with the last keyframe's duration and is C1
-  across the seam too. Pitch and FOV are kept inside ``settings.PITCH`` and :data:`FOV` where the spline
-  overshoots.
+  (yaw, pitch, log radius, FOV), limited per coordinate like monotone cubic interpolation: a coordinate that turns
+  back or holds at a keyframe stops there, and none overshoots its keyframes (the radius never dips below the
+  nearest keyframe's, two equal keyframes hold the camera still). Yaw is unwrapped: each step goes the short way
+  round (a keyframe 350 degrees further on is 10 degrees back). The spline passes through every keyframe exactly at
+  its time and is C1 in time. An open path starts and ends at rest (zero tangents); a loop closes with the last
+  keyframe's duration and is C1 across the seam too.
 * ``constant_speed`` reparametrises by the camera position's arc length (the spline sampled densely, its length
   inverted by interpolation): the camera moves the same distance every frame, the total duration is kept, and the
   keyframes' own durations then only shape the curve. A path whose camera never moves keeps the keyframe times.
@@ -315,11 +316,21 @@ def _fill(given: list[float | None], name: str, default: float | None) -> tuple[
     return [float(default if v is None else v) for v in given], False  # type: ignore[arg-type]
 
 
-def _tangents(p: np.ndarray, knots: np.ndarray, closed: bool) -> np.ndarray:
-    """Catmull-Rom tangents (dvalue / dt) at the knots of values p [m + 1, D] at times knots [m + 1].
+def _tangent(before: np.ndarray, after: np.ndarray, dt_before: float, dt_after: float) -> np.ndarray:
+    """The tangent at a knot between chords of slopes ``before`` and ``after`` [D] lasting ``dt_before`` /
+    ``dt_after`` seconds: Catmull-Rom's (the derivative of the parabola through the three knots: the time-weighted
+    mean of the slopes), limited per coordinate as monotone cubic interpolation (Fritsch-Carlson) does: zero where
+    the coordinate turns back or holds (the slopes differ in sign or one is zero), and at most three times the
+    smaller slope, so that no coordinate overshoots its keyframes."""
+    mean = (dt_after * before + dt_before * after) / (dt_before + dt_after)
+    limit = 3.0 * np.minimum(np.abs(before), np.abs(after))
+    return np.where(before * after > 0, np.clip(mean, -limit, limit), 0.0)
 
-    Interior knots take the derivative of the parabola through their neighbours (the time-weighted mean of the
-    two chord slopes); an open path's ends get zero (at rest). A closed path (p[m] is p[0] again, yaw possibly a
+
+def _tangents(p: np.ndarray, knots: np.ndarray, closed: bool) -> np.ndarray:
+    """Tangents (dvalue / dt) at the knots of values p [m + 1, D] at times knots [m + 1] (:func:`_tangent`).
+
+    An open path's ends get zero (it starts and ends at rest). A closed path (p[m] is p[0] again, yaw possibly a
     turn further) uses the periodic neighbours across the seam, so both ends share one tangent."""
     m = len(p) - 1
     out = np.zeros_like(p)
@@ -328,10 +339,9 @@ def _tangents(p: np.ndarray, knots: np.ndarray, closed: bool) -> np.ndarray:
     dt = np.diff(knots)
     slope = np.diff(p, axis=0) / dt[:, None]
     for i in range(1, m):
-        out[i] = (dt[i] * slope[i - 1] + dt[i - 1] * slope[i]) / (dt[i - 1] + dt[i])
+        out[i] = _tangent(slope[i - 1], slope[i], dt[i - 1], dt[i])
     if closed:
-        a, b = dt[-1], dt[0]
-        out[0] = out[m] = (b * slope[-1] + a * slope[0]) / (a + b)
+        out[0] = out[m] = _tangent(slope[-1], slope[0], dt[-1], dt[0])
     return out
 
 

@@ -151,11 +151,33 @@ def test_constant_speed_of_a_camera_that_does_not_move_keeps_the_keyframe_times(
     assert path.view_at(1.0, DEFAULTS).fov == pytest.approx(20.0)
 
 
-def test_pitch_and_fov_stay_in_range_where_the_spline_overshoots():
-    path = CameraPath((Keyframe(0.0, 1.48, fov=FOV[1] - 0.01, duration=0.1), Keyframe(0.0, 1.48, fov=FOV[1]),
-                       Keyframe(0.0, -1.48, fov=5.0, duration=0.1), Keyframe(0.0, 1.48, fov=FOV[1])))
-    vals = _values(path, np.linspace(0, path.total_seconds, 400))
-    assert vals[:, 1].max() <= math.radians(85) + 1e-12 and vals[:, 3].max() <= FOV[1]
+def test_no_coordinate_overshoots_its_keyframes():
+    """Uneven steps and durations that make plain Catmull-Rom overshoot: every coordinate stays within the range of
+    the two keyframes around it, a reversal stops at its keyframe, and two equal keyframes hold the camera still."""
+    path = CameraPath((Keyframe(0.0, -1.0, radius=2.0, fov=10.0, duration=0.2),
+                       Keyframe(1.2, -1.4, radius=1.0, fov=FOV[1] - 1, duration=3.0),
+                       Keyframe(1.3, -1.48, radius=1.05, fov=FOV[1], duration=1.0),
+                       Keyframe(1.3, -1.48, radius=1.05, fov=FOV[1], duration=1.0),
+                       Keyframe(0.2, 0.5, radius=3.0, fov=20.0)))
+    times = np.linspace(0, path.total_seconds, 2001)
+    vals = _values(path, times)
+    keys = _values(path, path.keyframe_times)
+    segment = np.clip(np.searchsorted(path.keyframe_times, times, side="right") - 1, 0, len(keys) - 2)
+    lo = np.minimum(keys[segment], keys[segment + 1]) - 1e-12
+    hi = np.maximum(keys[segment], keys[segment + 1]) + 1e-12
+    assert np.all((vals >= lo) & (vals <= hi))
+    hold = (times >= path.keyframe_times[2]) & (times <= path.keyframe_times[3])
+    np.testing.assert_allclose(vals[hold], np.broadcast_to(keys[2], vals[hold].shape), atol=1e-12)
+    # Unlimited Catmull-Rom tangents overshoot on these keyframes (the FOV past its maximum): the case is a real one.
+    t, fov = np.array(path.keyframe_times), keys[:, 3]
+    dt, slope = np.diff(t), np.diff(fov) / np.diff(t)
+    tangent = np.zeros_like(fov)
+    tangent[1:-1] = (dt[1:] * slope[:-1] + dt[:-1] * slope[1:]) / (dt[:-1] + dt[1:])
+    u = np.linspace(0, 1, 201)
+    h = dt[1]
+    raw = ((2 * u**3 - 3 * u**2 + 1) * fov[1] + (u**3 - 2 * u**2 + u) * h * tangent[1]
+           + (-2 * u**3 + 3 * u**2) * fov[2] + (u**3 - u**2) * h * tangent[2])
+    assert raw.max() > FOV[1] + 1
 
 
 def test_loop_time_wraps_and_open_time_clamps():
