@@ -17,7 +17,8 @@ Interpolation (pure numpy, :func:`CameraPath.view_at`):
   keyframe's duration and is C1 across the seam too.
 * ``constant_speed`` reparametrises by the camera position's arc length (the spline sampled densely, its length
   inverted by interpolation): the camera moves the same distance every frame, the total duration is kept, and the
-  keyframes' own durations then only shape the curve. A path whose camera never moves keeps the keyframe times.
+  keyframes' own durations then only shape the curve. Stretches where the camera stands still (a hold, a zoom or a
+  latent change alone) take no time then; a path whose camera never moves keeps the keyframe times.
 * Latents are blended pairwise: between keyframes i and i + 1 the weight runs linearly from 0 to 1 in the
   spline's parameter (see :func:`path_latents`).
 
