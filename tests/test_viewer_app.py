@@ -145,9 +145,100 @@ def test_scripted_session_screenshots(tmp_path) -> None:
     # frame (nothing changed since) is the same picture.
     assert differ("after_bad_load", "final") < 1.0
     saved = sorted(p.name for p in (tmp_path / "export").iterdir())
-    assert saved == ["seed0001_yaw-52_pitch+9_depth.npy", "seed0001_yaw-52_pitch+9_depth.png",
-                     "seed0001_yaw-52_pitch+9_image.png", "seed0001_yaw-52_pitch+9_raw.png"], saved
+    # The drags turned the opening view (yaw 45, pitch -15) by -51.6 and +8.6 degrees.
+    assert saved == ["seed0001_yaw-7_pitch-6_depth.npy", "seed0001_yaw-7_pitch-6_depth.png",
+                     "seed0001_yaw-7_pitch-6_image.png", "seed0001_yaw-7_pitch-6_raw.png"], saved
     report = r.stdout
     assert re.search(r"UI frame times, all: \d+ frames: mean [\d.]+ ms", report), report
     assert re.search(r"UI thread CPU time per frame: \d+ frames", report), report
     print(report)
+
+
+def object_mask(view: np.ndarray) -> np.ndarray:
+    """Pixels of the rendered view that show the model (the demo model's background is white, the window's dark)."""
+    return (view.min(axis=-1) < 200) & (view.max(axis=-1) > 60)
+
+
+@needs_xvfb
+def test_key_flight_keyframes_and_depth_screenshots(tmp_path) -> None:
+    """Flight with synthetic key events (W, then fly mode and the right arrow), a camera path made in the viewer
+    (keyframes -> JSON -> cleared -> loaded -> played -> MP4, and a cancelled MP4), the depth view and the
+    side-by-side view, on the bundled demo model (white background: the object is easy to find in the pictures)."""
+    pytest.importorskip("imgui_bundle")
+    out = Path(os.environ.get("EG3D_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    names = ("fly_start", "fly_forward", "fly_turned", "keyframes", "loaded", "played", "rendering", "video_done",
+             "depth", "side_by_side", "final")
+    shots = {name: out / f"viewer_{name}.png" for name in names}
+    path_file, video, cancelled = tmp_path / "path.json", tmp_path / "path.mp4", tmp_path / "cancelled.mp4"
+    script = [
+        {"set": {"panel.shortcuts": True, "panel.latent": False, "panel.render": False}},
+        {"snapshot": str(shots["fly_start"])},
+        {"hold": {"keys": ["w"], "frames": 30}},          # fly towards the model
+        {"snapshot": str(shots["fly_forward"])},
+        {"action": "toggle_camera_mode"},                 # P: arrows turn the view in place
+        {"hold": {"keys": ["right"], "frames": 10}},
+        {"snapshot": str(shots["fly_turned"])},
+        {"action": "toggle_camera_mode"},
+        {"action": "reset_view"},
+        {"set": {"panel.shortcuts": False, "panel.camera": False, "panel.keyframes": True,
+                 "keyframes.file": str(path_file), "keyframes.video_file": str(video), "keyframes.fps": 10}},
+        {"action": "add_keyframe"},                       # K
+        {"orbit": [150, 0]},
+        {"action": "next_seed"},
+        {"wait": "full"},
+        {"action": "add_keyframe"},
+        {"orbit": [150, 30]},
+        {"wait": "full"},
+        {"action": "add_keyframe"},
+        {"action": "save_path"},
+        {"snapshot": str(shots["keyframes"])},
+        {"action": "clear_path"},
+        {"action": "load_path"},
+        {"snapshot": str(shots["loaded"])},               # on the first keyframe
+        {"action": "play_path"},                          # L: previews while it plays, the full frame at its end
+        {"snapshot": str(shots["played"])},
+        {"action": "render_path_video"},
+        {"wait": 0.5},
+        {"capture": str(shots["rendering"])},
+        {"wait": "video"},
+        {"snapshot": str(shots["video_done"])},
+        {"set": {"keyframes.video_file": str(cancelled)}},
+        {"action": "render_path_video"},
+        {"action": "cancel_path_video"},
+        {"wait": "video"},
+        {"set": {"render.view": "depth", "panel.keyframes": False, "panel.render": True}},
+        {"snapshot": str(shots["depth"])},
+        {"set": {"render.view": "side by side"}},
+        {"snapshot": str(shots["side_by_side"])},
+    ]
+    r = launch(["--snapshot", str(shots["final"]), "--frames", "5", "--timeout", "500", "--script", json.dumps(script)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    views = {name: view_region(path) for name, path in shots.items() if name != "rendering"}
+    for name, v in views.items():
+        assert v.std() > 5.0, f"{name}: the rendered view is blank"
+    # W flew towards the model: it covers more of the view. Turning right in fly mode moves it left in the picture.
+    start, forward, turned = (object_mask(views[n]) for n in ("fly_start", "fly_forward", "fly_turned"))
+    assert forward.sum() > 1.2 * start.sum()
+    assert np.nonzero(turned)[1].mean() < np.nonzero(forward)[1].mean() - 20
+    # The path round trip: three keyframes saved, cleared, loaded again; played; rendered; a cancelled render
+    # leaves no file.
+    saved = json.loads(path_file.read_text())
+    assert saved["format"] == "eg3d-camera-path" and len(saved["keyframes"]) == 3
+    assert [k["seed"] for k in saved["keyframes"]] == [0, 1, 1]
+    assert float(np.abs(views["keyframes"][:, :, :] - views["loaded"]).mean()) > 2.0  # back at the first keyframe
+    assert float(np.abs(views["played"] - views["keyframes"]).mean()) < 1.0  # the path ends on its last keyframe
+    assert video.stat().st_size > 0 and not cancelled.exists()
+    # Depth: colour-mapped where the model is, the white background elsewhere (not the far colour).
+    depth = views["depth"]
+    h, w = depth.shape[:2]
+    size = min(h, w)
+    tile = depth[(h - size) // 2:(h + size) // 2, (w - size) // 2:(w + size) // 2]
+    # Inset a few pixels (the picture's edge rows may be the window's), bottom left left out (the status lines).
+    corners = np.concatenate([tile[5:25, 5:25], tile[5:25, -25:-5], tile[-25:-5, -25:-5]])
+    assert corners.min() > 240, "empty space in the depth view is not the background"
+    assert object_mask(tile).mean() > 0.1
+    # Side by side: the final image large, raw and depth stacked beside it, most of the view used.
+    sbs = views["side_by_side"]
+    used = (np.abs(sbs - sbs[0, 0]).max(axis=-1) > 10).mean()
+    assert used > 0.55, f"side by side uses {used:.0%} of the view"

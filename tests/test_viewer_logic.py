@@ -113,8 +113,8 @@ def test_radius_limits_stay_inside_the_rendered_depth_range(info, limits) -> Non
 def test_reset_restores_the_default_view_and_keeps_zoom_mode(limits) -> None:
     cam = CameraState(yaw=1.0, pitch=0.3, radius=1.0, fov=30.0, pivot=(0.1, 0.1, 0.1), zoom_mode="radius")
     r = cc.reset(cam, limits)
-    assert (r.yaw, r.pitch, r.radius, r.fov, r.pivot) == (0.0, 0.0, limits.default_radius, limits.default_fov,
-                                                          limits.default_pivot)
+    assert (r.yaw, r.pitch, r.radius, r.fov, r.pivot) == (limits.default_yaw, limits.default_pitch, limits.default_radius,
+                                                          limits.default_fov, limits.default_pivot)
     assert r.zoom_mode == "radius"
 
 
@@ -140,9 +140,9 @@ def test_pan_moves_the_look_at_point_against_the_drag(limits) -> None:
 
 def test_keyboard_actions(state, limits) -> None:
     actions.ACTIONS["yaw_right"](state, limits)
-    assert state.camera.yaw == pytest.approx(-0.1)
+    assert state.camera.yaw == pytest.approx(limits.default_yaw - 0.1)
     actions.ACTIONS["reset_view"](state, limits)
-    assert state.camera.yaw == 0
+    assert state.camera.yaw == limits.default_yaw
     state.latent.seed, state.latent.seed_b = 5, 6
     actions.ACTIONS["next_seed"](state, limits)
     assert (state.latent.seed, state.latent.seed_b) == (6, 7)
@@ -469,7 +469,7 @@ def test_renderer_caches_planes_and_previews_skip_superresolution(cars_generator
         # Same as calling the library directly (the viewer adds nothing to the image).
         with torch.no_grad():
             ws = compose_ws(cars_generator, r2.request.scene.latent)
-            c = camera(camera_defaults(cars_generator.config))
+            c = camera(camera_defaults(cars_generator.config), yaw=state.camera.yaw, pitch=state.camera.pitch)
             ref = cars_generator.render_planes(cars_generator.planes(ws), ws, c)["image"]
         from eg3d_core.visualize import to_uint8
         assert np.abs(to_uint8(ref[0]).astype(int) - r2.image.astype(int)).max() <= 1

@@ -40,6 +40,7 @@ def _zoom(steps: float) -> Action:
 def step_seed(state: AppState, delta: int) -> None:
     """Next/previous seed; seed B follows so that the A -> B interpolation keeps meaning "this seed to the next"."""
     lat = state.latent
+    lat.custom = None  # stepping the seed goes back from a custom latent to seeds
     follow = lat.seed_b == (lat.seed + 1) % 2**32
     lat.seed = (lat.seed + delta) % 2**32
     if follow:
@@ -60,6 +61,31 @@ def toggle_animation(state: AppState, limits: cc.CameraLimits) -> None:
 
 def toggle_orbit(state: AppState, limits: cc.CameraLimits) -> None:
     state.camera.orbit_animation = not state.camera.orbit_animation
+
+
+def toggle_camera_mode(state: AppState, limits: cc.CameraLimits) -> None:
+    """Arrow keys orbit the look-at point <-> turn the view in place (fly), as viser's ``p``."""
+    modes = cc.CAMERA_MODES
+    state.camera.mode = modes[(modes.index(state.camera.mode) + 1) % len(modes)] if state.camera.mode in modes else modes[0]
+
+
+def _keyframes_request(name: str) -> Action:
+    def act(state: AppState, limits: cc.CameraLimits) -> None:
+        setattr(state.keyframes, name, True)
+    return act
+
+
+def toggle_path_playback(state: AppState, limits: cc.CameraLimits) -> None:
+    """Play / pause the camera path; playing from its end starts again."""
+    ks = state.keyframes
+    ks.playing = not ks.playing and len(ks.keyframes) > 1
+    if ks.playing and ks.time >= sum(k.duration for k in (ks.keyframes if ks.loop else ks.keyframes[:-1])) - 1e-9:
+        ks.time = 0.0
+
+
+def clear_path(state: AppState, limits: cc.CameraLimits) -> None:
+    ks = state.keyframes
+    ks.keyframes, ks.selected, ks.playing, ks.time = (), -1, False, 0.0
 
 
 def request_save(state: AppState, limits: cc.CameraLimits) -> None:
@@ -84,6 +110,14 @@ ACTIONS: dict[str, Action] = {
     "toggle_precision": toggle_precision,
     "toggle_animation": toggle_animation,
     "toggle_orbit": toggle_orbit,
+    "toggle_camera_mode": toggle_camera_mode,
+    "add_keyframe": _keyframes_request("add_requested"),
+    "play_path": toggle_path_playback,
+    "clear_path": clear_path,
+    "save_path": _keyframes_request("save_requested"),
+    "load_path": _keyframes_request("load_requested"),
+    "render_path_video": _keyframes_request("render_requested"),
+    "cancel_path_video": _keyframes_request("cancel_requested"),
     "save": request_save,
     "export_mesh": request_mesh,
 }
@@ -105,9 +139,9 @@ def apply_model(state: AppState, info: ModelInfo) -> cc.CameraLimits:
     """Settings that depend on the model, set when one is loaded: camera defaults, full quality = the model's own
     settings, layer counts. Latent choices (seeds, psi) are kept so that models can be compared."""
     limits = cc.CameraLimits.for_model(info)
-    zoom_mode = state.camera.zoom_mode
+    zoom_mode, mode = state.camera.zoom_mode, state.camera.mode
     state.camera = CameraState.from_defaults(info.camera)
-    state.camera.zoom_mode = zoom_mode
+    state.camera.zoom_mode, state.camera.mode = zoom_mode, mode
     r = state.render
     r.full_resolution = info.neural_rendering_resolution
     r.full_samples, r.full_importance = info.depth_resolution, info.depth_resolution_importance

@@ -19,11 +19,12 @@ from imgui_bundle import imgui
 
 import eg3d_core
 
-from . import actions, events, inputs, layout, report
+from . import actions, events, inputs, keyframes, layout, report
 from . import camera_controller as cc
 from .directions import Directions
 from .gl_texture import Texture
 from .model_info import ModelInfo
+from .path_video import PathVideoWorker
 from .renderer import RenderResult
 from .requests import Scene, full_quality, preview_quality, scene_of
 from .scheduler import RenderScheduler
@@ -75,9 +76,11 @@ class ViewerApp:
         self.events: queue.Queue[Event] = WakingQueue(self.window.wake)
         self.worker = RenderWorker(self.events, options.device, options.cache_dir)
         self.exporter = ExportWorker(self.events)
+        self.video = PathVideoWorker(self.events)  # the camera path's MP4
         self.scheduler = RenderScheduler()
         self.script = ScriptRunner(options.script)
         self._view_released = False  # the mouse let go of the view this frame (see _view_input)
+        self._keys_down: set[str] = set()  # keys a script holds down (see _press_keys)
         self.textures = {"image": Texture(), "raw": Texture(), "depth": Texture()}
         self.info: ModelInfo | None = None
         self.generator: eg3d_core.Generator | None = None  # only handed to export jobs; the UI thread never runs it
@@ -99,6 +102,7 @@ class ViewerApp:
             "model": lambda: self.info is not None and not self.state.model.loading,
             "export": lambda: not self.state.export.busy,
             "directions": lambda: bool(self.state.directions.amounts),
+            "video": lambda: not self.state.keyframes.busy and not self.state.keyframes.render_requested,
         }
 
     # ------------------------------------------------------------------------------------------------------------
@@ -107,6 +111,7 @@ class ViewerApp:
     def run(self) -> int:
         self.worker.start()
         self.exporter.start()
+        self.video.start()
         self.state.model.loading = True
         self.worker.load(self.options.model or "")
         started = last = time.perf_counter()
@@ -138,6 +143,7 @@ class ViewerApp:
         finally:
             self.worker.close()
             self.exporter.close()
+            self.video.close()
             for t in self.textures.values():
                 t.delete()
             self.window.close()
@@ -149,7 +155,8 @@ class ViewerApp:
         s = self.state
         return (self._active_frames <= 0 and not s.model.loading and (self.scheduler.at_rest or self.info is None)
                 and not self.worker.slot.busy and not s.latent.animate and not s.camera.orbit_animation
-                and not s.export.busy and self.options.snapshot is None and self.script.finished)
+                and not s.export.busy and not s.keyframes.busy and not s.keyframes.playing
+                and self.options.snapshot is None and self.script.finished)
 
     def _frame(self, now: float, dt: float, wait: float) -> None:
         woke = self.window.begin_frame(wait)
@@ -162,11 +169,14 @@ class ViewerApp:
         self._active_frames -= 1
         if self.limits is not None:
             actions.animate(self.state, min(dt, 0.1))
+            keyframes.update(self.state, self.info, self.limits, min(dt, 0.1))
         layout.draw_panel(self.state, self.info, self.limits, self.panel_width)
         layout.draw_view(self.panel_width, self.state.render.view, self._texture_for, self._view_input,
                          self._status_lines)
         if self.limits is not None:
             inputs.shortcuts(self.state, self.limits, self.window.request_close)
+            if inputs.key_motion(self.state, self.limits, min(dt, 0.1)):
+                self._active_frames = ACTIVE_FRAMES  # keys held: keep drawing (no idle wait between key repeats)
         self._run_script(now)
         self._handle_requests()
         self._schedule(now)
@@ -227,6 +237,7 @@ class ViewerApp:
     # requests from widgets (load, save, mesh)
 
     def _handle_requests(self) -> None:
+        keyframes.handle_requests(self)
         m, e = self.state.model, self.state.export
         if m.load_requested is not None:
             m.loading, m.message, m.error = True, "", False
@@ -261,6 +272,7 @@ class ViewerApp:
     def _run_script(self, now: float) -> None:
         if not self.script.finished:
             path = self.script.advance(self.state, self.limits, self.frame, now, self._wait_conditions)
+            self._press_keys(self.script.held_keys)
             if path is not None:
                 self.screenshot_path = path
             return
@@ -268,6 +280,15 @@ class ViewerApp:
                 and self.screenshot_path is None and self.full_frame_shown()):
             self.screenshot_path = self.options.snapshot
             self.exit_code = 0
+
+    def _press_keys(self, names: tuple[str, ...]) -> None:
+        """Synthetic key events for a script's "hold" step: down while held, up after. ImGui reads them at the next
+        frame's start, like the window's own key events."""
+        io = imgui.get_io()
+        for key, name in inputs.HELD_KEYS.items():
+            if (name in names) != (name in self._keys_down):
+                io.add_key_event(key, name in names)
+        self._keys_down = set(names)
 
     def print_report(self) -> None:
         for line in self.log.report(self.window.renderer_name, self.state.perf):

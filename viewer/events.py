@@ -24,6 +24,8 @@ from .worker import (
     ModelFailed,
     ModelLoaded,
     RenderFailed,
+    VideoFinished,
+    VideoProgress,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +84,9 @@ def _render_failed(app: ViewerApp, ev: RenderFailed, now: float) -> None:
 
 def _model_loaded(app: ViewerApp, ev: ModelLoaded, now: float) -> None:
     app.generator, app.info, app.directions = ev.generator, ev.info, None
+    custom = app.state.latent.custom
+    if custom is not None and tuple(custom.ws.shape[1:]) != (ev.info.num_ws, ev.info.w_dim):
+        app.state.latent.custom = None  # another model's latent (a tuned copy of the same model keeps it)
     app.limits = actions.apply_model(app.state, ev.info)
     app.preview_resolution = app.state.render.preview_resolution
     app.render_error = ""
@@ -122,6 +127,17 @@ def _export_finished(app: ViewerApp, message: str, error: bool, now: float) -> N
     app.export_note_until = now + EXPORT_NOTE_SECONDS
 
 
+def _video_progress(app: ViewerApp, ev: VideoProgress, now: float) -> None:
+    ks = app.state.keyframes
+    ks.progress = ev.done / max(ev.total, 1)
+    ks.message = f"rendering frame {ev.done} of {ev.total} ..."
+
+
+def _video_finished(app: ViewerApp, ev: VideoFinished, now: float) -> None:
+    ks = app.state.keyframes
+    ks.busy, ks.message, ks.error = False, ev.message, ev.error
+
+
 HANDLERS: dict[type[Event], Callable[[ViewerApp, Any, float], None]] = {
     FrameReady: _frame_ready,
     FrameCancelled: _frame_cancelled,
@@ -132,4 +148,6 @@ HANDLERS: dict[type[Event], Callable[[ViewerApp, Any, float], None]] = {
     ExportProgress: _export_progress,
     ExportDone: _export_done,
     ExportFailed: _export_failed,
+    VideoProgress: _video_progress,
+    VideoFinished: _video_finished,
 }

@@ -9,6 +9,7 @@ from imgui_bundle import imgui
 from eg3d_viewer.widgets.conditioning_widget import draw_conditioning
 from eg3d_viewer.widgets.directions_widget import draw_directions
 from eg3d_viewer.widgets.export_widget import draw_export
+from eg3d_viewer.widgets.keyframes_widget import draw_keyframes
 from eg3d_viewer.widgets.latent_widget import draw_latent
 from eg3d_viewer.widgets.model_widget import draw_model
 from eg3d_viewer.widgets.performance_widget import draw_performance
@@ -19,7 +20,7 @@ from eg3d_viewer.widgets.truncation_widget import draw_truncation
 
 from . import camera_controller as cc
 from .gl_texture import Texture
-from .inputs import SHORTCUTS
+from .inputs import HELP
 from .model_info import ModelInfo
 from .report import ERROR_PREFIXES
 from .state import VIEW_LABELS, AppState, PanelState
@@ -46,6 +47,10 @@ def draw_panel(state: AppState, info: ModelInfo | None, limits: cc.CameraLimits 
         if section(panel, "latent", "Latent"):
             draw_latent(s.latent)
             draw_truncation(s.truncation, num_ws)
+        if section(panel, "render", "Render"):
+            draw_render(s.render, 2 * info.neural_rendering_resolution)
+        if section(panel, "keyframes", "Camera path (keyframes)"):
+            draw_keyframes(s.keyframes)
         if section(panel, "stylemix", "Style mixing"):
             draw_stylemix(s.stylemix, num_ws)
         if section(panel, "conditioning", "Conditioning pose"):
@@ -54,15 +59,13 @@ def draw_panel(state: AppState, info: ModelInfo | None, limits: cc.CameraLimits 
             draw_directions(s.directions, num_ws)
         if section(panel, "performance", "Performance"):
             draw_performance(s.perf)
-        if section(panel, "render", "Render"):
-            draw_render(s.render, 2 * info.neural_rendering_resolution)
         if section(panel, "export", "Export"):
             draw_export(s.export)
     if section(panel, "shortcuts", "Shortcuts"):
         imgui.text_wrapped("Drag: orbit | right/middle drag or Shift+drag: pan | wheel: zoom | double-click: reset")
-        for key, name in dict.fromkeys((key, name) for _, name, key in SHORTCUTS):
-            imgui.text(f"{key:>6}  {name.replace('_', ' ')}")
-        imgui.text(f"{'Ctrl+Q':>6}  quit")
+        imgui.text(f"Camera mode: {state.camera.mode} (P toggles)")
+        for keys, what in HELP:
+            imgui.text(f"{keys:>7}  {what}")
     imgui.pop_item_width()
     imgui.end()
 
@@ -100,13 +103,10 @@ def draw_view(left: float, view: str, texture_for: Callable[[str], Texture | Non
     on_canvas(min(w, h))
     draw = imgui.get_window_draw_list()
     panels = (["image", "raw", "depth"] if view == "side by side" else [view])
-    size = min(w / len(panels), h)
-    x0 = origin.x + (w - size * len(panels)) / 2
-    y0 = origin.y + (h - size) / 2
-    for i, name in enumerate(panels):
+    for name, (x, y, size) in zip(panels, tile_views(w, h, len(panels)), strict=True):
         tex = texture_for(name)
         if tex is not None and not tex.empty:
-            p0 = imgui.ImVec2(x0 + i * size, y0)
+            p0 = imgui.ImVec2(origin.x + x, origin.y + y)
             draw.add_image(tex.ref, p0, imgui.ImVec2(p0.x + size, p0.y + size))
             if len(panels) > 1:
                 label = VIEW_LABELS[name]
@@ -116,6 +116,29 @@ def draw_view(left: float, view: str, texture_for: Callable[[str], Texture | Non
                 draw.add_text(imgui.ImVec2(p0.x + 6, p0.y + 6), 0xFFFFFFFF, label)
     _draw_status(draw, origin, h, status())
     imgui.end()
+
+
+def tile_views(w: float, h: float, n: int) -> list[tuple[float, float, float]]:
+    """Square tiles (x, y, side) for ``n`` pictures in a w x h area, centred. One picture fills the area; several are
+    either a row of equal tiles or, when that covers more of the area, the first picture large with the others
+    stacked beside it (a wide area) or below it (a tall one) at 1/(n-1) of its side."""
+    if n == 1:
+        s = min(w, h)
+        return [((w - s) / 2, (h - s) / 2, s)]
+    row = min(w / n, h)
+    k = n - 1
+    big_beside = min(w / (1 + 1 / k), h)  # big tile + a column of k tiles of side big / k
+    big_below = min(w, h / (1 + 1 / k))
+    big = max(big_beside, big_below)
+    if n * row * row >= big * big * (1 + 1 / k):
+        x0, y0 = (w - n * row) / 2, (h - row) / 2
+        return [(x0 + i * row, y0, row) for i in range(n)]
+    small = big / k
+    if big_beside >= big_below:
+        x0, y0 = (w - big - small) / 2, (h - big) / 2
+        return [(x0, y0, big)] + [(x0 + big, y0 + i * small, small) for i in range(k)]
+    x0, y0 = (w - big) / 2, (h - big - small) / 2
+    return [(x0, y0, big)] + [(x0 + i * small, y0 + big, small) for i in range(k)]
 
 
 def _draw_status(draw: imgui.ImDrawList, origin: imgui.ImVec2, h: float, lines: list[str]) -> None:

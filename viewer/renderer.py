@@ -40,24 +40,30 @@ class RenderResult:
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     planes_cached: bool = False
     final: bool = True  # False: the volume render of a frame whose super-resolution is still running
+    ws: torch.Tensor | None = field(default=None, repr=False)  # the latent rendered, [1, num_ws, w_dim] on the CPU
 
 
 @torch.no_grad()
 def compose_ws(G: eg3d_core.Generator, spec: LatentSpec, directions: Directions | None = None) -> torch.Tensor:
-    """The latent of a spec: [1, num_ws, w_dim].
+    """The latent of a spec: [1, num_ws, w_dim]. A custom latent (``spec.custom``) takes seed A's place: seed B,
+    style mixing and directions apply to it as to a seed's ws (psi and the conditioning pose do not).
 
     Every seed (A, B, style-mix) is mapped in one pass (``latents.map_seeds``) with the same conditioning camera;
     the original visualizer conditions only one of them and maps the others with c = 0. The conditioning camera keeps
     the model's default focal, the one all training labels carry, whatever the rendering FOV.
     """
     device = generator_device(G)
-    seeds = [spec.seed]
+    seeds = [] if spec.custom is not None else [spec.seed]
     if spec.mix > 0:
         seeds.append(spec.seed_b)
     if spec.stylemix_seed is not None:
         seeds.append(spec.stylemix_seed)
     c = camera(camera_defaults(G.config), yaw=spec.cond_yaw, pitch=spec.cond_pitch)
-    ws = map_seeds(G, seeds, c, spec.psi, spec.cutoff, device)
+    ws = map_seeds(G, seeds, c, spec.psi, spec.cutoff, device) if seeds else None
+    if spec.custom is not None:
+        custom = spec.custom.ws.to(device=device, dtype=torch.float32)
+        ws = custom if ws is None else torch.cat([custom, ws])
+    assert ws is not None
     w = ws[0:1]
     if spec.mix > 0:
         w = torch.lerp(w, ws[1:2], spec.mix)
@@ -139,10 +145,13 @@ class ViewerRenderer:
         ws, planes, cached = self.latent(request.scene.latent, s.precision, timings, q.plane_scale)
         c = render_camera(self.G, request.scene.camera)
         t0 = time.perf_counter()
-        feats, depth = self.G.render(planes, c, **s.render_kwargs(self.G.config))
+        feats, depth, opacity = self.G.render(planes, c, **s.render_kwargs(self.G.config), return_opacity=True)
         self._sync()
         t1 = time.perf_counter()
-        raw, depth_rgb, depth_values = to_uint8(feats[0, :3]), depth_to_color(depth[0]), depth[0, 0].float().cpu().numpy()
+        # The depth picture's colour range spans the object only, and empty space fades to white (where the raw
+        # render's depth is the far end of the ray interval, not a surface).
+        raw, depth_values = to_uint8(feats[0, :3]), depth[0, 0].float().cpu().numpy()
+        depth_rgb = depth_to_color(depth[0], opacity[0])
         if s.superres and on_partial is not None:
             on_partial(RenderResult(request, None, raw, depth_rgb, depth_values, dict(timings, render=(t1 - t0) * 1e3),
                                     cached, final=False))
@@ -152,7 +161,7 @@ class ViewerRenderer:
             self._sync()
         t2 = time.perf_counter()
         out = RenderResult(request, to_uint8(image[0]) if image is not None else None, raw, depth_rgb, depth_values,
-                           planes_cached=cached)
+                           planes_cached=cached, ws=ws.detach().to("cpu", torch.float32))
         t3 = time.perf_counter()
         timings.update(render=(t1 - t0) * 1e3, superres=(t2 - t1) * 1e3 if s.superres else 0.0, convert=(t3 - t2) * 1e3,
                        total=(t3 - t_start) * 1e3)

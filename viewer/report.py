@@ -25,15 +25,27 @@ def status_lines(state: AppState, loaded: bool, shown: RenderResult | None, full
     elif shown is not None:
         status = ("" if full_shown else "  (super-resolution running ...)" if not shown.final else "  (refining ...)")
         lines.append(shown.request.quality.label + status)
-        lines.append(f"UI {state.perf.ui_fps:.0f} FPS | render {state.perf.render_fps:.1f} frames/s")
+        lines.append(rates_line(state.perf, shown))
     if render_error:
         lines.append(f"render error: {render_error}")
+    ks = state.keyframes
+    if ks.busy:
+        lines.append(f"rendering the camera path video ... {100 * ks.progress:.0f}%")
     e = state.export
     if e.busy:
         lines.append(f"exporting mesh ... {100 * e.progress:.0f}%")
     elif e.message and export_note:
         lines.append(("export failed: " if e.error else "") + e.message)
     return lines
+
+
+def rates_line(perf: PerfState, shown: RenderResult) -> str:
+    """The UI frame rate and the shown frame's render time; the render rate only while frames keep coming (idle, a
+    rate over the last seconds would read 0)."""
+    line = f"UI {perf.ui_fps:.0f} FPS | frame {shown.timings.get('total', 0.0):.0f} ms"
+    if perf.render_fps > 0:
+        line += f" | {perf.render_fps:.1f} frames/s"
+    return line
 
 
 def save_screenshot(pixels: np.ndarray, path: str, quality: str) -> None:

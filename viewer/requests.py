@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from eg3d_core.settings import RenderSettings
 
 from .model_info import ModelInfo
-from .state import AppState, RenderState
+from .state import AppState, CustomLatent, RenderState
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class LatentSpec:
     cond_pitch: float
     directions: tuple[float, ...]
     direction_layers: tuple[int, int]
+    custom: CustomLatent | None = None  # ws in place of seed A (an inversion or a loaded .npz)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def latent_spec(state: AppState, info: ModelInfo) -> LatentSpec:
         # All-zero amounts are the same latent as no directions at all: normalise so the plane cache sees that.
         directions=tuple(float(a) for a in dirs.amounts) if any(dirs.amounts) else (),
         direction_layers=(max(0, dirs.layer_start), min(info.num_ws, dirs.layer_end)),
+        custom=lat.custom,
     )
 
 

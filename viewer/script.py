@@ -11,7 +11,8 @@ Each step is an object with one action key and an optional ``"frame"`` (not befo
      {"wait": "full"},                           # until the full-quality frame of the current view is shown
      {"wait": 0.5},                              # seconds
      {"snapshot": "out.png", "frame": 40},       # wait for the full frame, then save a window screenshot
-     {"capture": "now.png"}]                     # save a window screenshot of this frame, whatever is shown
+     {"capture": "now.png"},                     # save a window screenshot of this frame, whatever is shown
+     {"hold": {"keys": ["w", "left"], "frames": 10}}]   # hold keys down for 10 UI frames (synthetic key events)
 
 Parsing, state edits and ``ScriptRunner`` (which applies the steps) are pure (no GL), so scripts are validated
 before the window opens and their effects can be tested without one.
@@ -29,8 +30,9 @@ from . import actions
 from . import camera_controller as cc
 from .state import AppState
 
-KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "wait", "snapshot", "capture")
-WAIT_CONDITIONS = ("full", "model", "export", "directions")
+KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "wait", "snapshot", "capture", "hold")
+HOLD_KEYS = (*cc.FLY_KEYS, *cc.ARROW_KEYS)  # the keys a "hold" step may press (``inputs.HELD_KEYS``)
+WAIT_CONDITIONS = ("full", "model", "export", "directions", "video")
 
 
 class ScriptError(ValueError):
@@ -77,6 +79,7 @@ def _step(i: int, item: Any) -> Step:
         "set": isinstance(value, dict), "action": isinstance(value, str), "load": isinstance(value, str),
         "snapshot": isinstance(value, str), "capture": isinstance(value, str),
         "wait": value in WAIT_CONDITIONS or (_is_number(value) and value >= 0),
+        "hold": _is_hold(value),
     }[kind]
     if not ok:
         raise ScriptError(f"step {i}: bad value for {kind!r}: {value!r}")
@@ -89,6 +92,12 @@ def _step(i: int, item: Any) -> Step:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_hold(v: Any) -> bool:
+    return (isinstance(v, dict) and set(v) == {"keys", "frames"} and isinstance(v["keys"], list)
+            and bool(v["keys"]) and all(k in HOLD_KEYS for k in v["keys"]) and isinstance(v["frames"], int)
+            and v["frames"] > 0)
 
 
 def _is_pair(v: Any) -> bool:
@@ -144,15 +153,27 @@ class ScriptRunner:
         self.steps = steps
         self.index = 0
         self._wait_started: float | None = None
+        self._held: tuple[str, ...] = ()  # keys of a running "hold" step
+        self._hold_frames = 0
 
     @property
     def finished(self) -> bool:
-        return self.index >= len(self.steps)
+        return self.index >= len(self.steps) and not self._held
+
+    @property
+    def held_keys(self) -> tuple[str, ...]:
+        """The keys a "hold" step keeps down this frame (the app turns them into key events)."""
+        return self._held
 
     def advance(self, state: AppState, limits: cc.CameraLimits | None, frame: int, now: float,
                 conditions: Mapping[str, Callable[[], bool]]) -> str | None:
         """Apply the next step if its frame has come and it is ready. ``limits`` is None until a model is loaded;
         ``conditions`` answers each of ``WAIT_CONDITIONS``. Returns the path of a screenshot the step asks for."""
+        if self._held:  # a hold runs for its frames before the next step
+            self._hold_frames -= 1
+            if self._hold_frames <= 0:
+                self._held = ()
+            return None
         if self.finished:
             return None
         step = self.steps[self.index]
@@ -160,6 +181,9 @@ class ScriptRunner:
             return None
         self.index += 1
         self._wait_started = None
+        if step.kind == "hold":
+            self._held, self._hold_frames = tuple(step.value["keys"]), step.value["frames"]
+            return None
         return apply_step(state, limits, step)
 
     def _ready(self, step: Step, limits: cc.CameraLimits | None, now: float,

@@ -8,7 +8,7 @@ and consumed (reset) by the app in the same frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eg3d_core.settings import NOISE_MODES as NOISE_MODES
 from eg3d_core.settings import PRECISIONS as PRECISIONS
@@ -35,12 +35,14 @@ class CameraState:
     fov: float = 18.837
     pivot: tuple[float, float, float] = (0.0, 0.0, 0.2)
     zoom_mode: str = "fov"
+    mode: str = "orbit"  # arrow keys: "orbit" the look-at point or "fly" (turn in place); P toggles
     orbit_animation: bool = False
     orbit_phase: float = 0.0
 
     @classmethod
     def from_defaults(cls, defaults: CameraDefaults) -> CameraState:
-        return cls(radius=defaults.radius, fov=defaults.fov, pivot=tuple(defaults.pivot))
+        yaw, pitch = defaults.view  # the model's opening view
+        return cls(yaw=yaw, pitch=pitch, radius=defaults.radius, fov=defaults.fov, pivot=tuple(defaults.pivot))
 
 
 @dataclass
@@ -51,10 +53,22 @@ class ConditioningState:
     pitch: float = 0.0
 
 
+@dataclass(frozen=True)
+class CustomLatent:
+    """ws that replace seed A: a picture's inversion or a ``.npz`` loaded from disk. Compared by ``digest`` (``ws``,
+    a [1, num_ws, w_dim] tensor, has no plain equality), so render requests of the same latent compare equal."""
+
+    name: str
+    digest: str
+    ws: Any = field(compare=False, repr=False)
+
+
 @dataclass
 class LatentState:
-    """Seed A, optional interpolation towards seed B, and the animation that walks seeds A -> B -> B+1 ..."""
+    """Seed A (or a custom latent in its place), optional interpolation towards seed B, and the animation that walks
+    seeds A -> B -> B+1 ... Changing seed A goes back from a custom latent to seeds."""
 
+    custom: CustomLatent | None = None
     seed: int = 0
     seed_b: int = 1
     mix: float = 0.0
@@ -136,6 +150,34 @@ class ExportState:
 
 
 @dataclass
+class KeyframesState:
+    """A camera path (``eg3d_core.camera_path``): keyframes, how to move between them, playback, its files and the
+    MP4 render. ``keyframes`` holds immutable ``camera_path.Keyframe`` s (the widget replaces the tuple)."""
+
+    keyframes: tuple[Any, ...] = ()
+    selected: int = -1
+    duration: float = 2.0  # seconds to the next keyframe, given to new keyframes
+    fps: int = 30
+    constant_speed: bool = False
+    loop: bool = False
+    time: float = 0.0  # the timeline's position, seconds
+    playing: bool = False
+    file: str = "out/viewer/camera_path.json"
+    video_file: str = "out/viewer/camera_path.mp4"
+    add_requested: bool = False
+    goto_requested: int | None = None  # a keyframe's index: show its view
+    scrubbed: bool = False  # the timeline moved: show the path's view at ``time``
+    save_requested: bool = False
+    load_requested: bool = False
+    render_requested: bool = False
+    cancel_requested: bool = False
+    busy: bool = False  # rendering the MP4
+    progress: float = 0.0
+    message: str = ""
+    error: bool = False
+
+
+@dataclass
 class PerfState:
     """Read-mostly numbers for the performance panel (written by the app from worker results and UI timing)."""
 
@@ -160,9 +202,10 @@ class PanelState:
     stylemix: bool = False
     conditioning: bool = False
     directions: bool = False
-    performance: bool = True
+    performance: bool = False  # the view's status lines show the frame rate and time
     render: bool = True
     export: bool = False
+    keyframes: bool = False
     shortcuts: bool = False
 
 
@@ -177,6 +220,7 @@ class AppState:
     render: RenderState = field(default_factory=RenderState)
     model: ModelState = field(default_factory=ModelState)
     export: ExportState = field(default_factory=ExportState)
+    keyframes: KeyframesState = field(default_factory=KeyframesState)
     perf: PerfState = field(default_factory=PerfState)
     panel: PanelState = field(default_factory=PanelState)
 

@@ -81,8 +81,22 @@ class ExportFailed:
     message: str
 
 
+@dataclass(frozen=True)
+class VideoProgress:
+    """A camera path's MP4 (``viewer.path_video``): frames done of total."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class VideoFinished:
+    message: str
+    error: bool = False  # a cancelled render is not an error
+
+
 Event = (FrameReady | FrameCancelled | RenderFailed | ModelLoaded | ModelFailed | DirectionsReady | ExportProgress
-         | ExportDone | ExportFailed)
+         | ExportDone | ExportFailed | VideoProgress | VideoFinished)
 
 
 def _one_line(e: BaseException) -> str:

@@ -11,7 +11,7 @@ from .common import combo_str, status
 def draw_export(state: ExportState) -> bool:
     imgui.set_next_item_width(-70)
     _, state.directory = imgui.input_text("Folder", state.directory)
-    if imgui.button("Save image + depth (S)"):
+    if imgui.button("Save image + depth (Ctrl+S)"):
         state.save_requested = True
     imgui.separator_text("Mesh")
     labels = [str(r) for r in MESH_RESOLUTIONS]

@@ -11,7 +11,7 @@ STAGES = (("mapping", "Mapping"), ("backbone", "Backbone (tri-planes)"), ("rende
 
 def draw_performance(state: PerfState) -> bool:
     imgui.text(f"UI      {state.ui_ms:6.1f} ms  {state.ui_fps:5.0f} FPS")
-    imgui.text(f"Render  {state.render_fps:5.1f} frames/s")
+    imgui.text(f"Render  {state.render_fps:5.1f} frames/s" if state.render_fps > 0 else "Render  idle")
     imgui.text(f"Last: {state.quality or '-'}")
     if imgui.begin_table("stages", 2, imgui.TableFlags_.sizing_stretch_prop):
         for key, label in STAGES:

@@ -5,7 +5,7 @@ import math
 
 from imgui_bundle import imgui
 
-from eg3d_viewer.camera_controller import PITCH_LIMIT, CameraLimits, clamped, reset
+from eg3d_viewer.camera_controller import CAMERA_MODES, PITCH_LIMIT, CameraLimits, clamped, reset
 from eg3d_viewer.state import ZOOM_MODES, CameraState
 
 from .common import angle_field, combo_str
@@ -34,6 +34,10 @@ def draw_pose(state: CameraState, limits: CameraLimits) -> bool:
         state.pivot, changed = tuple(pivot), True
     c, state.zoom_mode = combo_str("Wheel zooms", state.zoom_mode, ZOOM_MODES, {"fov": "FOV", "radius": "radius (dolly)"})
     changed |= c
+    _, state.mode = combo_str("Arrows (P)", state.mode, CAMERA_MODES,
+                              {"orbit": "orbit the look-at point", "fly": "fly: look around"})
+    imgui.set_item_tooltip("W A S D / Q E fly the camera in both modes (speed in model radii per second); the arrows "
+                           "orbit the look-at point, or turn the view in place in fly mode")
     if imgui.button("Reset view (R)"):
         vars(state).update(vars(reset(state, limits)))
         state.orbit_animation = False

@@ -13,9 +13,9 @@ def draw_render(state: RenderState, max_resolution: int) -> bool:
     """``max_resolution``: the model's neural rendering resolution times 2 (more only costs time)."""
     c = [False] * 16
     c[0], state.view = combo_str("View (V)", state.view, VIEWS, VIEW_LABELS)
-    c[1], state.precision = combo_str("Precision (P)", state.precision, PRECISIONS)
-    imgui.set_item_tooltip("reduced = float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16; other CPUs "
-                           "keep float32 with faster, slightly less exact convolutions (Winograd F(6x6, 3x3))")
+    c[1], state.precision = combo_str("Precision", state.precision, PRECISIONS)
+    imgui.set_item_tooltip("Ctrl+P toggles. reduced = float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16; "
+                           "other CPUs keep float32 with faster, slightly less exact convolutions (Winograd F(6x6, 3x3))")
     c[2], state.deterministic = imgui.checkbox("Deterministic ray samples", state.deterministic)
     imgui.set_item_tooltip("off: jittered samples as in training (the image flickers between frames)")
 

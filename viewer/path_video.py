@@ -1,0 +1,77 @@
+"""The camera path's MP4, rendered on its own thread (``eg3d_core.apps.video.render_path_video``) so that the UI and
+the preview stay live; progress and the result come back as ``VideoProgress`` / ``VideoFinished`` events, and
+``cancel()`` stops it before the next frame (no file is left behind)."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+import eg3d_core
+from eg3d_core.apps.video import render_path_video
+from eg3d_core.camera_path import CameraPath
+from eg3d_core.errors import EG3DError
+from eg3d_core.latents import LatentSource
+from eg3d_core.settings import RenderSettings
+
+from .worker import Event, VideoFinished, VideoProgress, _one_line, lower_thread_priority
+
+
+@dataclass(frozen=True)
+class PathVideoJob:
+    generator: eg3d_core.Generator
+    path: CameraPath
+    out_file: str
+    settings: RenderSettings
+    latent: LatentSource | torch.Tensor | None  # for keyframes without a latent of their own
+
+
+class PathVideoWorker(threading.Thread):
+    def __init__(self, events: queue.Queue[Event]) -> None:
+        super().__init__(name="eg3d-path-video", daemon=True)
+        self.events = events
+        self._jobs: queue.Queue[PathVideoJob | None] = queue.Queue()
+        self._cancel = threading.Event()
+
+    def submit(self, job: PathVideoJob) -> None:
+        self._cancel.clear()
+        self._jobs.put(job)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._cancel.set()
+        self._jobs.put(None)
+        self.join(timeout)
+
+    def run(self) -> None:
+        lower_thread_priority()
+        torch.set_grad_enabled(False)
+        while (job := self._jobs.get()) is not None:
+            self.events.put(self._render(job))
+
+    def _render(self, job: PathVideoJob) -> VideoFinished:
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.1 or done >= total:  # a few updates per second are enough for a progress bar
+                last[0] = now
+                self.events.put(VideoProgress(done, total))
+
+        t0 = time.perf_counter()
+        try:
+            frames = render_path_video(job.generator, job.path, job.out_file, job.settings, job.latent,
+                                       progress=progress, should_stop=self._cancel.is_set)
+        except EG3DError as e:
+            return VideoFinished(str(e), error=True)
+        except Exception as e:  # e.g. out of memory: one line, the viewer keeps running
+            return VideoFinished(_one_line(e), error=True)
+        if frames is None:
+            return VideoFinished("video cancelled (no file written)")
+        return VideoFinished(f"saved {job.out_file}: {frames} frames at {job.path.fps} fps "
+                             f"({time.perf_counter() - t0:.1f} s)")
