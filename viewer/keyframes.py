@@ -130,6 +130,8 @@ def update(state: AppState, info: ModelInfo, limits: cc.CameraLimits, dt: float)
     if not ks.keyframes:
         ks.playing, ks.time, ks.goto_requested, ks.scrubbed = False, 0.0, None, False
         return
+    if ks.goto_requested is None and not ks.playing and not ks.scrubbed:
+        return  # nothing moves: the path need not be built
     try:
         path = build_path(ks)
         if ks.goto_requested is not None:
@@ -148,8 +150,6 @@ def update(state: AppState, info: ModelInfo, limits: cc.CameraLimits, dt: float)
             if t >= total and not path.loop:
                 t, ks.playing = total, False
             ks.time = t % total if path.loop else t
-        elif not ks.scrubbed:
-            return
         ks.scrubbed = False
         ks.time = min(max(ks.time, 0.0), total)
         view = path.view_at(ks.time, info.camera)
