@@ -117,6 +117,78 @@ def test_same_request_renders_the_same_picture(model: DemoModel) -> None:
     np.testing.assert_array_equal(model.render(req).picture, model.render(req).picture)
 
 
+def test_depth_is_shown_only_where_there_is_something(demo_generator) -> None:
+    """The depth picture is white where the rays meet nothing, coloured over the object, and its range (the legend's
+    near/far) is the object's, not the empty space's. (On the bundled model: the random fixture is opaque everywhere.)"""
+    import torch
+
+    from eg3d_core import visualize
+
+    model = DemoModel(demo_generator, cache_size=1, output_dir=OutputDir(keep=1, prefix="eg3d-test-webapp-"))
+    req = parse_render(model.limits, 3, yaw=45, pitch=-15, output="depth")
+    res = model.render(req)
+    ws, planes, _ = model.latent(req.latent, req.settings)
+    with torch.no_grad():
+        out = model.G.render_planes(planes, ws, model._camera(req, math.radians(45), math.radians(-15)))
+    opacity = out["image_mask"][0, 0].numpy()
+    empty, solid = opacity < 0.02, opacity >= visualize.OPACITY_SHOWN
+    assert empty.sum() > 50 and solid.sum() > 50, (empty.sum(), solid.sum())  # the view shows both
+    assert (res.depth[empty] >= 244).all()  # white background (faded: opacity < 0.02 keeps < 4 % of the colour)
+    assert (res.depth[solid].min(axis=-1) < 200).mean() > 0.9  # colours on the object
+    near, far = res.depth_range
+    seen = out["image_depth"][0, 0].numpy()[solid]
+    assert near == pytest.approx(seen.min(), rel=1e-5) and far == pytest.approx(seen.max(), rel=1e-5) and near < far
+    np.testing.assert_array_equal(res.picture, res.depth)
+
+
+def test_all_tiles_are_labelled_for_the_page(model: DemoModel) -> None:
+    res = model.render(parse_render(model.limits, 3, output="all"))
+    labelled = webapp.label_tiles(res.picture)
+    h, w = res.picture.shape[:2]
+    band = labelled.shape[0] - h
+    assert labelled.shape[1] == w and band >= 14
+    np.testing.assert_array_equal(labelled[band:], res.picture)  # the tiles themselves untouched
+    for i in range(3):  # dark text in the white band above every tile
+        strip = labelled[:band, i * w // 3:(i + 1) * w // 3]
+        assert (strip.min(axis=-1) < 100).sum() > 20 and (strip.min(axis=-1) > 250).mean() > 0.5
+
+
+def test_default_view_and_preview_camera_follow_the_model(model: DemoModel) -> None:
+    from eg3d_core import cameras
+
+    yaw, pitch = cameras.camera_defaults(model.G.config).view
+    assert model.default_view() == (round(math.degrees(yaw)), round(math.degrees(pitch)))
+    assert model.default_view() != (0.0, 0.0)  # the fixture is an object model: not the frontal blob
+    alpha, beta, radius = model.preview_camera()
+    # The same camera position as the picture's, in the viewer's spherical coordinates (+y up).
+    pose = cameras.camera(model.defaults, yaw, pitch)[0, :16].reshape(4, 4).double()
+    x, y, z = pose[:3, 3].tolist()
+    r = math.sqrt(x * x + y * y + z * z)
+    assert (math.cos(math.radians(alpha)) * math.sin(math.radians(beta)) * r, math.cos(math.radians(beta)) * r) == (
+        pytest.approx(x, abs=1e-6), pytest.approx(y, abs=1e-6))
+    # The object fills the viewer's vertical field of view as it fills the picture.
+    assert radius * math.tan(webapp.PREVIEW_FOV / 2) == pytest.approx(r * 0.5 / model.defaults.focal)
+
+
+def test_preview_colours_show_as_the_vertex_colours_through_the_viewers_tone_mapping() -> None:
+    # The tone mapping the viewer applies (measured in Chromium on unlit quads: sRGB 128 grey -> 116, 230 -> 224).
+    assert webapp.neutral_tone_map(np.array([[128, 128, 128], [230, 230, 230]])).tolist() == [[116] * 3, [225] * 3]
+    rng = np.random.default_rng(0)
+    colors = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
+    shown = webapp.neutral_tone_map(webapp.preview_colors(colors)).astype(int)
+    err = np.abs(shown - colors).max(axis=-1)
+    assert err[colors.max(axis=-1) <= 220].max() <= 2
+    plain = np.abs(webapp.neutral_tone_map(colors).astype(int) - colors).max(axis=-1)
+    assert (err <= plain).all() and err.mean() < plain.mean() / 4
+
+
+def test_clamp_only_numbers() -> None:
+    assert webapp.clamp(500, (-180, 180)) == 180 and webapp.clamp(-1e9, (-85.0, 85.0)) == -85.0
+    assert webapp.clamp(12.5, (0, 20)) == 12.5
+    assert webapp.clamp("abc", (0, 1)) == "abc" and webapp.clamp(None, (0, 1)) is None
+    assert webapp.clamp(True, (0, 1)) is True and math.isnan(webapp.clamp(float("nan"), (0, 1)))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Video and mesh
 
@@ -145,6 +217,19 @@ def test_mesh_no_surface_message_then_mesh_at_a_probed_level(model: DemoModel) -
     loaded = trimesh.load(res.files[".ply"], process=False)
     assert len(loaded.vertices) == res.vertices and len(loaded.faces) == res.faces
     assert loaded.visual.kind == "vertex"
+    # The page's preview: the same surface, its colours made to come out of the viewer's tone mapping as they are.
+    import json
+    import struct
+
+    data = res.preview.read_bytes()
+    n = struct.unpack("<I", data[12:16])[0]
+    gltf, binary = json.loads(data[20:20 + n]), data[28 + n:]
+    acc = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"]]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    linear = np.frombuffer(binary[view["byteOffset"]:view["byteOffset"] + view["byteLength"]], np.float32)
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.clip(linear, 0, 1) ** (1 / 2.4) - 0.055)
+    np.testing.assert_array_equal(np.rint(srgb * 255).reshape(-1, 3),
+                                  webapp.preview_colors(np.asarray(loaded.visual.vertex_colors)[:, :3]))
 
 
 def test_output_dir_keeps_only_the_newest_jobs(tmp_path: Path) -> None:

@@ -307,6 +307,43 @@ def test_save_mesh_round_trip(colored_sphere: M.Mesh, tmp_path, ext: str) -> Non
         np.testing.assert_array_equal(np.asarray(loaded.visual.vertex_colors)[:, :3], colored_sphere.colors)
 
 
+def _glb_json_and_binary(path) -> tuple[dict, bytes]:
+    import json
+
+    data = open(path, "rb").read()
+    magic, version, total = struct.unpack("<III", data[:12])
+    assert (magic, version, total) == (0x46546C67, 2, len(data))
+    n, kind = struct.unpack("<II", data[12:20])
+    assert kind == 0x4E4F534A
+    m, kind2 = struct.unpack("<II", data[20 + n:28 + n])
+    assert kind2 == 0x004E4942
+    return json.loads(data[20:20 + n]), data[28 + n:28 + n + m]
+
+
+def test_glb_vertex_colours_are_linear_and_unlit(colored_sphere: M.Mesh, tmp_path) -> None:
+    """glTF defines COLOR_0 as linear: the sRGB vertex colours are stored decoded (a viewer encodes them back to what
+    the renderer showed), with an unlit material (the colours carry the field's shading already)."""
+    path = tmp_path / "shape.glb"
+    M.save_mesh(colored_sphere, path)
+    gltf, binary = _glb_json_and_binary(path)
+    prim = gltf["meshes"][0]["primitives"][0]
+    acc = gltf["accessors"][prim["attributes"]["COLOR_0"]]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    assert (acc["componentType"], acc["type"], acc["count"]) == (5126, "VEC3", len(colored_sphere.vertices))
+    stored = np.frombuffer(binary[view["byteOffset"]:view["byteOffset"] + view["byteLength"]], np.float32)
+    srgb = colored_sphere.colors.astype(np.float64) / 255
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    np.testing.assert_allclose(stored.reshape(-1, 3), linear, atol=1e-6)
+    assert not np.allclose(stored.reshape(-1, 3), srgb, atol=0.02)  # not the sRGB bytes read as linear
+    material = gltf["materials"][prim["material"]]
+    assert "KHR_materials_unlit" in material["extensions"] and "KHR_materials_unlit" in gltf["extensionsUsed"]
+    # Without colours: no COLOR_0, a lit material.
+    M.save_mesh(M.Mesh(colored_sphere.vertices, colored_sphere.faces), path)
+    gltf, _ = _glb_json_and_binary(path)
+    assert "COLOR_0" not in gltf["meshes"][0]["primitives"][0]["attributes"] and "extensionsUsed" not in gltf
+    assert len(trimesh.load(path, process=False, force="mesh").faces) == len(colored_sphere.faces)
+
+
 def test_save_mesh_errors_leave_no_file(colored_sphere: M.Mesh, tmp_path) -> None:
     with pytest.raises(InputError, match="unsupported mesh extension '.stl'"):
         M.save_mesh(colored_sphere, tmp_path / "a.stl")

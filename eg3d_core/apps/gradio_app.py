@@ -310,10 +310,8 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
         return str(await in_lane(heavy_lane, request, webapp.video_cost(G, req, n), model.video, req, n, rate, kind,
                                  progress=lambda f, d: progress(f, desc=d)))
 
-    @user_errors
-    async def mesh(seed: Any, psi: Any = 0.7, cutoff: Any = None, mesh_resolution: Any = 128, level: Any = 10.0,
-                   progress: gr.Progress = gr.Progress(),  # noqa: B008
-                   request: gr.Request = None) -> tuple[str, str, str, str]:  # type: ignore[assignment]
+    async def extract(seed: Any, psi: Any, cutoff: Any, mesh_resolution: Any, level: Any, progress: gr.Progress,
+                      request: gr.Request | None) -> tuple[webapp.MeshResult, str]:
         s = webapp.parse_int("seed", seed, (0, SEED_MAX))
         p = webapp.parse_float("psi", psi, lim.psi)
         k = None if cutoff is None else webapp.parse_int("cutoff", cutoff, lim.cutoff)
@@ -323,16 +321,24 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
         res = await in_lane(heavy_lane, request, webapp.mesh_cost(G, r), model.mesh, s, p, k, r, lv,
                             progress=lambda f, d: progress(f, desc=d))
         info = f"{res.vertices:,} vertices · {res.faces:,} faces · level {lv:g} · {r}³ grid · {res.seconds:.1f} s"
+        return res, info
+
+    @user_errors
+    async def mesh(seed: Any, psi: Any = 0.7, cutoff: Any = None, mesh_resolution: Any = 128, level: Any = 10.0,
+                   progress: gr.Progress = gr.Progress(),  # noqa: B008
+                   request: gr.Request = None) -> tuple[str, str, str, str]:  # type: ignore[assignment]
+        res, info = await extract(seed, psi, cutoff, mesh_resolution, level, progress, request)
         return str(res.files[".glb"]), str(res.files[".ply"]), str(res.files[".obj"]), info
 
     @user_errors
     async def mesh_page(seed: Any, psi: Any, cutoff: Any, mesh_resolution: Any, level: Any,
                         progress: gr.Progress = gr.Progress(),  # noqa: B008
                         request: gr.Request = None) -> tuple[Any, Any, Any, str]:  # type: ignore[assignment]
-        """The page's button: ``mesh``, with the download boxes shown once there is something to download."""
-        glb, ply, obj, info = await mesh(seed, psi, cutoff, mesh_resolution, level, progress=progress,
-                                         request=request)
-        return glb, gr.update(value=ply, visible=True), gr.update(value=obj, visible=True), info
+        """The page's button: ``mesh`` shown in the viewer (its preview .glb, colours as rendered), with the download
+        boxes shown once there is something to download."""
+        res, info = await extract(seed, psi, cutoff, mesh_resolution, level, progress, request)
+        return (str(res.preview), gr.update(value=str(res.files[".ply"]), visible=True),
+                gr.update(value=str(res.files[".obj"]), visible=True), info)
 
     @user_errors
     async def invert(picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60, frames: Any = 36,
@@ -411,7 +417,7 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
                 level = gr.Number(value=10.0, label="iso level (raw density)", minimum=lim.level[0], maximum=lim.level[1])
                 make_mesh = gr.Button("Extract mesh", variant="primary", elem_id="make-mesh")
             model3d = gr.Model3D(label="mesh preview", height=420, elem_id="model3d",
-                                 clear_color=(0.95, 0.95, 0.95, 1.0))
+                                 clear_color=(1.0, 1.0, 1.0, 1.0), camera_position=model.preview_camera())
             with gr.Row():  # shown once a mesh is extracted
                 ply = gr.File(label="ply", elem_id="ply", visible=False)
                 obj = gr.File(label="obj", elem_id="obj", visible=False)

@@ -558,6 +558,59 @@ def mesh_cost(G: Generator, resolution: int) -> float:
     return resolution**3 / points
 
 
+# The vertical field of view (radians) of the web page's mesh preview (gradio's Model3D: Babylon's default camera).
+PREVIEW_FOV = 0.8
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    c = np.clip(linear, 0.0, 1.0)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def preview_colors(colors: np.ndarray) -> np.ndarray:
+    """uint8 sRGB vertex colours -> the colours to put into the page's preview .glb so that the page shows ``colors``.
+
+    The preview (gradio's Model3D, the Babylon.js viewer) tone-maps what it draws with Khronos' PBR Neutral operator,
+    which takes 0.04 off every linear colour (less off the darkest) and compresses the brightest: unlit vertex colours
+    come out darker than they are (sRGB 30 -> 10, 128 -> 116). This applies the operator's inverse; colours it cannot
+    reach (near white) are clipped. The downloads keep the colours as they are.
+    """
+    x = _srgb_to_linear(np.asarray(colors, dtype=np.float64)[..., :3] / 255.0)
+    start, d = 0.8 - 0.04, 0.24  # the operator's compression start and its 1 - start
+    peak = x.max(axis=-1, keepdims=True)
+    bright = peak >= start
+    if bright.any():  # undo the compression: the output's peak is the compressed peak, the desaturation mixes to it
+        new_peak = np.minimum(peak, 1 - 1e-4)
+        old_peak = d * d / (1 - new_peak) - d + start
+        g = 1 - 1 / (0.15 * (old_peak - new_peak) + 1)
+        unmixed = (x - new_peak * g) / (1 - g)
+        x = np.where(bright, unmixed * old_peak / np.maximum(new_peak, 1e-6), x)
+    low = x.min(axis=-1, keepdims=True)
+    offset = np.where(low >= 0.04, 0.04, 0.4 * np.sqrt(np.clip(low, 0.0, None)) - low)
+    out = np.rint(_srgb_encode(x + offset) * 255).astype(np.uint8)
+    # Where clipping made the inverse miss (bright saturated colours), keep whichever shows closer to the colour.
+    target = np.asarray(colors, dtype=np.int64)[..., :3]
+    miss = np.abs(neutral_tone_map(out).astype(np.int64) - target).max(axis=-1)
+    plain = np.abs(neutral_tone_map(target).astype(np.int64) - target).max(axis=-1)
+    return np.where((plain < miss)[..., None], target.astype(np.uint8), out)
+
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def neutral_tone_map(colors: np.ndarray) -> np.ndarray:
+    """Khronos PBR Neutral tone mapping of uint8 sRGB colours, as the preview shows them (uint8 sRGB): the forward
+    operator ``preview_colors`` inverts (for tests and measurements)."""
+    x = _srgb_to_linear(np.asarray(colors, dtype=np.float64)[..., :3] / 255.0)
+    low = x.min(axis=-1, keepdims=True)
+    x = x - np.where(low < 0.08, low - 6.25 * low * low, 0.04)
+    start, d = 0.8 - 0.04, 0.24
+    peak = x.max(axis=-1, keepdims=True)
+    new_peak = 1 - d * d / (peak + d - start)
+    g = 1 - 1 / (0.15 * (peak - new_peak) + 1)
+    compressed = x * new_peak / np.maximum(peak, 1e-6) * (1 - g) + new_peak * g
+    return np.rint(_srgb_encode(np.where(peak >= start, compressed, x)) * 255).astype(np.uint8)
 # Mesh of an inversion's result: a small grid at the original's level (cheap next to the inversion itself).
 INVERT_MESH_RESOLUTION = 64
 INVERT_MESH_LEVEL = 10.0
@@ -626,6 +679,7 @@ class InvertResult:
 @dataclass(frozen=True)
 class MeshResult:
     files: dict[str, Path]  # extension -> file
+    preview: Path  # a .glb for the page's viewer (colours made to show as they are: see preview_colors)
     vertices: int
     faces: int
     seconds: float
@@ -651,6 +705,17 @@ class DemoModel:
         objects, frontal for faces)."""
         yaw, pitch = self.defaults.view
         return float(round(math.degrees(yaw))), float(round(math.degrees(pitch)))
+
+    def preview_camera(self, viewer_fov: float = PREVIEW_FOV) -> tuple[float, float, float]:
+        """The default view as a 3D viewer's orbit camera around the world's +y axis, so that a mesh preview opens
+        where the picture was rendered from: (alpha, beta, radius), alpha the azimuth from +x towards +z and beta the
+        angle from +y in degrees (gradio's Model3D ``camera_position``), radius in world units, moved so that the
+        object fills the viewer's vertical field of view ``viewer_fov`` (radians) as it fills the picture."""
+        pose = cameras.camera(self.defaults, *self.defaults.view)[0, :16].reshape(4, 4)
+        x, y, z = (float(t) for t in pose[:3, 3])
+        radius = math.sqrt(x * x + y * y + z * z)
+        scale = (0.5 / self.defaults.focal) / math.tan(viewer_fov / 2)  # the picture's half height over the viewer's
+        return math.degrees(math.atan2(z, x)), math.degrees(math.acos(y / radius)), radius * scale
 
     # -- description -----------------------------------------------------------------------------------------------
 
@@ -749,7 +814,10 @@ class DemoModel:
         files = {ext: job / f"{stem}{ext}" for ext in MESH_FORMATS}
         for file in files.values():
             save_mesh(mesh, file)
-        return MeshResult(files, len(mesh.vertices), len(mesh.faces), time.perf_counter() - t0)
+        preview = job / f"{stem}_preview.glb"
+        colors = None if mesh.colors is None else preview_colors(mesh.colors)
+        save_mesh(Mesh(vertices=mesh.vertices, faces=mesh.faces, colors=colors), preview)
+        return MeshResult(files, preview, len(mesh.vertices), len(mesh.faces), time.perf_counter() - t0)
 
     def invert(self, req: InvertRequest, progress: ProgressFn | None = None,
                base: InversionSettings | None = None) -> InvertResult:
