@@ -208,3 +208,25 @@ def test_depth_view_shows_depth_only_where_there_is_something(demo_generator) ->
     assert empty.mean() > 0.2 and solid.mean() > 0.1
     assert (result.depth[empty] >= 245).all()  # empty space: the white background, not the far colour
     assert (result.depth[solid] < 240).any(axis=-1).all()  # the car: colour-mapped depth
+
+
+def test_a_face_model_opens_frontal() -> None:
+    from conftest import FIXTURES
+
+    import eg3d_core
+
+    G = eg3d_core.load_generator(FIXTURES / "tiny_ffhq512" / "network-snapshot.pkl")
+    s = AppState()
+    limits = actions.apply_model(s, ModelInfo.of(G, "ffhq fixture"))
+    assert (s.camera.yaw, s.camera.pitch) == (0.0, 0.0) == (limits.default_yaw, limits.default_pitch)
+
+
+def test_the_status_line_says_the_path_is_playing(state, limits) -> None:
+    from eg3d_core.camera_path import Keyframe
+
+    state.keyframes.keyframes = (Keyframe(0.0, 0.0, seed=1), Keyframe(0.5, 0.0, seed=1))
+    actions.ACTIONS["play_path"](state, limits)
+    state.keyframes.time = 1.25
+    assert "camera path 1.2 s" in "\n".join(report.status_lines(state, True, None, False, "", False))
+    actions.ACTIONS["play_path"](state, limits)
+    assert "camera path" not in "\n".join(report.status_lines(state, True, None, False, "", False))

@@ -29,6 +29,8 @@ def status_lines(state: AppState, loaded: bool, shown: RenderResult | None, full
     if render_error:
         lines.append(f"render error: {render_error}")
     ks = state.keyframes
+    if ks.playing:
+        lines.append(f"camera path {ks.time:.1f} s (L pauses)")
     if ks.busy:
         lines.append(f"rendering the camera path video ... {100 * ks.progress:.0f}%")
     e = state.export

@@ -71,7 +71,8 @@ def draw_keyframes(state: KeyframesState) -> bool:
                 imgui.table_next_row()
                 imgui.table_next_column()
                 label = f"{i + 1}  yaw {math.degrees(k.yaw):+.0f} pitch {math.degrees(k.pitch):+.0f}"
-                if imgui.selectable(label, i == state.selected)[0]:
+                row = imgui.SelectableFlags_.span_all_columns | imgui.SelectableFlags_.allow_overlap
+                if imgui.selectable(label, i == state.selected, row)[0]:
                     state.goto_requested = i
                 latent = f"psi {k.psi:.2f}" if k.seed is not None else "ws latent"
                 imgui.set_item_tooltip(f"go to keyframe {i + 1}: radius {k.radius or 0:.2f}, FOV {k.fov or 0:.1f} deg, "
