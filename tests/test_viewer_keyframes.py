@@ -140,6 +140,26 @@ def test_playback_advances_stops_at_the_end_and_loops(state, info, limits) -> No
     assert ks.playing and ks.time == pytest.approx(0.5)
 
 
+def test_a_playing_path_is_rendered_as_previews_and_its_end_at_full_quality(state, info, limits) -> None:
+    """Playback moves the camera every frame, so the scheduler sends previews (low resolution while moving, as for a
+    drag) and the full-quality frame once the path has stopped and rested."""
+    ks = state.keyframes
+    ks.keyframes = two_seed_path(info).keyframes
+    actions.ACTIONS["play_path"](state, limits)
+    sch = RenderScheduler()
+    prev, full = preview_quality(state.render, 32), full_quality(state.render)
+    kinds, now = [], 0.0
+    while now < 3.0:
+        keyframes.update(state, info, limits, 1 / 30)
+        r = sch.update(scene_of(state, info), prev, full, now, state.render.rest_delay)
+        kinds.append(None if r is None else "preview" if r.quality.preview else "full")
+        now += 1 / 30
+    playing = round(2.0 * 30)
+    assert set(kinds[:playing]) == {"preview"}  # one preview per frame while the path plays
+    assert kinds[playing:].count("full") == 1 and kinds.index("full") > playing
+    assert not ks.playing
+
+
 def test_going_to_a_keyframe_and_scrubbing(state, info, limits) -> None:
     ks = state.keyframes
     ks.keyframes = two_seed_path(info).keyframes
