@@ -185,7 +185,8 @@ def place(state: CameraState, position: Vec, forward: Vec, limits: CameraLimits)
     f = _normalized(forward)
     t = max(-_dot(p, f), 0.25 * radius)  # ahead of the camera even when it looks away from the origin
     pm = limits.pivot_max
-    pivot = tuple(clamp(x + t * d, -pm, pm) for x, d in zip(p, f, strict=True))
+    # Rounding residue (1e-17) would read "-0.000" in the Look at fields.
+    pivot = tuple(0.0 if abs(v) < 1e-12 else v for v in (clamp(x + t * d, -pm, pm) for x, d in zip(p, f, strict=True)))
     yaw = math.atan2(p[0], p[2])
     pitch = -math.pi / 2 * clamp(p[1] / radius, -1.0, 1.0)
     return clamped(replace(state, yaw=yaw, pitch=pitch, radius=radius, pivot=pivot), limits)
