@@ -373,7 +373,8 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 with gr.Row():
-                    seed = gr.Number(value=0, label="seed", precision=0, minimum=0, maximum=SEED_MAX, scale=3)
+                    seed = gr.Number(value=0, label="seed", precision=0, minimum=0, maximum=SEED_MAX, scale=3,
+                                     elem_id="seed")
                     generate = gr.Button("Generate", variant="primary", scale=2, elem_id="generate")
                 # No reset buttons: the page renders on the sliders' input events, which a reset does not send.
                 slider: dict[str, Any] = {"buttons": []}
