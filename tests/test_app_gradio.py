@@ -169,6 +169,8 @@ def test_render_returns_picture_and_depth(client: Client) -> None:
     assert Image.open(picture).size == (32, 32) and Image.open(depth).size == (32, 32)
     _, _, info = client.predict(1, 0.7, -30, 0, 40, "depth", api_name="/render")
     assert "(tri-planes cached)" in info  # a camera-only change reuses the planes
+    _, _, info = client.predict(seed=1, api_name="/render")
+    assert "yaw 45°, pitch -15°" in info  # left out: the UI's default, an object model's opening view
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -585,6 +587,20 @@ def check_trained_model(tmp: Path, *model_args: str) -> None:
 @pytest.mark.skipif(not DEMO_WEIGHTS.exists(), reason="assets/demo/model.safetensors not built yet")
 def test_default_demo_model(tmp_path: Path) -> None:
     check_trained_model(tmp_path)  # no --model: the bundled demo
+
+
+def test_api_snippet_names_the_address_the_browser_used() -> None:
+    from types import SimpleNamespace
+
+    from eg3d_core.apps.gradio_app import page_url
+
+    fallback = "http://127.0.0.1:7860/"
+    assert page_url(SimpleNamespace(headers={"host": "gpu-box:8080"}), fallback) == "http://gpu-box:8080/"
+    assert page_url(SimpleNamespace(headers={"host": "[::1]:9000", "x-forwarded-proto": "https"}),
+                    fallback) == "https://[::1]:9000/"
+    for odd in ('evil.com/"><script>', "", "a b:1"):  # shown on the page: only a plain host[:port] is trusted
+        assert page_url(SimpleNamespace(headers={"host": odd}), fallback) == fallback
+    assert page_url(None, fallback) == fallback
 
 
 def test_callers_are_keyed_by_session_and_peer_address() -> None:
