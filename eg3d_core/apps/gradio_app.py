@@ -454,7 +454,7 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
                 inv_movie = gr.Video(label="orbit of the fit", autoplay=True, loop=True, elem_id="invert-video",
                                      height=320)
                 inv_model3d = gr.Model3D(label="mesh of the fit", height=320, elem_id="invert-model3d",
-                                         clear_color=(0.95, 0.95, 0.95, 1.0))
+                                         clear_color=(1.0, 1.0, 1.0, 1.0), camera_position=model.preview_camera())
             inv_npz = gr.File(label="latent (.npz: ws, c, yaw, pitch)", elem_id="invert-npz")
             inv_frames = gr.Number(value=36, visible=False, precision=0)
             inv_fps = gr.Number(value=24, visible=False, precision=0)
