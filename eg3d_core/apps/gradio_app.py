@@ -245,7 +245,7 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
     server's address for the API snippet until a page load tells the address the browser used.
 
     The page opens rendered: the default view (the model's opening view, ``DemoModel.default_view``) and the example
-    thumbnails are rendered here, before the server starts."""
+    thumbnails are rendered here, before the server starts, and sent to every page as it loads."""
     G, lim = model.G, model.limits
     lanes = lanes or default_lanes()
     render_lane, heavy_lane = lanes[RENDER], lanes[HEAVY]
@@ -395,14 +395,13 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
                                            label="neural rendering resolution", elem_id="resolution", **slider)
             with gr.Column(scale=2):
                 with gr.Row(equal_height=True):
-                    picture = gr.Image(value=first.picture, label="image", format="png", interactive=False,
-                                       elem_id="picture", height=384)
-                    depth = gr.Image(value=first.depth, label="depth (near = warm)", format="png",
-                                     interactive=False, elem_id="depth", height=384)
+                    picture = gr.Image(label="image", format="png", interactive=False, elem_id="picture", height=384)
+                    depth = gr.Image(label="depth (near = warm)", format="png", interactive=False, elem_id="depth",
+                                     height=384)
                 with gr.Row():
                     info = gr.Markdown(render_info(EXAMPLE_SEEDS[0][0], yaw0, pitch0, first), elem_id="render-info")
                     legend = gr.HTML(depth_legend(first.depth_range), elem_id="depth-legend")
-                examples = gr.Gallery(thumbnails, label="examples (click one)", format="png", columns=len(thumbnails),
+                examples = gr.Gallery(label="examples (click one)", format="png", columns=len(thumbnails),
                                       height=200, allow_preview=False, object_fit="contain", buttons=[],
                                       elem_id="examples", interactive=False)
         with gr.Tab("orbit video"):
@@ -489,6 +488,11 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
             radio.input(render_page, view, page_shown, **live)
         examples.select(pick_example, [yaw, pitch, fov, output, cutoff, precision, resolution],
                         [seed, psi, *page_shown], **{**live, "preprocess": True})
+        # The opening pictures, rendered once above, reach each page as it loads: as event outputs their files live in
+        # the server's cache like any render's (removed at shutdown; initial values would stay behind).
+        demo.load(lambda: (first.picture, first.depth, thumbnails), None, [picture, depth, examples],
+                  api_visibility="private", queue=False, show_progress="hidden")
+
         def api_help(request: gr.Request) -> str:
             return limits_markdown(model, page_url(request, url))
 
