@@ -262,13 +262,14 @@ def test_all_labels_its_tiles_and_takes_both_panes(page, library: DemoModel, sho
     assert page.locator("#picture").bounding_box()["width"] > 700
 
 
-def test_error_badge_keeps_off_the_info_line(page) -> None:
+def test_error_badge_keeps_off_the_info_line(page, shots: Path) -> None:
     box = page.locator("#seed input")
     box.fill("-5")
     box.press("Enter")
     page.wait_for_selector(".toast-body", timeout=TIMEOUT_MS)
     assert "seed must be an integer in [0, 4294967295], got -5" in page.inner_text(".toast-body")
     page.wait_for_selector("#picture .error", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(shots / "web_error.png"))
     info = page.locator("#render-info").bounding_box()
     badges = page.locator("span.error")
     assert badges.count() >= 1

@@ -289,6 +289,7 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
             picture, depth = res.picture, gr.update(value=res.depth, visible=True)
         return picture, depth, render_info(req.seed, req.yaw, req.pitch, res), depth_legend(res.depth_range)
 
+    @user_errors
     async def pick_example(yaw: Any, pitch: Any, fov: Any, output: Any, cutoff: Any, precision: Any, resolution: Any,
                            evt: gr.SelectData, request: gr.Request = None) -> Any:  # type: ignore[assignment]
         """A click on an example thumbnail: its seed and psi, rendered at the page's camera."""
