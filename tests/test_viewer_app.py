@@ -242,3 +242,96 @@ def test_key_flight_keyframes_and_depth_screenshots(tmp_path) -> None:
     sbs = views["side_by_side"]
     used = (np.abs(sbs - sbs[0, 0]).max(axis=-1) > 10).mean()
     assert used > 0.55, f"side by side uses {used:.0%} of the view"
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0 ** 2 / max(float(((a - b) ** 2).mean()), 1e-6)))
+
+
+def _picture_of_a_held_out_car(path: Path, yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """The procedural ground truth of a car the demo model never saw, at a three-quarter view: uint8 [256, 256, 3]."""
+    import math
+
+    import torch
+
+    from eg3d_core import cameras, load_generator
+    from eg3d_core.training import toycars as tc
+
+    G = load_generator("demo")
+    z = torch.from_numpy(np.random.RandomState(987654).randn(1, G.z_dim)).float()
+    c = cameras.camera(cameras.camera_defaults(G.config), math.radians(yaw_deg), math.radians(pitch_deg))
+    image = tc.to_uint8(tc.render(tc.params_from_latent(z), c, 256)["image"])[0]
+    Image.fromarray(image).save(path)
+    return image
+
+
+@needs_xvfb
+def test_picture_to_3d_round_trip_in_the_viewer(tmp_path) -> None:
+    """Drop a picture -> the picture and the fit so far fill the view -> the fit becomes the latent, seen from the
+    estimated camera -> orbit -> mesh -> save the latent -> another seed -> drop the saved latent -> the same view;
+    then a second fit cancelled half-way leaves the latent alone."""
+    pytest.importorskip("imgui_bundle")
+    from eg3d_viewer.layout import tile_views
+
+    out = Path(os.environ.get("EG3D_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    picture = _picture_of_a_held_out_car(tmp_path / "car.png", 50.0, -12.0)
+    shots = {name: out / f"viewer_invert_{name}.png"
+             for name in ("start", "fitting", "fitted", "orbit", "seed", "reloaded", "cancelled")}
+    export = tmp_path / "export"
+    script = [
+        {"set": {"invert.steps": 40, "export.directory": str(export), "export.mesh_resolution": 64,
+                 "invert.latent_path": str(export / "car.npz")}},
+        {"snapshot": str(shots["start"])},
+        {"drop": str(tmp_path / "car.png")},
+        {"wait": 2},
+        {"capture": str(shots["fitting"])},
+        {"wait": "invert"},
+        {"snapshot": str(shots["fitted"])},
+        {"orbit": [160, 0]},
+        {"snapshot": str(shots["orbit"])},
+        {"action": "export_mesh"},
+        {"wait": "export"},
+        {"set": {"invert.save_requested": True}},
+        {"wait": 1},
+        {"action": "next_seed"},
+        {"snapshot": str(shots["seed"])},
+        {"drop": str(export / "car.npz")},
+        {"snapshot": str(shots["reloaded"])},
+        {"drop": str(tmp_path / "car.png")},
+        {"wait": 2},
+        {"set": {"invert.cancel_requested": True}},
+        {"wait": "invert"},
+        {"snapshot": str(shots["cancelled"])},
+    ]
+    r = launch(["--cache-dir", str(tmp_path / "cache"), "--timeout", "500", "--script", json.dumps(script),
+                "--snapshot", str(out / "viewer_invert_final.png"), "--frames", "1"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The view without the status lines at its bottom (they say what was saved last, which differs between shots).
+    views = {name: view_region(path)[:700] for name, path in shots.items()}
+    w, h = 1280 - PANEL_WIDTH, 800
+
+    def tile(view: np.ndarray, index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The index-th of n tiles of the view, and the picture resized to it."""
+        x, y, s = (round(v) for v in tile_views(w, h, n)[index])
+        crop = view[y + 2:min(y + s - 2, 700), x + 2:x + s - 2]
+        ref = np.asarray(Image.fromarray(picture).resize((s, s), Image.BILINEAR)).astype(np.float32)
+        return crop, ref[2:2 + crop.shape[0], 2:-2]
+
+    # While fitting, the first tile is the picture itself.
+    assert _psnr(*tile(views["fitting"], 0, 2)) > 22.0
+    # The fit, from the estimated camera, looks like the picture; the opening seed did not.
+    fitted, start = _psnr(*tile(views["fitted"], 0, 1)), _psnr(*tile(views["start"], 0, 1))
+    assert fitted > start + 2.0 and fitted > 16.0, (fitted, start)
+
+    def differ(a: str, b: str) -> float:
+        return float(np.abs(views[a] - views[b]).mean())
+
+    assert differ("fitted", "orbit") > 2.0 and differ("orbit", "seed") > 2.0
+    assert differ("orbit", "reloaded") < 1.0  # the saved latent, loaded again: the same picture
+    assert differ("reloaded", "cancelled") < 1.0  # a cancelled fit changes nothing
+    meshes = list(export.glob("car_*_mesh64.ply"))
+    assert len(meshes) == 1 and meshes[0].read_bytes().startswith(b"ply"), sorted(export.iterdir())
+    from eg3d_core.latents import LatentSource
+
+    assert tuple(LatentSource.from_file(export / "car.npz").given.shape) == (1, 10, 128)

@@ -5,6 +5,7 @@ Every action takes the app state and the current camera limits and edits the sta
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from . import camera_controller as cc
 from .model_info import ModelInfo
@@ -45,6 +46,23 @@ def step_seed(state: AppState, delta: int) -> None:
     lat.seed = (lat.seed + delta) % 2**32
     if follow:
         lat.seed_b = (lat.seed + 1) % 2**32
+
+
+# Pictures fitted when opened or dropped on the window (by suffix); ``.npz`` files are latents, anything else a model.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def open_path(state: AppState, path: str) -> None:
+    """A file dropped on the window (or a script's ``drop``): a picture is fitted (picture -> 3D), a ``.npz`` loaded as
+    the latent, anything else loaded as a model."""
+    suffix = Path(path).suffix.lower()
+    inv = state.invert
+    if suffix in IMAGE_SUFFIXES:
+        inv.image_path, inv.fit_requested, state.panel.invert = path, True, True
+    elif suffix == ".npz":
+        inv.latent_path, inv.load_requested, state.panel.invert = path, True, True
+    else:
+        state.model.path = state.model.load_requested = path
 
 
 def cycle_view(state: AppState, limits: cc.CameraLimits) -> None:

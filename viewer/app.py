@@ -18,11 +18,13 @@ from pathlib import Path
 from imgui_bundle import imgui
 
 import eg3d_core
+from eg3d_core.errors import EG3DError
 
 from . import actions, events, inputs, keyframes, layout, report
 from . import camera_controller as cc
 from .directions import Directions
 from .gl_texture import Texture
+from .invert_worker import STEPS, InvertJob, InvertWorker, load_latent
 from .model_info import ModelInfo
 from .path_video import PathVideoWorker
 from .renderer import RenderResult
@@ -32,7 +34,7 @@ from .script import ScriptRunner, Step
 from .state import AppState
 from .timing import RateCounter, RollingTimes
 from .window import Window
-from .worker import Event, ExportWorker, MeshJob, RenderWorker, SaveFrameJob
+from .worker import Event, ExportWorker, MeshJob, RenderWorker, SaveFrameJob, SaveLatentJob
 
 IDLE_WAIT = 0.5  # longest sleep between frames when idle (s)
 ACTIVE_FRAMES = 6  # frames drawn after the last input before idling
@@ -76,12 +78,15 @@ class ViewerApp:
         self.events: queue.Queue[Event] = WakingQueue(self.window.wake)
         self.worker = RenderWorker(self.events, options.device, options.cache_dir)
         self.exporter = ExportWorker(self.events)
+        self.inverter = InvertWorker(self.events)
         self.video = PathVideoWorker(self.events)  # the camera path's MP4
+        self.file_dialog: list = []  # the open "Open image..." dialog, if any (see widgets.invert_widget)
         self.scheduler = RenderScheduler()
         self.script = ScriptRunner(options.script)
         self._view_released = False  # the mouse let go of the view this frame (see _view_input)
         self._keys_down: set[str] = set()  # keys a script holds down (see _press_keys)
-        self.textures = {"image": Texture(), "raw": Texture(), "depth": Texture()}
+        self.textures = {"image": Texture(), "raw": Texture(), "depth": Texture(), "target": Texture(),
+                         "fit": Texture()}
         self.info: ModelInfo | None = None
         self.generator: eg3d_core.Generator | None = None  # only handed to export jobs; the UI thread never runs it
         self.directions: Directions | None = None
@@ -102,6 +107,7 @@ class ViewerApp:
             "model": lambda: self.info is not None and not self.state.model.loading,
             "export": lambda: not self.state.export.busy,
             "directions": lambda: bool(self.state.directions.amounts),
+            "invert": lambda: not self.state.invert.busy and not self.state.invert.fit_requested,
             "video": lambda: not self.state.keyframes.busy and not self.state.keyframes.render_requested,
         }
 
@@ -111,6 +117,7 @@ class ViewerApp:
     def run(self) -> int:
         self.worker.start()
         self.exporter.start()
+        self.inverter.start()
         self.video.start()
         self.state.model.loading = True
         self.worker.load(self.options.model or "")
@@ -143,6 +150,7 @@ class ViewerApp:
         finally:
             self.worker.close()
             self.exporter.close()
+            self.inverter.close()
             self.video.close()
             for t in self.textures.values():
                 t.delete()
@@ -155,8 +163,9 @@ class ViewerApp:
         s = self.state
         return (self._active_frames <= 0 and not s.model.loading and (self.scheduler.at_rest or self.info is None)
                 and not self.worker.slot.busy and not s.latent.animate and not s.camera.orbit_animation
-                and not s.export.busy and not s.keyframes.busy and not s.keyframes.playing
-                and self.options.snapshot is None and self.script.finished)
+                and not s.export.busy and not s.invert.busy and not s.keyframes.busy and not s.keyframes.playing
+                and not self.file_dialog and self.options.snapshot is None
+                and self.script.finished)
 
     def _frame(self, now: float, dt: float, wait: float) -> None:
         woke = self.window.begin_frame(wait)
@@ -170,8 +179,11 @@ class ViewerApp:
         if self.limits is not None:
             actions.animate(self.state, min(dt, 0.1))
             keyframes.update(self.state, self.info, self.limits, min(dt, 0.1))
-        layout.draw_panel(self.state, self.info, self.limits, self.panel_width)
-        layout.draw_view(self.panel_width, self.state.render.view, self._texture_for, self._view_input,
+        layout.draw_panel(self.state, self.info, self.limits, self.panel_width, self._thumbnail, self.file_dialog)
+        inv = self.state.invert
+        # While a picture is being fitted, the view shows it next to the fit so far.
+        view = "fitting" if inv.busy and inv.has_preview else self.state.render.view
+        layout.draw_view(self.panel_width, view, self._texture_for, self._view_input,
                          self._status_lines)
         if self.limits is not None:
             inputs.shortcuts(self.state, self.limits, self.window.request_close)
@@ -200,15 +212,26 @@ class ViewerApp:
             self._view_released = inputs.view_input(self.state, self.limits, viewport_px) or self._view_released
 
     def _texture_for(self, name: str) -> Texture | None:
+        if name in ("target", "fit"):
+            return self.textures[name]
         if self.shown is None:
             return None
         if name == "image" and self.shown.image is None:
             return self.textures["raw"]  # a preview without super-resolution: show its raw render, upscaled
         return self.textures[name]
 
+    def _thumbnail(self, name: str) -> object | None:
+        tex = self.textures.get(name)
+        return None if tex is None or tex.empty else tex.ref
+
     def _status_lines(self) -> list[str]:
-        return report.status_lines(self.state, self.info is not None, self.shown, self.full_frame_shown(),
-                                   self.render_error, time.perf_counter() < self.export_note_until)
+        lines = report.status_lines(self.state, self.info is not None, self.shown, self.full_frame_shown(),
+                                    self.render_error, time.perf_counter() < self.export_note_until)
+        inv = self.state.invert
+        if inv.busy:
+            lines.append(f"fitting {Path(inv.image_path).name}: {inv.stage} {100 * inv.progress:.0f}% "
+                         "(Your picture -> 3D: Cancel)")
+        return lines
 
     # ------------------------------------------------------------------------------------------------------------
     # scheduling
@@ -237,6 +260,9 @@ class ViewerApp:
     # requests from widgets (load, save, mesh)
 
     def _handle_requests(self) -> None:
+        for path in self.window.take_dropped():
+            actions.open_path(self.state, path)
+        self._handle_invert()
         keyframes.handle_requests(self)
         m, e = self.state.model, self.state.export
         if m.load_requested is not None:
@@ -258,9 +284,49 @@ class ViewerApp:
                                              e.mesh_resolution, path, e.mesh_colors))
                 e.busy, e.progress, e.message, e.error = True, 0.0, f"extracting {e.mesh_resolution}^3 ...", False
 
+    def _handle_invert(self) -> None:
+        inv = self.state.invert
+        if inv.cancel_requested:
+            inv.cancel_requested = False
+            self.inverter.cancel()
+        if inv.fit_requested:
+            inv.fit_requested = False
+            if self.generator is None or self.state.model.loading:
+                inv.message, inv.error = "no model loaded yet", True
+            elif inv.busy:
+                inv.message, inv.error = "a picture is being fitted already: cancel it first", True
+            elif not inv.image_path:
+                inv.message, inv.error = "no picture: type its path, open it or drop it on the window", True
+            else:
+                steps = min(max(int(inv.steps), STEPS[0]), STEPS[1])
+                yaw, pitch = (None, None) if inv.estimate_camera else (float(inv.yaw), float(inv.pitch))
+                self.inverter.submit(InvertJob(self.generator, inv.image_path, steps, yaw, pitch))
+                inv.busy, inv.progress, inv.stage, inv.has_preview = True, 0.0, "starting", False
+                inv.message, inv.error = f"fitting {Path(inv.image_path).name} ...", False
+        if inv.save_requested:
+            inv.save_requested = False
+            if self.generator is None or self.info is None:
+                inv.message, inv.error = "no model loaded yet", True
+            else:
+                self.exporter.submit(SaveLatentJob(self.generator, self.directions,
+                                                   scene_of(self.state, self.info).latent, inv.latent_path))
+                inv.message, inv.error = "saving the latent ...", False
+        if inv.load_requested:
+            inv.load_requested = False
+            if self.generator is None:
+                inv.message, inv.error = "no model loaded yet", True
+                return
+            try:
+                self.state.latent.custom = load_latent(self.generator, inv.latent_path)
+            except (EG3DError, OSError) as e:
+                inv.message, inv.error = str(e).strip().splitlines()[0], True
+            else:
+                self.state.latent.mix, self.state.stylemix.enabled = 0.0, False
+                inv.message, inv.error = f"loaded {inv.latent_path}", False
+
     def _stem(self) -> str:
         lat = self.state.latent
-        stem = f"seed{lat.seed:04d}"
+        stem = lat.custom.name if lat.custom is not None else f"seed{lat.seed:04d}"
         if lat.mix > 0:
             stem += f"-{lat.seed_b:04d}x{lat.mix:.2f}"
         c = self.state.camera

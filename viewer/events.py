@@ -5,12 +5,16 @@ state, export progress and results to the Export panel and the view's status lin
 """
 from __future__ import annotations
 
+import math
 import queue
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import actions
+from .invert_worker import InvertDone, InvertFailed, InvertProgress, InvertTarget
 from .renderer import RenderResult
 from .requests import adapt_resolution
 from .worker import (
@@ -21,6 +25,7 @@ from .worker import (
     ExportProgress,
     FrameCancelled,
     FrameReady,
+    LatentSaved,
     ModelFailed,
     ModelLoaded,
     RenderFailed,
@@ -127,6 +132,46 @@ def _export_finished(app: ViewerApp, message: str, error: bool, now: float) -> N
     app.export_note_until = now + EXPORT_NOTE_SECONDS
 
 
+def _invert_target(app: ViewerApp, ev: InvertTarget, now: float) -> None:
+    app.textures["target"].upload(ev.image)
+    app.textures["fit"].upload(np.full_like(ev.image, 255))  # blank until the first preview
+    app.state.invert.has_preview = True
+
+
+def _invert_progress(app: ViewerApp, ev: InvertProgress, now: float) -> None:
+    inv = app.state.invert
+    inv.stage, inv.progress = ev.stage, ev.fraction
+    if ev.preview is not None:
+        app.textures["fit"].upload(ev.preview)
+
+
+def _invert_done(app: ViewerApp, ev: InvertDone, now: float) -> None:
+    """The fitted latent becomes the current one, seen from the camera estimated for the picture."""
+    s = app.state
+    inv = s.invert
+    inv.busy, inv.progress, inv.stage = False, 1.0, "done"
+    app.textures["fit"].upload(ev.fit)
+    s.latent.custom, s.latent.mix, s.latent.animate, s.stylemix.enabled = ev.latent, 0.0, False, False
+    s.directions.amounts = [0.0] * len(s.directions.amounts)
+    if app.info is not None:
+        d = app.info.camera
+        s.camera.yaw, s.camera.pitch = math.radians(ev.yaw), math.radians(ev.pitch)
+        s.camera.radius, s.camera.fov, s.camera.pivot = d.radius, d.fov, tuple(d.pivot)
+        s.camera.orbit_animation = False
+    inv.message, inv.error = (f"fitted {ev.latent.name} in {ev.seconds:.0f} s: camera yaw {ev.yaw:+.0f} pitch "
+                              f"{ev.pitch:+.0f} deg, PSNR {ev.psnr:.1f} dB. Orbit it, export a mesh or save it."), False
+
+
+def _invert_failed(app: ViewerApp, ev: InvertFailed, now: float) -> None:
+    inv = app.state.invert
+    inv.busy, inv.stage = False, ""
+    inv.message, inv.error = ev.message, not ev.cancelled
+
+
+def _latent_saved(app: ViewerApp, ev: LatentSaved, now: float) -> None:
+    app.state.invert.message, app.state.invert.error = ev.message, ev.error
+
+
 def _video_progress(app: ViewerApp, ev: VideoProgress, now: float) -> None:
     ks = app.state.keyframes
     ks.progress = ev.done / max(ev.total, 1)
@@ -150,4 +195,9 @@ HANDLERS: dict[type[Event], Callable[[ViewerApp, Any, float], None]] = {
     ExportFailed: _export_failed,
     VideoProgress: _video_progress,
     VideoFinished: _video_finished,
+    LatentSaved: _latent_saved,
+    InvertTarget: _invert_target,
+    InvertProgress: _invert_progress,
+    InvertDone: _invert_done,
+    InvertFailed: _invert_failed,
 }

@@ -3,12 +3,14 @@ rendered images, their labels and the status lines)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from imgui_bundle import imgui
 
 from eg3d_viewer.widgets.conditioning_widget import draw_conditioning
 from eg3d_viewer.widgets.directions_widget import draw_directions
 from eg3d_viewer.widgets.export_widget import draw_export
+from eg3d_viewer.widgets.invert_widget import draw_invert
 from eg3d_viewer.widgets.keyframes_widget import draw_keyframes
 from eg3d_viewer.widgets.latent_widget import draw_latent
 from eg3d_viewer.widgets.model_widget import draw_model
@@ -29,8 +31,10 @@ PANEL_WIDTH = 400  # control panel width at UI scale 1
 BACKING = 0xA0000000  # translucent black behind text on the images, which keeps it readable on bright ones
 
 
-def draw_panel(state: AppState, info: ModelInfo | None, limits: cc.CameraLimits | None, width: float) -> None:
-    """The control panel, full height at the left edge. Sections other than the model's need a loaded model."""
+def draw_panel(state: AppState, info: ModelInfo | None, limits: cc.CameraLimits | None, width: float,
+               thumbnail: Callable[[str], Any] = lambda name: None, dialog: list[Any] | None = None) -> None:
+    """The control panel, full height at the left edge. Sections other than the model's need a loaded model.
+    ``thumbnail(name)`` gives the picture -> 3D section's texture references, ``dialog`` its open file dialog."""
     vp = imgui.get_main_viewport()
     imgui.set_next_window_pos(vp.pos)
     imgui.set_next_window_size(imgui.ImVec2(width, vp.size.y))
@@ -61,6 +65,8 @@ def draw_panel(state: AppState, info: ModelInfo | None, limits: cc.CameraLimits 
             draw_performance(s.perf)
         if section(panel, "export", "Export"):
             draw_export(s.export)
+        if section(panel, "invert", "Your picture -> 3D"):
+            draw_invert(s.invert, thumbnail, [] if dialog is None else dialog)
     if section(panel, "shortcuts", "Shortcuts"):
         imgui.text_wrapped("Drag: orbit | right/middle drag or Shift+drag: pan | wheel: zoom | double-click: reset")
         imgui.text(f"Camera mode: {state.camera.mode} (P toggles)")
@@ -102,7 +108,7 @@ def draw_view(left: float, view: str, texture_for: Callable[[str], Texture | Non
     imgui.invisible_button("canvas", imgui.ImVec2(w, h), buttons)
     on_canvas(min(w, h))
     draw = imgui.get_window_draw_list()
-    panels = (["image", "raw", "depth"] if view == "side by side" else [view])
+    panels = {"side by side": ["image", "raw", "depth"], "fitting": ["target", "fit"]}.get(view, [view])
     for name, (x, y, size) in zip(panels, tile_views(w, h, len(panels)), strict=True):
         tex = texture_for(name)
         if tex is not None and not tex.empty:

@@ -8,6 +8,8 @@ Each step is an object with one action key and an optional ``"frame"`` (not befo
      {"set": {"latent.seed": 7, "render.view": "depth"}},   # any state field, by dotted path
      {"action": "next_seed"},                    # any keyboard-shortcut action (see viewer.actions.ACTIONS)
      {"load": "path/to/model.pkl"},              # load a checkpoint (then e.g. {"wait": "model"})
+     {"drop": "car.png"},                        # as if the file were dropped on the window (a picture is fitted)
+     {"wait": "invert"},                         # until the picture's fit is done
      {"wait": "full"},                           # until the full-quality frame of the current view is shown
      {"wait": 0.5},                              # seconds
      {"snapshot": "out.png", "frame": 40},       # wait for the full frame, then save a window screenshot
@@ -30,9 +32,9 @@ from . import actions
 from . import camera_controller as cc
 from .state import AppState
 
-KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "wait", "snapshot", "capture", "hold")
+KINDS = ("orbit", "zoom", "pan", "set", "action", "load", "drop", "wait", "snapshot", "capture", "hold")
 HOLD_KEYS = (*cc.FLY_KEYS, *cc.ARROW_KEYS)  # the keys a "hold" step may press (``inputs.HELD_KEYS``)
-WAIT_CONDITIONS = ("full", "model", "export", "directions", "video")
+WAIT_CONDITIONS = ("full", "model", "export", "directions", "invert", "video")
 
 
 class ScriptError(ValueError):
@@ -77,6 +79,7 @@ def _step(i: int, item: Any) -> Step:
     ok = {
         "orbit": _is_pair(value), "pan": _is_pair(value), "zoom": _is_number(value),
         "set": isinstance(value, dict), "action": isinstance(value, str), "load": isinstance(value, str),
+        "drop": isinstance(value, str),
         "snapshot": isinstance(value, str), "capture": isinstance(value, str),
         "wait": value in WAIT_CONDITIONS or (_is_number(value) and value >= 0),
         "hold": _is_hold(value),
@@ -220,6 +223,8 @@ def apply_step(state: AppState, limits: cc.CameraLimits | None, step: Step) -> s
         # Marked loading now (not when the request is handled later this frame) so that a following
         # {"wait": "model"} step waits for this load.
         state.model.path, state.model.load_requested, state.model.loading = step.value, step.value, True
+    elif step.kind == "drop":
+        actions.open_path(state, step.value)
     elif step.kind in ("snapshot", "capture"):
         return step.value
     return None

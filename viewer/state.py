@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # scripts are validated before torch is imported (a fast answ
 
 VIEWS = ("image", "raw", "depth", "side by side")
 VIEW_LABELS = {"image": "Final image", "raw": "Raw neural render", "depth": "Depth (colour-mapped)",
-               "side by side": "Side by side"}
+               "side by side": "Side by side", "target": "Your picture", "fit": "Fit so far"}
 ZOOM_MODES = ("fov", "radius")
 MESH_RESOLUTIONS = (64, 128, 256, 384, 512)
 MESH_FORMATS = (".ply", ".obj", ".glb")
@@ -150,6 +150,30 @@ class ExportState:
 
 
 @dataclass
+class InvertState:
+    """Your picture -> 3D: the picture, how to fit it, the job's progress and the latent file to save / load.
+
+    ``yaw`` / ``pitch`` (degrees, viewer offsets) are used when ``estimate_camera`` is off."""
+
+    image_path: str = ""
+    steps: int = 80
+    estimate_camera: bool = True
+    yaw: float = 0.0
+    pitch: float = 0.0
+    latent_path: str = "out/viewer/latent.npz"
+    fit_requested: bool = False
+    cancel_requested: bool = False
+    save_requested: bool = False
+    load_requested: bool = False
+    busy: bool = False
+    stage: str = ""
+    progress: float = 0.0
+    has_preview: bool = False
+    message: str = ""
+    error: bool = False
+
+
+@dataclass
 class KeyframesState:
     """A camera path (``eg3d_core.camera_path``): keyframes, how to move between them, playback, its files and the
     MP4 render. ``keyframes`` holds immutable ``camera_path.Keyframe`` s (the widget replaces the tuple)."""
@@ -205,6 +229,7 @@ class PanelState:
     performance: bool = False  # the view's status lines show the frame rate and time
     render: bool = True
     export: bool = False
+    invert: bool = False
     keyframes: bool = False
     shortcuts: bool = False
 
@@ -220,6 +245,7 @@ class AppState:
     render: RenderState = field(default_factory=RenderState)
     model: ModelState = field(default_factory=ModelState)
     export: ExportState = field(default_factory=ExportState)
+    invert: InvertState = field(default_factory=InvertState)
     keyframes: KeyframesState = field(default_factory=KeyframesState)
     perf: PerfState = field(default_factory=PerfState)
     panel: PanelState = field(default_factory=PanelState)

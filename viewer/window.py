@@ -72,6 +72,8 @@ class Window:
             imgui.get_style().scale_all_sizes(self.ui_scale)
             imgui.get_style().font_scale_dpi = self.ui_scale
         self._backend = GlfwRenderer(self.handle)
+        self._dropped: list[str] = []  # paths of files dropped on the window, until ``take_dropped``
+        glfw.set_drop_callback(self.handle, lambda window, paths: self._dropped.extend(str(p) for p in paths))
         self.renderer_name = gl.glGetString(gl.GL_RENDERER).decode(errors="replace")
 
     def _content_scale(self) -> float:
@@ -103,6 +105,11 @@ class Window:
         self._backend.process_inputs()
         self._imgui.new_frame()
         return woke
+
+    def take_dropped(self) -> list[str]:
+        """Files dropped on the window since the last call (drag and drop from a file manager)."""
+        paths, self._dropped = self._dropped, []
+        return paths
 
     def wake(self) -> None:
         """Interrupt ``begin_frame``'s wait from any thread (e.g. when the render worker has a new frame)."""

@@ -20,10 +20,13 @@ import torch
 from PIL import Image
 
 import eg3d_core
+from eg3d_core.errors import EG3DError
+from eg3d_core.latents import save_ws
 from eg3d_core.mesh import generator_mesh, save_mesh
 from eg3d_core.runtime import spread_work
 
 from . import directions as dirs
+from .invert_worker import InvertEvent
 from .model_info import ModelInfo
 from .renderer import Cancelled, RenderResult, ViewerRenderer, compose_ws
 from .requests import LatentSpec, RenderRequest
@@ -82,6 +85,12 @@ class ExportFailed:
 
 
 @dataclass(frozen=True)
+class LatentSaved:
+    message: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
 class VideoProgress:
     """A camera path's MP4 (``viewer.path_video``): frames done of total."""
 
@@ -96,7 +105,7 @@ class VideoFinished:
 
 
 Event = (FrameReady | FrameCancelled | RenderFailed | ModelLoaded | ModelFailed | DirectionsReady | ExportProgress
-         | ExportDone | ExportFailed | VideoProgress | VideoFinished)
+         | ExportDone | ExportFailed | LatentSaved | VideoProgress | VideoFinished | InvertEvent)
 
 
 def _one_line(e: BaseException) -> str:
@@ -225,6 +234,14 @@ class MeshJob:
     colors: bool
 
 
+@dataclass(frozen=True)
+class SaveLatentJob:
+    generator: eg3d_core.Generator
+    directions: dirs.Directions | None
+    latent: LatentSpec
+    path: str
+
+
 def unique_path(directory: str | os.PathLike, stem: str, suffix: str) -> Path:
     """``directory/stem+suffix``, with ``-2``, ``-3`` ... added so that nothing is overwritten."""
     d = Path(directory)
@@ -253,9 +270,9 @@ class ExportWorker(threading.Thread):
     def __init__(self, events: queue.Queue[Event]) -> None:
         super().__init__(name="eg3d-export", daemon=True)
         self.events = events
-        self._jobs: queue.Queue[SaveFrameJob | MeshJob | None] = queue.Queue()
+        self._jobs: queue.Queue[SaveFrameJob | MeshJob | SaveLatentJob | None] = queue.Queue()
 
-    def submit(self, job: SaveFrameJob | MeshJob) -> None:
+    def submit(self, job: SaveFrameJob | MeshJob | SaveLatentJob) -> None:
         self._jobs.put(job)
 
     def close(self, timeout: float = 1.0) -> None:
@@ -270,12 +287,18 @@ class ExportWorker(threading.Thread):
                 if isinstance(job, SaveFrameJob):
                     paths = save_frame(job)
                     self.events.put(ExportDone(f"saved {paths[0]} (+ raw, depth .png/.npy)"))
+                elif isinstance(job, SaveLatentJob):
+                    Path(job.path).parent.mkdir(parents=True, exist_ok=True)
+                    path = save_ws(compose_ws(job.generator, job.latent, job.directions), job.path)
+                    self.events.put(LatentSaved(f"saved the latent to {path}"))
                 else:
                     self._mesh(job)
-            except ValueError as e:  # generator_mesh's "no surface at level ..." and save_mesh's path errors
-                self.events.put(ExportFailed(str(e)))
             except Exception as e:
-                self.events.put(ExportFailed(_one_line(e)))
+                # generator_mesh's "no surface at level ..." and the writers' path errors carry a message for the
+                # user; anything else is shown by its type and first line.
+                message = str(e) if isinstance(e, (ValueError, EG3DError)) else _one_line(e)
+                self.events.put(LatentSaved(message, error=True) if isinstance(job, SaveLatentJob)
+                                else ExportFailed(message))
 
     def _mesh(self, job: MeshJob) -> None:
         last = [0.0]

@@ -5,8 +5,14 @@ from imgui_bundle import imgui
 
 from eg3d_viewer.state import LatentState
 
+from .common import status
+
 
 def draw_latent(state: LatentState) -> bool:
+    back = False
+    if state.custom is not None:
+        status(f"Latent A: {state.custom.name} (a fitted picture or a loaded .npz), in place of the seed", ok=True)
+        back = imgui.button("Back to seeds")
     c1, seed = imgui.input_int("Seed", state.seed)
     imgui.set_item_tooltip("[ and ] step the seed")
     c2, seed_b = imgui.input_int("Seed B", state.seed_b)
@@ -16,4 +22,6 @@ def draw_latent(state: LatentState) -> bool:
     imgui.set_next_item_width(-1)
     c5, state.speed = imgui.slider_float("##speed", state.speed, 0.02, 2.0, "%.2f seeds/s", imgui.SliderFlags_.logarithmic)
     state.seed, state.seed_b = seed % 2**32, seed_b % 2**32
-    return c1 or c2 or c3 or c4 or c5
+    if back or c1:
+        state.custom = None
+    return back or c1 or c2 or c3 or c4 or c5
