@@ -347,6 +347,55 @@ def test_mesh_without_surface_is_one_line_and_writes_nothing(tmp_path: Path, cap
         assert names(tmp_path) == []
 
 
+def test_latent_of_a_pti_inversion_uses_the_tuned_model_beside_it(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``eg3d invert --pti`` writes DIR/x.npz and the tuned generator DIR/x/: ``mesh`` / ``video`` / ``samples``
+    ``--latent DIR/x.npz`` take DIR/x/ when no --model is given (and say so), an explicit --model wins."""
+    from eg3d_core.checkpoints import save_generator
+    from eg3d_core.latents import save_ws
+
+    G = eg3d_core.load_generator(PKL)
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    save_ws(LatentSource(seed=0).ws(G), inv / "car.npz")
+    with torch.no_grad():  # a "tuned" generator: the same config, other weights (a sharper, brighter field)
+        for name, p in G.named_parameters():
+            if name.startswith("decoder."):
+                p.mul_(1.5)
+    save_generator(G, inv / "car")
+    tuned = str(inv / "car")
+    mesh = ["mesh", "--latent", str(inv / "car.npz"), "--resolution", "32", "--level", "2", "--format", "ply"]
+    video = ["video", "--latent", str(inv / "car.npz"), "--w-frames", "2", "--nrr", "16", "--sample-mult", "1"]
+
+    def made(argv: list[str], out: Path, file: str) -> tuple[np.ndarray, str]:
+        rc, _, err = run([*argv, "--outdir", str(out)], capsys)
+        assert rc == 0, err
+        if file.endswith(".ply"):
+            return np.asarray(trimesh.load(out / file, process=False).vertices), err
+        return iio.imread(out / file).astype(int), err
+
+    note = f"note: using the pivotal-tuned model {tuned}/ saved with car.npz"
+    samples = ["samples", "--latent", str(inv / "car.npz"), "--nrr", "16", "--sample-mult", "1"]
+    for argv, file in ((mesh, "car.ply"), (video, "car.mp4"), (samples, "car.png")):
+        name = argv[0]
+        beside, err = made(argv, tmp_path / f"{name}-beside", file)
+        assert [line for line in err.splitlines() if "pivotal-tuned" in line] == [note + " (--model overrides)"], err
+        explicit, err = made([*argv, "--model", tuned], tmp_path / f"{name}-tuned", file)
+        base, err_base = made([*argv, "--model", PKL], tmp_path / f"{name}-base", file)
+        assert "pivotal-tuned" not in err + err_base
+        assert beside.shape == explicit.shape and (beside == explicit).all()
+        assert beside.shape != base.shape or np.abs(beside - base).mean() > 1e-3
+    # Quiet runs say nothing; a folder beside the file that holds no saved model is not taken for one.
+    rc, _, err = run([*mesh, "--outdir", str(tmp_path / "quiet"), "-q"], capsys)
+    assert rc == 0 and err == ""
+    (inv / "other.npz").write_bytes((inv / "car.npz").read_bytes())
+    (inv / "other").mkdir()
+    rc, _, err = run([*mesh[:2], str(inv / "other.npz"), *mesh[3:], "--outdir", str(tmp_path / "other")], capsys)
+    assert "pivotal-tuned" not in err and rc == 1  # the demo model: another num_ws / w_dim than this file's
+    line = error_line(err)
+    assert line.startswith(f"error: {inv / 'other.npz'}: ") and line.count("other.npz") == 1 and "model takes" in line
+
+
 def test_failed_runs_leave_no_folder_they_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """--outdir (and its missing parents) created by a run that then fails with nothing written is removed again;

@@ -144,8 +144,9 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 def _for_latent(latent: Any, e: InputError) -> InputError:
     """The same error (same type, e.g. NoSurfaceError) with the latent it happened for (``seed N`` or the ws file)
-    in front of the message."""
-    return type(e)(f"{latent.name if latent.seed is None else f'seed {latent.seed}'}: {e}")
+    in front of the message, unless it starts with it already."""
+    name = latent.name if latent.seed is None else f"seed {latent.seed}"
+    return e if str(e).startswith(f"{name}:") else type(e)(f"{name}: {e}")
 
 
 def _float(text: str) -> float:
@@ -293,6 +294,21 @@ def _load(args: argparse.Namespace, source: str | None, config: str | None) -> A
     return loaded
 
 
+def _model_for_latent(args: argparse.Namespace) -> str | None:
+    """The model for ``--latent X.npz``: ``--model`` when given, else the pivotal-tuned generator ``eg3d invert --pti``
+    saved beside the file (the folder X/ in our saved format), said in one line on stderr, else None (the demo)."""
+    from ..checkpoints.saved import WEIGHTS_FILE
+
+    if args.model is not None or getattr(args, "latent", None) is None:
+        return args.model
+    latent = Path(args.latent)
+    tuned = latent.with_suffix("")
+    if tuned != latent and (tuned / WEIGHTS_FILE).is_file():
+        _note(args, f"using the pivotal-tuned model {tuned}/ saved with {latent.name} (--model overrides)")
+        return str(tuned)
+    return None
+
+
 def _render_options(args: argparse.Namespace) -> Any:
     """The command line's ``RenderSettings``."""
     from ..settings import RenderSettings
@@ -371,7 +387,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     from ..latents import LatentSource, PlaneCache
     from .samples import export_shape, render_views, save_png
 
-    G = _load(args, args.model, args.config).G
+    G = _load(args, _model_for_latent(args), args.config).G
     latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
     settings = _render_options(args)
     mesh_format = args.shape_format if args.shape_format in ("ply", "obj", "glb") else None
@@ -422,7 +438,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         args.fps = 60
     if args.latent is not None and args.grid != (1, 1):
         raise InputError(f"--latent renders one latent: --grid must be 1x1, got {args.grid[0]}x{args.grid[1]}")
-    G = _load(args, args.model, args.config).G
+    G = _load(args, _model_for_latent(args), args.config).G
     settings = _render_options(args)
     interpolate = args.interpolate and args.latent is None
     _require_render(args, G.config, settings, args.grid[0] * args.grid[1] if interpolate else 1)
@@ -468,7 +484,7 @@ def _video_path(args: argparse.Namespace) -> int:
         path = dataclasses.replace(path, fps=args.fps)
     if not path.keyframes:
         raise InputError(f"{args.path}: the camera path has no keyframes")
-    G = _load(args, args.model, args.config).G
+    G = _load(args, _model_for_latent(args), args.config).G
     settings = _render_options(args)
     _require_render(args, G.config, settings)
     # Keyframes without a latent of their own show --latent, else the first of --seeds.
@@ -567,7 +583,7 @@ def cmd_mesh(args: argparse.Namespace) -> int:
         raise InputError("--yaw/--pitch choose the --camera view: give --camera too")
     if (args.yaw is None) != (args.pitch is None):
         raise InputError("give both --yaw and --pitch, or neither (the model's opening view)")
-    G = _load(args, args.model, args.config).G
+    G = _load(args, _model_for_latent(args), args.config).G
     latents = _latents(args, lambda seed: LatentSource(seed=seed, psi=args.trunc, cutoff=args.trunc_cutoff))
     _require_mesh(args, "--resolution", args.resolution, dense=args.dense or args.volume is not None)
     outdir = _outdir(args, args.outdir)
@@ -750,7 +766,8 @@ def _latent_args(p: argparse.ArgumentParser, default_seeds: str) -> None:
                        help=f"e.g. 0,1,4-6 (default {default_seeds})")
     which.add_argument("--latent", metavar="NPZ", default=None,
                        help="render the latent in this .npz file (an array ws [1, num_ws, w_dim], float32) instead "
-                       "of seeds")
+                       "of seeds; without --model, with the pivotal-tuned model X/ that eg3d invert --pti saved beside "
+                       "X.npz when there is one")
     _truncation_args(p)
 
 
@@ -966,8 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Finds the camera and a latent ws of each picture (any size; RGBA is composited on "
                        "the model's background, grey becomes RGB) and writes DIR/<stem>.npz (ws [1, num_ws, w_dim], c "
                        "[1, 25], yaw/pitch offsets in degrees, losses, timings) for --latent of video / mesh / samples; "
-                       "--pti also writes the tuned generator as DIR/<stem>/ (use it with --model). A rerun skips "
-                       "pictures whose .npz exists; under torchrun each process takes its share (RANK, WORLD_SIZE).")
+                       "--pti also writes the tuned generator as DIR/<stem>/ (--latent DIR/<stem>.npz uses it unless "
+                       "--model is given). A rerun skips pictures whose .npz exists; under torchrun each process takes "
+                       "its share (RANK, WORLD_SIZE).")
     _model_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="pictures (png, jpg, ...)")
     p.add_argument("--yaw", type=float, default=None, metavar="DEG",
