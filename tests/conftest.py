@@ -49,3 +49,30 @@ def device(request):
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
     return torch.device(request.param)
+
+
+# The viewer's model facts, state and camera limits for the tiny cars fixture (viewer logic tests, no window).
+
+
+@pytest.fixture(scope="module")
+def info(cars_generator):
+    from eg3d_viewer.model_info import ModelInfo
+
+    return ModelInfo.of(cars_generator, "fixture")
+
+
+@pytest.fixture()
+def state(info):
+    from eg3d_viewer import actions
+    from eg3d_viewer.state import AppState
+
+    s = AppState()
+    actions.apply_model(s, info)
+    return s
+
+
+@pytest.fixture()
+def limits(info):
+    from eg3d_viewer import camera_controller as cc
+
+    return cc.CameraLimits.for_model(info)

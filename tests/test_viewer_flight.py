@@ -21,23 +21,6 @@ from eg3d_viewer.script import ScriptError, ScriptRunner, parse_script
 from eg3d_viewer.state import AppState, CameraState
 
 
-@pytest.fixture(scope="module")
-def info(cars_generator) -> ModelInfo:
-    return ModelInfo.of(cars_generator, "fixture")
-
-
-@pytest.fixture()
-def state(info) -> AppState:
-    s = AppState()
-    actions.apply_model(s, info)
-    return s
-
-
-@pytest.fixture()
-def limits(info) -> cc.CameraLimits:
-    return cc.CameraLimits.for_model(info)
-
-
 def pose(cam: CameraState, info: ModelInfo) -> np.ndarray:
     """The library's cam2world for a viewer camera."""
     c = camera(info.camera, yaw=cam.yaw, pitch=cam.pitch, radius=cam.radius, pivot=cam.pivot)

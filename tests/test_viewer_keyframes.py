@@ -22,23 +22,6 @@ from eg3d_viewer.state import AppState
 from eg3d_viewer.worker import VideoFinished, VideoProgress
 
 
-@pytest.fixture(scope="module")
-def info(cars_generator) -> ModelInfo:
-    return ModelInfo.of(cars_generator, "fixture")
-
-
-@pytest.fixture()
-def state(info) -> AppState:
-    s = AppState()
-    actions.apply_model(s, info)
-    return s
-
-
-@pytest.fixture()
-def limits(info) -> cc.CameraLimits:
-    return cc.CameraLimits.for_model(info)
-
-
 def render_full(G, state: AppState, info: ModelInfo):
     R = ViewerRenderer(G)
     try:

@@ -23,7 +23,6 @@ from eg3d_core.cameras import camera, camera_defaults, focal_from_fov
 from eg3d_viewer import actions, events, report
 from eg3d_viewer import camera_controller as cc
 from eg3d_viewer.directions import compute_directions, load_or_compute
-from eg3d_viewer.model_info import ModelInfo
 from eg3d_viewer.renderer import Cancelled, ViewerRenderer, compose_ws
 from eg3d_viewer.requests import adapt_resolution, full_quality, preview_quality, scene_of
 from eg3d_viewer.scheduler import RenderScheduler, RequestSlot
@@ -45,23 +44,6 @@ from eg3d_viewer.worker import (
 )
 
 FIXTURE_PKL = FIXTURES / "tiny_cars128" / "network-snapshot.pkl"
-
-
-@pytest.fixture(scope="module")
-def info(cars_generator) -> ModelInfo:
-    return ModelInfo.of(cars_generator, "fixture")
-
-
-@pytest.fixture()
-def state(info) -> AppState:
-    s = AppState()
-    actions.apply_model(s, info)
-    return s
-
-
-@pytest.fixture()
-def limits(info) -> cc.CameraLimits:
-    return cc.CameraLimits.for_model(info)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ preview of the current fit every few steps, and ends with the fitted latent, whi
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from eg3d_core.inversion import InversionCancelled, InversionSettings, invert, l
 from eg3d_core.latents import LatentSource, save_ws
 from eg3d_core.visualize import to_uint8
 
+from .jobs import JobThread, one_line
 from .state import CustomLatent
 
 STEPS = (10, 400)  # refinement steps a user may ask for
@@ -124,36 +124,19 @@ def run_job(job: InvertJob, put: Callable[[InvertEvent], None], should_stop: Cal
     except (EG3DError, OSError) as e:
         put(InvertFailed(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
     except Exception as e:  # e.g. out of memory: the viewer keeps running and says what happened
-        put(InvertFailed(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"))
+        put(InvertFailed(one_line(e)))
 
 
-class InvertWorker(threading.Thread):
-    """One inversion at a time; ``submit`` while one runs is refused by the app (the widget is disabled)."""
+class InvertWorker(JobThread):
+    """One inversion at a time (the app refuses a second while one runs); with autograd, unlike the render threads."""
+
+    grad = True
 
     def __init__(self, events: queue.Queue) -> None:
-        super().__init__(name="eg3d-invert", daemon=True)
-        self.events = events
-        self._jobs: queue.Queue[InvertJob | None] = queue.Queue()
-        self._cancel = threading.Event()
+        super().__init__("eg3d-invert", events)
 
-    def submit(self, job: InvertJob) -> None:
-        self._cancel.clear()
-        self._jobs.put(job)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def close(self, timeout: float = 2.0) -> None:
-        self._cancel.set()
-        self._jobs.put(None)
-        self.join(timeout)
-
-    def run(self) -> None:
-        from .worker import lower_thread_priority
-
-        lower_thread_priority()
-        while (job := self._jobs.get()) is not None:
-            run_job(job, self.events.put, self._cancel.is_set)
+    def handle(self, job: InvertJob) -> None:
+        run_job(job, self.events.put, self.cancelled)
 
 
 # --------------------------------------------------------------------------------------------------------------------

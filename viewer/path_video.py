@@ -4,7 +4,6 @@ the preview stay live; progress and the result come back as ``VideoProgress`` / 
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from dataclasses import dataclass
 
@@ -17,7 +16,8 @@ from eg3d_core.errors import EG3DError
 from eg3d_core.latents import LatentSource
 from eg3d_core.settings import RenderSettings
 
-from .worker import Event, VideoFinished, VideoProgress, _one_line, lower_thread_priority
+from .jobs import JobThread, one_line
+from .worker import Event, VideoFinished, VideoProgress
 
 
 @dataclass(frozen=True)
@@ -29,30 +29,12 @@ class PathVideoJob:
     latent: LatentSource | torch.Tensor | None  # for keyframes without a latent of their own
 
 
-class PathVideoWorker(threading.Thread):
+class PathVideoWorker(JobThread):
     def __init__(self, events: queue.Queue[Event]) -> None:
-        super().__init__(name="eg3d-path-video", daemon=True)
-        self.events = events
-        self._jobs: queue.Queue[PathVideoJob | None] = queue.Queue()
-        self._cancel = threading.Event()
+        super().__init__("eg3d-path-video", events)
 
-    def submit(self, job: PathVideoJob) -> None:
-        self._cancel.clear()
-        self._jobs.put(job)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._cancel.set()
-        self._jobs.put(None)
-        self.join(timeout)
-
-    def run(self) -> None:
-        lower_thread_priority()
-        torch.set_grad_enabled(False)
-        while (job := self._jobs.get()) is not None:
-            self.events.put(self._render(job))
+    def handle(self, job: PathVideoJob) -> None:
+        self.events.put(self._render(job))
 
     def _render(self, job: PathVideoJob) -> VideoFinished:
         last = [0.0]
@@ -66,11 +48,11 @@ class PathVideoWorker(threading.Thread):
         t0 = time.perf_counter()
         try:
             frames = render_path_video(job.generator, job.path, job.out_file, job.settings, job.latent,
-                                       progress=progress, should_stop=self._cancel.is_set)
+                                       progress=progress, should_stop=self.cancelled)
         except EG3DError as e:
             return VideoFinished(str(e), error=True)
         except Exception as e:  # e.g. out of memory: one line, the viewer keeps running
-            return VideoFinished(_one_line(e), error=True)
+            return VideoFinished(one_line(e), error=True)
         if frames is None:
             return VideoFinished("video cancelled (no file written)")
         return VideoFinished(f"saved {job.out_file}: {frames} frames at {job.path.fps} fps "

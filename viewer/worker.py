@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from eg3d_core.runtime import spread_work
 
 from . import directions as dirs
 from .invert_worker import InvertEvent
+from .jobs import JobThread, lower_thread_priority, one_line
 from .model_info import ModelInfo
 from .renderer import Cancelled, RenderResult, ViewerRenderer, compose_ws
 from .requests import LatentSpec, RenderRequest
@@ -108,25 +108,8 @@ Event = (FrameReady | FrameCancelled | RenderFailed | ModelLoaded | ModelFailed 
          | ExportDone | ExportFailed | LatentSaved | VideoProgress | VideoFinished | InvertEvent)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Render worker
-
-
-def lower_thread_priority(increment: int = 5) -> None:
-    """Make the calling thread (and the OpenMP threads torch starts from it later) yield the CPU to the UI thread:
-    raise its nice value on Linux, where a thread id can be given to setpriority. Elsewhere this does nothing."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except (AttributeError, OSError):
-        pass
 
 
 class RenderWorker(threading.Thread):
@@ -187,7 +170,7 @@ class RenderWorker(threading.Thread):
             except Cancelled:
                 self.events.put(FrameCancelled(request))
             except Exception as e:  # a bad setting must not kill the worker: report it and keep serving
-                self.events.put(RenderFailed(_one_line(e)))
+                self.events.put(RenderFailed(one_line(e)))
             finally:
                 self.slot.done()
 
@@ -198,7 +181,7 @@ class RenderWorker(threading.Thread):
             self.events.put(ModelFailed(str(e)))
             return
         except Exception as e:  # e.g. out of memory: still keep the previous model
-            self.events.put(ModelFailed(f"{source}: {_one_line(e)}"))
+            self.events.put(ModelFailed(f"{source}: {one_line(e)}"))
             return
         if self._renderer is not None:
             self._renderer.close()
@@ -207,7 +190,7 @@ class RenderWorker(threading.Thread):
         try:
             d, cached = dirs.load_or_compute(G, self.cache_dir, self.direction_samples, self.num_directions)
         except Exception as e:
-            self.events.put(RenderFailed(f"latent directions: {_one_line(e)}"))
+            self.events.put(RenderFailed(f"latent directions: {one_line(e)}"))
             return
         self._renderer.set_directions(d)
         self.events.put(DirectionsReady(d, cached, self.direction_samples))
@@ -266,39 +249,27 @@ def save_frame(job: SaveFrameJob) -> list[Path]:
     return paths
 
 
-class ExportWorker(threading.Thread):
+class ExportWorker(JobThread):
     def __init__(self, events: queue.Queue[Event]) -> None:
-        super().__init__(name="eg3d-export", daemon=True)
-        self.events = events
-        self._jobs: queue.Queue[SaveFrameJob | MeshJob | SaveLatentJob | None] = queue.Queue()
+        super().__init__("eg3d-export", events)
 
-    def submit(self, job: SaveFrameJob | MeshJob | SaveLatentJob) -> None:
-        self._jobs.put(job)
-
-    def close(self, timeout: float = 1.0) -> None:
-        self._jobs.put(None)
-        self.join(timeout)
-
-    def run(self) -> None:
-        lower_thread_priority()
-        torch.set_grad_enabled(False)
-        while (job := self._jobs.get()) is not None:
-            try:
-                if isinstance(job, SaveFrameJob):
-                    paths = save_frame(job)
-                    self.events.put(ExportDone(f"saved {paths[0]} (+ raw, depth .png/.npy)"))
-                elif isinstance(job, SaveLatentJob):
-                    Path(job.path).parent.mkdir(parents=True, exist_ok=True)
-                    path = save_ws(compose_ws(job.generator, job.latent, job.directions), job.path)
-                    self.events.put(LatentSaved(f"saved the latent to {path}"))
-                else:
-                    self._mesh(job)
-            except Exception as e:
-                # generator_mesh's "no surface at level ..." and the writers' path errors carry a message for the
-                # user; anything else is shown by its type and first line.
-                message = str(e) if isinstance(e, (ValueError, EG3DError)) else _one_line(e)
-                self.events.put(LatentSaved(message, error=True) if isinstance(job, SaveLatentJob)
-                                else ExportFailed(message))
+    def handle(self, job: SaveFrameJob | MeshJob | SaveLatentJob) -> None:
+        try:
+            if isinstance(job, SaveFrameJob):
+                paths = save_frame(job)
+                self.events.put(ExportDone(f"saved {paths[0]} (+ raw, depth .png/.npy)"))
+            elif isinstance(job, SaveLatentJob):
+                Path(job.path).parent.mkdir(parents=True, exist_ok=True)
+                path = save_ws(compose_ws(job.generator, job.latent, job.directions), job.path)
+                self.events.put(LatentSaved(f"saved the latent to {path}"))
+            else:
+                self._mesh(job)
+        except Exception as e:
+            # generator_mesh's "no surface at level ..." and the writers' path errors carry a message for the
+            # user; anything else is shown by its type and first line.
+            message = str(e) if isinstance(e, (ValueError, EG3DError)) else one_line(e)
+            self.events.put(LatentSaved(message, error=True) if isinstance(job, SaveLatentJob)
+                            else ExportFailed(message))
 
     def _mesh(self, job: MeshJob) -> None:
         last = [0.0]
