@@ -23,10 +23,11 @@ Stages (each reports through ``progress(stage, step, total, preview)`` and stops
    loss, with a locality term that keeps the tuned copy's renders of other latents (between the pivot and random
    samples of W) and of the pivot from other cameras close to the original's.
 
-Gradient steps run the reference code (``kernels.use("ref")``: the compiled kernels are inference-only); the
-camera search and previews run the default backend. A perceptual loss is used only when ``perceptual`` names a
-local TorchScript file (a module mapping two [N, 3, H, W] images in [-1, 1] to a distance per image); nothing is
-downloaded.
+Gradient steps run the gradient backend (``kernels.use("grad")``: the reference code, with the modulated
+convolutions arranged so that the backward pass computes no weight gradients; the compiled kernels are
+inference-only); the camera search and previews run the default backend. A perceptual loss is used only when
+``perceptual`` names a local TorchScript file (a module mapping two [N, 3, H, W] images in [-1, 1] to a distance per
+image); nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -538,7 +539,7 @@ class _Inverter:
             opt.param_groups[0]["lr"] = s.lr_w * scale
             if learn_camera:
                 opt.param_groups[1]["lr"] = s.lr_camera * scale
-            with dispatch.use("ref"):
+            with dispatch.use("grad"):
                 ws = self.ws_of(u)
                 c = camera_from_offsets(self.defaults, angles[:1], angles[1:]).to(self.device)
                 feats, _, opacity = self.render_raw(G, ws, c, res, samples, importance)
@@ -581,7 +582,7 @@ class _Inverter:
         ws = ws.detach()
         for step in range(steps):
             self.check_stop()
-            with dispatch.use("ref"):
+            with dispatch.use("grad"):
                 feats, _, opacity = self.render_raw(tuned, ws, c, r.neural_rendering_resolution, samples, importance)
                 image = tuned.super_resolve(feats, ws)
                 loss = self.image_loss(image, feats[:, :3], opacity)
@@ -619,7 +620,9 @@ def _load_perceptual(path: str, device: torch.device) -> Callable[[torch.Tensor,
     if not Path(path).is_file():
         raise InputError(f"{path}: no such perceptual-loss weights file")
     try:
-        module = torch.jit.load(path, map_location=device).eval()
+        with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it is the one offline format here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location=device).eval()
     except (RuntimeError, ValueError) as e:
         raise InputError(f"{path}: not a TorchScript perceptual-loss module ({' '.join(str(e).split())[:120]})"
                          ) from None

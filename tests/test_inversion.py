@@ -246,3 +246,36 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, case):
                 "outdir": "cannot write"}[case]
     assert expected in lines[0]
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+class _MeanBlurDistance(torch.nn.Module):
+    """A stand-in perceptual distance: L1 between 4x average-pooled images, per image."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        pa = torch.nn.functional.avg_pool2d(a, 4)
+        pb = torch.nn.functional.avg_pool2d(b, 4)
+        return (pa - pb).abs().flatten(1).mean(1)
+
+
+def test_a_local_perceptual_module_enters_the_loss(G, target, tmp_path):
+    """A TorchScript distance given as a file is used (the losses change with its weight); nothing is downloaded."""
+    path = tmp_path / "distance.pt"
+    torch.jit.script(_MeanBlurDistance()).save(str(path))
+    fast = InversionSettings(coarse_steps=3, fine_steps=2, preview_every=0)
+    base = invert(G, target, fast, yaw=TRUE_YAW, pitch=TRUE_PITCH)
+    with_distance = invert(G, target, InversionSettings(**{**fast.__dict__, "perceptual": str(path),
+                                                            "perceptual_weight": 5.0}),
+                           yaw=TRUE_YAW, pitch=TRUE_PITCH)
+    assert with_distance.losses["fine"] > base.losses["fine"]  # the extra term is part of the reported loss
+    assert not torch.equal(with_distance.ws, base.ws)  # and of the gradient
+
+
+@pytest.mark.parametrize("content, expected", [(None, "no such perceptual-loss weights file"),
+                                               (b"not torchscript", "not a TorchScript perceptual-loss module")])
+def test_a_bad_perceptual_file_is_one_line(G, target, tmp_path, content, expected):
+    path = tmp_path / "distance.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=expected) as e:
+        invert(G, target, InversionSettings(coarse_steps=1, fine_steps=0, perceptual=str(path)), yaw=0.0, pitch=0.0)
+    assert "\n" not in str(e.value)
