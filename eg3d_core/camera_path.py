@@ -47,6 +47,7 @@ from .config import GeneratorConfig
 from .errors import InputError
 from .fileio import write_bytes
 from .settings import FOCAL, PITCH, TRUNCATION_PSI, YAW
+from .visualize import SEED_LIMIT
 
 FORMAT = "eg3d-camera-path"
 VERSION = 1
@@ -58,7 +59,7 @@ FPS = (1, 240)
 DURATION = (0.01, 3600.0)  # seconds from a keyframe to the next
 RADIUS = (0.01, 1000.0)  # world units; a model's useful range is narrower (its ray interval), its default ~1.7-2.7
 CUTOFF = (0, 1000)
-SEED = (0, 2**32 - 1)
+SEED = (0, SEED_LIMIT - 1)
 # The toolkit's FOV degrees (cameras.focal_from_fov) of the normalised focal range settings.FOCAL accepts.
 FOV = (cameras.fov_from_focal(FOCAL[1]), cameras.fov_from_focal(FOCAL[0]))
 # Spline samples per segment for the arc length of constant-speed paths.

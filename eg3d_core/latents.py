@@ -33,9 +33,7 @@ from .errors import InputError
 from .fileio import atomic_file
 from .generator import Generator
 from .settings import RenderSettings
-from .visualize import seed_to_z
-
-SEED_LIMIT = 2**32
+from .visualize import SEED_LIMIT, seed_to_z
 
 
 def map_seeds(G: Generator, seeds: Sequence[int], conditioning: torch.Tensor, psi: float = 1.0,

@@ -8,6 +8,8 @@ import torch
 
 from .errors import InputError
 
+SEED_LIMIT = 2**32  # seeds are integers in [0, SEED_LIMIT): numpy's RandomState takes 32-bit seeds
+
 # Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> dark red), for depth images.
 _DEPTH_MAP = np.array([
     [0.19, 0.07, 0.23], [0.27, 0.39, 0.85], [0.16, 0.73, 0.92], [0.20, 0.95, 0.60],
@@ -19,7 +21,7 @@ def seed_to_z(seeds: int | Sequence[int], z_dim: int) -> torch.Tensor:
     """Latents the way the original scripts draw them: ``RandomState(seed).randn(z_dim)`` -> [N, z_dim] float32."""
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     for s in seeds:
-        if not 0 <= int(s) < 2**32:
+        if not 0 <= int(s) < SEED_LIMIT:
             raise InputError(f"seed must be an integer in [0, 2**32), got {s}")
     return torch.from_numpy(np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds])).float()
 

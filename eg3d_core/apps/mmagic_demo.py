@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..generator import Generator
 from ..latents import LatentSource, PlaneCache
 from ..settings import RenderSettings
+from ..visualize import SEED_LIMIT
 from .samples import save_png
 from .video import calculate_grid_size, make_grid, write_video
 
@@ -71,7 +72,7 @@ class DemoSettings:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.num_images < 1 or self.num_batches < 1:
             raise InputError("num_images and num_batches must be >= 1")
-        if not 0 <= self.seed < 2**32:
+        if not 0 <= self.seed < SEED_LIMIT:
             raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
 
     @property

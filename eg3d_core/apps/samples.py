@@ -27,6 +27,7 @@ from ..fileio import atomic_file
 from ..generator import Generator
 from ..mesh import color_fn, density_fn, generator_mesh
 from ..settings import RenderSettings
+from ..visualize import SEED_LIMIT
 
 # gen_samples' three views: (yaw, pitch) offsets from frontal.
 DEFAULT_YAWS = (0.4, 0.0, -0.4)
@@ -47,7 +48,7 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise InputError(f"invalid seed range {item.strip()!r}: the end is smaller than the start")
-        if hi >= 2**32:
+        if hi >= SEED_LIMIT:
             raise InputError(f"seed {hi} is out of range (seeds are < 2**32)")
         if hi - lo >= 1_000_000:
             raise InputError(f"seed range {item.strip()!r} is too long")

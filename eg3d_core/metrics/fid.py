@@ -35,6 +35,7 @@ from ..generator import Generator
 from ..labels import read_labels
 from ..runtime import cache_dir as runtime_cache_dir
 from ..settings import RenderSettings
+from ..visualize import SEED_LIMIT
 from .frechet import FeatureStats, feature_stats, frechet_distance, load_stats, save_stats
 from .images import ImageDataset, open_dataset
 from .inception import Inception
@@ -102,7 +103,7 @@ class FIDSettings:
             raise InputError(f"truncation_cutoff must be >= 0 (or None: all ws), got {self.truncation_cutoff}")
         if self.batch_size < 1 or self.threads < 1:
             raise InputError("batch_size and threads must be >= 1")
-        if not 0 <= self.seed or self.seed + self.num_samples > 2**32:
+        if not 0 <= self.seed or self.seed + self.num_samples > SEED_LIMIT:
             raise InputError(f"seeds {self.seed}..{self.seed + self.num_samples - 1} must lie in [0, 2**32)")
         if not 0.0 <= self.truncation_psi <= 2.0:
             raise InputError(f"truncation_psi must be in [0, 2], got {self.truncation_psi}")
