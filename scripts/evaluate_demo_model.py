@@ -14,7 +14,13 @@ Metrics (means over all images):
 * ``psnr_raw``: the raw 64px volume render (first three feature channels) against the 64px ground truth;
 * ``depth_mae``: mean absolute error of the rendered depth on pixels fully covered by the car (world units; the
   cars are about 0.6-0.85 long, the camera 1.7 from the centre);
-* ``mask_iou``: intersection over union of (weight sum > 0.5) and (ground-truth coverage > 0.5) at 64px.
+* ``mask_iou``: intersection over union of (weight sum > 0.5) and (ground-truth coverage > 0.5) at 64px;
+* ``outside_opacity``: the mean rendered opacity (weight sum) on the 64px pixels the car does not touch (coverage 0),
+  over the whole picture, its top and bottom rows included (floaters, and density beyond the tri-plane box in y,
+  which those rows look through); ``outside_opacity_edge_rows``: the same on the top and bottom 4 rows only;
+* ``sharpness``: the edge-sharpness ratio, the mean gradient magnitude (forward differences, per channel, on
+  [0, 1]) of the model's final image over that of the ground truth, on the 128px car pixels (coverage > 0.5),
+  summed over all images before dividing: 1 is as sharp as the truth, lower is blurrier.
 
 The trivial baseline (an all-white image: the background) is reported for scale. The picture grid shows 8
 held-out cars from 4 yaw angles: for each, the model image, its depth (colour-mapped, faded by the opacity), and
@@ -85,6 +91,18 @@ def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.5) -
     return s.flatten(1).mean(1).float()
 
 
+def gradient_magnitude(image: torch.Tensor) -> torch.Tensor:
+    """Per-pixel gradient magnitude of images in [-1, 1] evaluated on [0, 1], averaged over the channels:
+    [N, C, H, W] -> [N, 1, H - 1, W - 1] (forward differences; the last row and column have none)."""
+    x = (image.clamp(-1, 1) + 1) / 2
+    dx = x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
+    dy = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
+    return (dx.square() + dy.square()).sqrt().mean(dim=1, keepdim=True)
+
+
+EDGE_ROWS = 4  # the top and bottom rows of the 64px render counted in ``outside_opacity_edge_rows``
+
+
 def held_out_latents(n: int, z_dim: int, first_seed: int = HELD_OUT_SEED) -> torch.Tensor:
     """z for seeds first_seed ... first_seed + n - 1 (``seed_to_z``: the viewer's and the CLI's seeds)."""
     return seed_to_z(list(range(first_seed, first_seed + n)), z_dim)
@@ -121,6 +139,7 @@ def evaluate(G: Generator, num_cars: int, views: int, batch: int = 8, progress: 
     c_all = tc.random_cameras(num_cars * views, torch.Generator().manual_seed(HELD_OUT_SEED)).float()
     per: dict[str, list[torch.Tensor]] = {k: [] for k in ("psnr", "ssim", "psnr_raw", "psnr_white", "ssim_white")}
     abs_err, n_hit, inter, union = 0.0, 0.0, 0.0, 0.0
+    out_sum, out_n, edge_sum, edge_n, grad_model, grad_true = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for start in tqdm(range(0, len(z_all), batch), disable=not progress, desc="evaluate", unit="batch"):
         z, c = z_all[start:start + batch], c_all[start:start + batch]
         out = render_model(G, z, c)
@@ -139,9 +158,21 @@ def evaluate(G: Generator, num_cars: int, views: int, batch: int = 8, progress: 
         pred, true = out["opacity"] > 0.5, gt_raw["mask"] > 0.5
         inter += float((pred & true).sum())
         union += float((pred | true).sum())
+        empty = gt_raw["mask"] <= 0
+        out_sum += float(out["opacity"][empty].sum())
+        out_n += float(empty.sum())
+        rows = torch.zeros_like(empty)
+        rows[:, :, :EDGE_ROWS] = True
+        rows[:, :, -EDGE_ROWS:] = True
+        edge_sum += float(out["opacity"][empty & rows].sum())
+        edge_n += float((empty & rows).sum())
+        car = gt["mask"][:, :, :-1, :-1] > 0.5
+        grad_model += float(gradient_magnitude(out["image"])[car].sum())
+        grad_true += float(gradient_magnitude(gt["image"])[car].sum())
     means = {k: float(torch.cat(v).mean()) for k, v in per.items()}
     return {**means, "depth_mae": abs_err / max(n_hit, 1.0), "mask_iou": inter / max(union, 1.0),
-            "images": float(len(z_all))}
+            "outside_opacity": out_sum / max(out_n, 1.0), "outside_opacity_edge_rows": edge_sum / max(edge_n, 1.0),
+            "sharpness": grad_model / max(grad_true, 1e-12), "images": float(len(z_all))}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,6 +272,10 @@ def markdown_table(metrics: dict[str, float]) -> str:
         ("PSNR, raw 64px render (dB)", f"{metrics['psnr_raw']:.2f}", ""),
         ("Depth MAE on car pixels (world units)", f"{metrics['depth_mae']:.4f}", ""),
         ("Mask IoU (opacity > 0.5 vs coverage > 0.5)", f"{metrics['mask_iou']:.4f}", ""),
+        ("Mean opacity outside the car (64px, whole picture)", f"{metrics['outside_opacity']:.4f}", "0.0000"),
+        (f"Mean opacity outside the car, top and bottom {EDGE_ROWS} rows", f"{metrics['outside_opacity_edge_rows']:.4f}",
+         "0.0000"),
+        ("Edge sharpness (gradient magnitude / the truth's, car pixels)", f"{metrics['sharpness']:.3f}", "0.000"),
     ]
     lines = ["| Metric | Demo model | All-white baseline |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]

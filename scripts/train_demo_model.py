@@ -55,25 +55,29 @@ from eg3d_core.rendering.renderer import importance_depths, stratified_depths  #
 from eg3d_core.training import toycars as tc  # noqa: E402
 
 
-def demo_config() -> GeneratorConfig:
+def demo_config(box_warp: float = 1.0, triplane_resolution: int = 64, triplane_channels: int = 16,
+                decoder_hidden: int = 64, sr_channels: tuple[int, int] = (32, 16)) -> GeneratorConfig:
     """The demo architecture: EG3D's ShapeNet-cars generator (128px image, 2X super-resolution from a 64px
-    render, white background, no camera conditioning), narrowed to train on a CPU and preview interactively."""
+    render, white background, no camera conditioning), narrowed to train on a CPU and preview interactively.
+    The defaults are the shipped model's; the arguments are the recipe's capacity and box flags."""
     return PRESETS["shapenetcars128-64"].replace(
         z_dim=64,
         w_dim=128,
         mapping_layers=2,
         channel_base=2048,  # backbone widths min(2048 / res, 64): 64 channels from 4x4 to 32x32, 32 at 64x64
         channel_max=64,
-        triplane_resolution=64,
-        triplane_channels=16,
-        decoder_hidden=64,
+        triplane_resolution=triplane_resolution,
+        triplane_channels=triplane_channels,
+        decoder_hidden=decoder_hidden,
         decoder_output_dim=32,
-        sr_channels=(32, 16),
+        sr_channels=tuple(sr_channels),
         rendering={
             "depth_resolution": 24,
             "depth_resolution_importance": 24,
             "neural_rendering_resolution": 64,
-            "box_warp": 1.0,  # the cars fit in [-0.45, 0.45]^3: a tight box gives the planes more resolution
+            # the cars fit in [-0.45, 0.45]^3: a tight box gives the planes more resolution, but the camera then
+            # frames the box exactly and the top/bottom rows look through density beyond it in y (see --box-warp)
+            "box_warp": box_warp,
             "ray_start": tc.RAY_START,
             "ray_end": tc.RAY_END,
             "avg_camera_radius": tc.CAMERA_RADIUS,
@@ -183,6 +187,79 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
+def empty_space_loss(G: Generator, planes: torch.Tensor, z: torch.Tensor, gen: torch.Generator, n_points: int,
+                     extent: float, margin: float, interval: float, precision: str = "fp32") -> torch.Tensor:
+    """Density where the ground truth is empty: n_points uniform points per car in [-extent, extent]^3 (beyond the
+    tri-plane box too, where the original's sampling still reads the planes), kept where the car's signed distance
+    exceeds ``margin``; the loss is their mean opacity over one interval, 1 - exp(-softplus(sigma - 1) * interval)
+    (the marcher's density activation), so a speck anywhere in the camera's view is penalised however few rays
+    happen to cross it."""
+    b = z.shape[0]
+    pts = (torch.rand(b, n_points, 3, generator=gen) * 2 - 1) * extent
+    with torch.no_grad():
+        empty = (tc.sdf(tc.params_from_latent(z), pts) > margin).float()  # [B, N]
+    sigma = G.sample_planes(pts, planes, precision)["sigma"].reshape(b, n_points).float()
+    alpha = 1 - torch.exp(-nn.functional.softplus(sigma - 1) * interval)
+    return (alpha * empty).sum() / empty.sum().clamp(min=1.0)
+
+
+def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences of [N, C, H, W] images along x and y."""
+    return image[..., :, 1:] - image[..., :, :-1], image[..., 1:, :] - image[..., :-1, :]
+
+
+def edge_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 distance of the images' gradients (rewards edges where the truth has them, penalises blur)."""
+    (ax, ay), (bx, by) = image_gradients(image), image_gradients(target)
+    return 0.5 * ((ax - bx).abs().mean() + (ay - by).abs().mean())
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN-style discriminator (not exported): [N, C, H, W] in [-1, 1] -> patch logits [N, 1, H/8, W/8].
+    Four 4x4 convolutions (three of stride 2), leaky ReLU, no normalisation (R1 regularises it)."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * w, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def discriminator_step(D: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+                       r1_gamma: float) -> dict[str, float]:
+    """One non-saturating discriminator update with the R1 penalty (gamma / 2 * |grad_x D(real)|^2) on reals."""
+    real = real.detach().requires_grad_(r1_gamma > 0)
+    logits_real = D(real)
+    logits_fake = D(fake.detach())
+    loss = nn.functional.softplus(logits_fake).mean() + nn.functional.softplus(-logits_real).mean()
+    stats = {"d_loss": loss.item()}
+    if r1_gamma > 0:
+        (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+        r1 = grad.square().flatten(1).sum(1).mean()
+        loss = loss + 0.5 * r1_gamma * r1
+        stats["r1"] = r1.item()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return stats
+
+
+def random_crops(images: list[torch.Tensor], size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """The same random size x size crop of each [N, C, H, W] image (one position per image index)."""
+    n, _, h, w = images[0].shape
+    if size >= h and size >= w:
+        return images
+    ys = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
+    return [torch.stack([im[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(ys, xs, strict=True))]) for im in images]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,11 +300,15 @@ def set_w_avg(G: Generator, seed: int, n: int = 4096) -> None:
 
 
 def save_checkpoint(path: Path, G: Generator, probe: nn.Module, opt: torch.optim.Optimizer, step: int,
-                    args: argparse.Namespace, history: list[dict[str, float]]) -> None:
+                    args: argparse.Namespace, history: list[dict[str, float]], D: nn.Module | None = None,
+                    d_opt: torch.optim.Optimizer | None = None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": G.state_dict(), "probe": probe.state_dict(), "optim": opt.state_dict(),
-                "config": G.config.to_dict(),
-                "args": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "history": history}, tmp)
+    state = {"step": step, "model": G.state_dict(), "probe": probe.state_dict(), "optim": opt.state_dict(),
+             "config": G.config.to_dict(),
+             "args": {k: v for k, v in vars(args).items() if k not in ("resume",)}, "history": history}
+    if D is not None and d_opt is not None:
+        state["disc"], state["disc_optim"] = D.state_dict(), d_opt.state_dict()
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 
@@ -258,6 +339,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--w-sr", type=float, default=1.0)
     ap.add_argument("--w-probe", type=float, default=1.0, help="weight of the latent probe loss")
     ap.add_argument("--probe-batch", type=int, default=256, help="latents per step for the probe (0: no probe)")
+    rec = ap.add_argument_group("recipe (the defaults are the shipped model's)")
+    rec.add_argument("--box-warp", type=float, default=1.0,
+                     help="side of the tri-plane box (the original's ShapeNet config: 1.6 with this camera)")
+    rec.add_argument("--triplane-res", type=int, default=64, help="tri-plane resolution (the backbone's last block)")
+    rec.add_argument("--triplane-channels", type=int, default=16)
+    rec.add_argument("--decoder-hidden", type=int, default=64)
+    rec.add_argument("--sr-channels", type=int, nargs=2, default=(32, 16), metavar=("BLOCK0", "BLOCK1"))
+    rec.add_argument("--w-empty", type=float, default=0.0,
+                     help="weight of the empty-space density penalty (0: off): opacity at random points where the "
+                          "car's signed distance exceeds --empty-margin, in and beyond the box")
+    rec.add_argument("--empty-points", type=int, default=1024, help="random points per car for --w-empty")
+    rec.add_argument("--empty-extent", type=float, default=1.0, help="the points fill [-E, E]^3")
+    rec.add_argument("--empty-margin", type=float, default=0.03, help="signed distance beyond which a point is empty")
+    rec.add_argument("--w-edge", type=float, default=0.0,
+                     help="weight of an L1 loss on the final image's gradients against the truth's (SR steps)")
+    rec.add_argument("--sr-l1", action="store_true", help="L1 instead of MSE for the super-resolution loss")
+    rec.add_argument("--w-adv", type=float, default=0.0,
+                     help="weight of the non-saturating adversarial loss of a patch discriminator on the final image "
+                          "(SR steps; 0: no discriminator)")
+    rec.add_argument("--adv-start", type=int, default=0, help="step from which the adversarial loss is on")
+    rec.add_argument("--d-lr", type=float, default=2e-3)
+    rec.add_argument("--d-width", type=int, default=32)
+    rec.add_argument("--r1-gamma", type=float, default=1.0, help="R1 penalty weight on the discriminator's reals")
+    rec.add_argument("--adv-crop", type=int, default=64, help="discriminator input: random crops of this size")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
@@ -281,7 +386,8 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt_path = run_dir / "checkpoint.pt"
 
     torch.manual_seed(args.seed)
-    config = demo_config()
+    config = demo_config(args.box_warp, args.triplane_res, args.triplane_channels, args.decoder_hidden,
+                         tuple(args.sr_channels))
     G = Generator(config).requires_grad_(True)
     precision = "reduced" if args.bf16 else "fp32"
     if args.bf16:
@@ -291,6 +397,11 @@ def main(argv: list[str] | None = None) -> Path:
         G.decoder.net[2].bias[0] = args.sigma_bias_init
     probe = FullyConnected(config.w_dim, PROBE_DIM)
     opt = build_optimizer(G, probe, args.lr, args.mapping_lr_ratio)
+    D: nn.Module | None = None
+    d_opt: torch.optim.Optimizer | None = None
+    if args.w_adv > 0:  # created only then: without it every random draw is the shipped recipe's
+        D = PatchDiscriminator(3, args.d_width)
+        d_opt = torch.optim.Adam(D.parameters(), lr=args.d_lr, betas=(0.0, 0.99), eps=1e-8)
     step = 0
     history: list[dict[str, float]] = []
     if args.resume and ckpt_path.is_file():
@@ -300,6 +411,11 @@ def main(argv: list[str] | None = None) -> Path:
         G.load_state_dict(ck["model"])
         probe.load_state_dict(ck["probe"])
         opt.load_state_dict(ck["optim"])
+        if D is not None and d_opt is not None:
+            if "disc" not in ck:
+                raise SystemExit(f"{ckpt_path} has no discriminator (a run without --w-adv); use another --run-dir")
+            D.load_state_dict(ck["disc"])
+            d_opt.load_state_dict(ck["disc_optim"])
         step, history = int(ck["step"]), list(ck["history"])
         print(f"resumed from {ckpt_path} at step {step}")
 
@@ -346,6 +462,13 @@ def main(argv: list[str] | None = None) -> Path:
             loss_depth = (dev * hit).sum() / hit.sum().clamp(min=1.0)
             loss = args.w_rgb * loss_rgb + args.w_mask * loss_mask + args.w_depth * loss_depth
             stats = {"rgb_mse": loss_rgb.item(), "mask_mse": loss_mask.item(), "depth_dev": loss_depth.item()}
+            if args.w_empty > 0:
+                interval = (config.rendering.ray_end - config.rendering.ray_start) / n_coarse
+                loss_empty = empty_space_loss(G, planes, batch.z, step_generator(args.seed, step, 2),
+                                              args.empty_points, args.empty_extent, args.empty_margin, interval,
+                                              precision)
+                loss = loss + args.w_empty * loss_empty
+                stats["empty_opacity"] = loss_empty.item()
             if args.probe_batch > 0:
                 z_probe = torch.randn(args.probe_batch, config.z_dim, generator=step_generator(args.seed, step, 1))
                 w_probe = G.mapping(z_probe, torch.zeros(args.probe_batch, config.c_dim))[:, 0]
@@ -362,8 +485,21 @@ def main(argv: list[str] | None = None) -> Path:
                     gt128 = tc.render(tc.params_from_latent(batch.z[:k]), cams, config.img_resolution)["image"]
                 image = G.super_resolve(feats, ws[:k], precision)
                 loss_sr = (image - gt128).square().mean()
-                loss = loss + args.w_sr * loss_sr
+                loss = loss + args.w_sr * ((image - gt128).abs().mean() if args.sr_l1 else loss_sr)
                 stats["sr_mse"] = loss_sr.item()
+                if args.w_edge > 0:
+                    loss_edge = edge_loss(image, gt128)
+                    loss = loss + args.w_edge * loss_edge
+                    stats["edge_l1"] = loss_edge.item()
+                if D is not None and d_opt is not None and step >= args.adv_start:
+                    crop_gen = step_generator(args.seed, step, 3)
+                    fake, real = random_crops([image, gt128], args.adv_crop, crop_gen)
+                    stats.update(discriminator_step(D, d_opt, real, fake, args.r1_gamma))
+                    D.requires_grad_(False)
+                    loss_adv = nn.functional.softplus(-D(fake)).mean()
+                    D.requires_grad_(True)
+                    loss = loss + args.w_adv * loss_adv
+                    stats["g_adv"] = loss_adv.item()
 
             opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
@@ -392,7 +528,7 @@ def main(argv: list[str] | None = None) -> Path:
                                 depth=f"{means['depth_dev']:.4f}", mask=f"{means['mask_mse']:.4f}")
                 run_stats = {}
             if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60:
-                save_checkpoint(ckpt_path, G, probe, opt, step, args, history)
+                save_checkpoint(ckpt_path, G, probe, opt, step, args, history, D, d_opt)
                 last_ckpt = time.monotonic()
     finally:
         bar.close()
@@ -400,7 +536,7 @@ def main(argv: list[str] | None = None) -> Path:
         for s, h in old_handlers.items():
             signal.signal(s, h)
 
-    save_checkpoint(ckpt_path, G, probe, opt, step, args, history)
+    save_checkpoint(ckpt_path, G, probe, opt, step, args, history, D, d_opt)
     G.eval().requires_grad_(False)
     set_w_avg(G, args.seed)
     out = save_generator(G, out_dir)

@@ -147,6 +147,45 @@ def test_training_script_runs_resumes_and_is_reproducible(tmp_path: Path) -> Non
     assert out["image"].shape == (1, 3, 128, 128) and torch.isfinite(out["image"]).all()
 
 
+def test_training_recipe_flags_resume_bit_exact(tmp_path: Path) -> None:
+    """The recipe flags (box, capacity, empty-space penalty, edge loss, patch discriminator with R1) train, change the
+    architecture as asked, and an interrupted-and-resumed run (discriminator state included) matches a straight one."""
+    train = _script("train_demo_model")
+    tiny = ["--batch", "1", "--views", "1", "--rays", "16", "--samples", "4", "4", "--sr-every", "1", "--sr-batch", "1",
+            "--probe-batch", "4", "--no-progress", "--box-warp", "1.6", "--triplane-res", "32", "--triplane-channels",
+            "8", "--decoder-hidden", "32", "--sr-channels", "16", "8", "--w-empty", "1", "--empty-points", "64",
+            "--w-edge", "1", "--w-adv", "0.1", "--adv-crop", "32"]
+
+    def run(name: str, steps: int, *extra: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / name
+        train.main(["--out", str(out), "--run-dir", str(tmp_path / f"run_{name}"), "--steps", str(steps), *tiny, *extra])
+        return load_file(str(out / "model.safetensors"))
+
+    a = run("a", 2)
+    run("c", 1)
+    c = run("c", 2, "--resume")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    ck = torch.load(tmp_path / "run_a" / "checkpoint.pt", weights_only=True)
+    assert "disc" in ck and "disc_optim" in ck
+    G = load_generator(tmp_path / "a")
+    assert G.config == train.demo_config(1.6, 32, 8, 32, (16, 8)) != train.demo_config()
+    assert G.config.rendering.box_warp == 1.6 and G.config.triplane_resolution == 32
+
+
+def test_empty_space_loss_sees_density_beyond_the_box() -> None:
+    """The empty-space penalty is near 0 for an empty field and near 1 for one that is dense everywhere."""
+    train = _script("train_demo_model")
+    G = Generator(train.demo_config())
+    planes = torch.zeros(1, 3, 16, 64, 64)
+    z = latents([5], 64)
+    with torch.no_grad():
+        G.decoder.net[2].bias[0] = -10.0
+        low = float(train.empty_space_loss(G, planes, z, torch.Generator().manual_seed(0), 256, 1.0, 0.03, 0.1))
+        G.decoder.net[2].bias[0] = 60.0
+        high = float(train.empty_space_loss(G, planes, z, torch.Generator().manual_seed(0), 256, 1.0, 0.03, 0.1))
+    assert low < 1e-3 and high > 0.99
+
+
 def test_training_script_bfloat16_autocast(tmp_path: Path) -> None:
     """--bf16 trains under bfloat16 autocast (slow on AVX2 CPUs, so one tiny step) and still exports a finite model
     that differs from the float32 one."""
@@ -167,4 +206,46 @@ def test_evaluation_script_runs(tmp_path: Path) -> None:
                             "--no-progress", "--no-timing"])
     metrics = report["metrics"]
     assert isinstance(metrics, dict) and metrics["psnr"] > metrics["psnr_white"]
-    assert (tmp_path / "g.png").stat().st_size > 1000 and "| PSNR" in (tmp_path / "e.md").read_text()
+    assert 0.0 <= metrics["outside_opacity"] < 0.5 and 0.0 <= metrics["outside_opacity_edge_rows"] < 0.5
+    assert 0.1 < metrics["sharpness"] < 2.0
+    text = (tmp_path / "e.md").read_text()
+    assert (tmp_path / "g.png").stat().st_size > 1000 and "| PSNR" in text and "Edge sharpness" in text
+
+
+def test_sharpness_and_outside_opacity_metrics() -> None:
+    """The edge-sharpness ratio is 1 for the truth itself, falls for a blurred copy and rises for added noise; the
+    outside opacity counts the opacity on pixels the car does not touch, the top and bottom rows separately."""
+    evaluate = _script("evaluate_demo_model")
+    c = cams([0.3, 2.0])
+    gt = tc.render(tc.params_from_latent(latents([3, 4], tc.PARAM_DIM)), c, 128)
+    car = gt["mask"][:, :, :-1, :-1] > 0.5
+
+    def ratio(image: torch.Tensor) -> float:
+        return float(evaluate.gradient_magnitude(image)[car].sum() / evaluate.gradient_magnitude(gt["image"])[car].sum())
+
+    blurred = torch.nn.functional.avg_pool2d(gt["image"], 5, 1, 2, count_include_pad=False)
+    assert ratio(gt["image"]) == pytest.approx(1.0)
+    assert ratio(blurred) < 0.8
+    assert ratio(gt["image"] + 0.2 * torch.randn(gt["image"].shape, generator=torch.Generator().manual_seed(0))) > 1.2
+
+    G = load_generator("demo")
+    calls = {}
+
+    def fake_render(G_: Generator, z: torch.Tensor, c_: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = tc.render(tc.params_from_latent(z), c_, 64)
+        t128 = tc.render(tc.params_from_latent(z), c_, 128)
+        opacity = t["mask"].clone()
+        opacity[:, :, :2] = 0.5  # a perfect car and a streak along the top 2 rows (empty in the truth there)
+        calls["n"] = calls.get("n", 0) + 1
+        return {"image": t128["image"], "raw": t["image"], "depth": t["depth"], "opacity": opacity}
+
+    real = evaluate.render_model
+    evaluate.render_model = fake_render
+    try:
+        m = evaluate.evaluate(G, 2, 1, progress=False)
+    finally:
+        evaluate.render_model = real
+    assert calls["n"] == 1 and m["sharpness"] == pytest.approx(1.0) and m["mask_iou"] > 0.95
+    top_empty = 2 * 64  # the top 2 rows are empty in the truth for these cameras
+    assert m["outside_opacity_edge_rows"] == pytest.approx(0.5 * top_empty / (8 * 64), rel=0.05)
+    assert 0.0 < m["outside_opacity"] < m["outside_opacity_edge_rows"]
