@@ -1,6 +1,7 @@
 """Held-out evaluation of ``eg3d_core.inversion`` on the procedural toy cars (issue 17).
 
     python benchmarks/bench_inversion.py [--cars 12] [--threads 1] [--pti-steps 0] [--ablation] [--json out.json]
+    python benchmarks/bench_inversion.py --speed [--model ffhq512-128] [--backends ref,grad] [--repeats 5]
 
 Car i is seed 200000 + i (``visualize.seed_to_z``, as ``scripts/evaluate_demo_model.py`` draws its 100000 + i; the
 demo model's training never drew either), its ground truth ``toycars.render(params_from_latent(z))``. One picture per
@@ -39,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eg3d_core import cameras  # noqa: E402
+from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.inversion import InversionSettings, camera_from_offsets, invert, pivotal_tuning, psnr, ssim, w_statistics  # noqa: E402
 from eg3d_core.kernels import dispatch  # noqa: E402
@@ -135,9 +136,29 @@ def run(G, n: int, variants: dict[str, InversionSettings], log=print) -> dict[st
     return out
 
 
-def step_speed(G, repeats: int = 5) -> dict[str, float]:  # noqa: ANN001
-    """Median seconds of one gradient step (forward + backward to w and the camera, reference path) at the model's
-    own rendering settings and at the inversion's fine and coarse stages."""
+def _one_step(G, inv, res: int, n1: int, n2: int, sr: bool, backend: str) -> float:  # noqa: ANN001
+    """Seconds of one gradient step as ``_Inverter.refine`` takes it (forward + loss + backward to w and the camera)."""
+    u = torch.zeros(1, G.w_dim, requires_grad=True)
+    angles = torch.zeros(2, requires_grad=True)
+    t0 = time.perf_counter()
+    with dispatch.use(backend):
+        ws = inv.ws_of(u)
+        c = camera_from_offsets(inv.defaults, angles[:1], angles[1:])
+        feats, _, opacity = inv.render_raw(G, ws, c, res, n1, n2)
+        image = G.super_resolve(feats, ws) if sr else feats[:, :3]
+        loss = inv.image_loss(image, feats[:, :3] if sr else None, opacity) + 0.02 * u.square().mean()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def step_speed(G, repeats: int = 5, backends: tuple[str, ...] = ("grad",), issue_baseline: bool = False,  # noqa: ANN001
+               slow: float = 5.0, slow_repeats: int = 2, log=print) -> dict[str, dict[str, float]]:  # noqa: ANN001
+    """Median seconds of one gradient step (forward + backward to w and the camera) at the model's own rendering
+    settings and at the inversion's fine and coarse stages, per backend (``"ref"``: the reference code, ``"grad"``:
+    the gradient backend ``invert`` uses). The backends alternate within each repeat, so load drifts hit both; a
+    first untimed step warms each setting up unless it takes over ``slow`` seconds, and then ``slow_repeats`` timed
+    steps follow instead of ``repeats``. ``issue_baseline`` adds issue 17's baseline: the model's samples at neural
+    rendering 64, through the super-resolution."""
     from eg3d_core.inversion import _Inverter
 
     s = InversionSettings()
@@ -146,25 +167,46 @@ def step_speed(G, repeats: int = 5) -> dict[str, float]:  # noqa: ANN001
     own = (r.neural_rendering_resolution, r.depth_resolution, r.depth_resolution_importance, True)
     fine = (r.neural_rendering_resolution, s.fine_samples, s.fine_samples, True)
     coarse = (s.coarse_resolution, s.coarse_samples, s.coarse_samples, False)
-    configs = {f"model's own (nrr {own[0]}, {own[1]}+{own[2]} samples, SR)": own,
-               f"fine stage (nrr {fine[0]}, {fine[1]}+{fine[2]}, SR)": fine,
-               f"coarse stage (nrr {coarse[0]}, {coarse[1]}+{coarse[2]}, raw only)": coarse}
-    out = {}
-    for name, (res, n1, n2, sr) in configs.items():
-        times = []
-        for _ in range(repeats + 1):
-            u = torch.zeros(1, G.w_dim, requires_grad=True)
-            angles = torch.zeros(2, requires_grad=True)
-            t0 = time.perf_counter()
-            with dispatch.use("ref"):
-                ws = inv.ws_of(u)
-                c = camera_from_offsets(inv.defaults, angles[:1], angles[1:])
-                feats, _, opacity = inv.render_raw(G, ws, c, res, n1, n2)
-                image = G.super_resolve(feats, ws) if sr else feats[:, :3]
-                inv.image_loss(image, feats[:, :3] if sr else None, opacity).backward()
-            times.append(time.perf_counter() - t0)
-        out[name] = float(np.median(times[1:]))
+    configs = {f"model's own (nrr {own[0]}, {own[1]} + {own[2]} samples, SR)": own}
+    if issue_baseline:
+        configs[f"issue baseline (nrr 64, {own[1]} + {own[2]}, SR)"] = (64, own[1], own[2], True)
+    configs[f"fine stage (nrr {fine[0]}, {fine[1]} + {fine[2]}, SR)"] = fine
+    configs[f"coarse stage (nrr {coarse[0]}, {coarse[1]} + {coarse[2]}, raw only)"] = coarse
+    out: dict[str, dict[str, float]] = {}
+    for name, cfg in configs.items():
+        times: dict[str, list[float]] = {b: [] for b in backends}
+        first = {b: _one_step(G, inv, *cfg, b) for b in backends}
+        n = repeats if max(first.values()) <= slow else slow_repeats
+        if max(first.values()) > slow:  # too slow to spend a step on warming up: the first counts
+            for b in backends:
+                times[b].append(first[b])
+            n -= 1
+        for _ in range(n):
+            for b in backends:
+                times[b].append(_one_step(G, inv, *cfg, b))
+        out[name] = {b: float(np.median(t)) for b, t in times.items()}
+        log(f"{name}: " + ", ".join(f"{b} {[round(x, 2) for x in t]}" for b, t in times.items())
+            + f" (load {os.getloadavg()[0]:.1f})")
     return out
+
+
+def search_speed(G) -> float:  # noqa: ANN001
+    """Seconds of the camera search's scoring pass (``_Inverter.camera_search``: every grid camera, each
+    ``search_latents`` latent, default backend, no gradients) with the default settings."""
+    from eg3d_core.inversion import _Inverter
+
+    inv = _Inverter(G, torch.zeros(1, 3, G.img_resolution, G.img_resolution), InversionSettings(), None, None)
+    t0 = time.perf_counter()
+    inv.camera_search()
+    return time.perf_counter() - t0
+
+
+def inversion_estimate(search: float, coarse: float, fine: float) -> float:
+    """Seconds per picture of ``invert`` with the default settings (no previews, as ``eg3d invert``): the measured
+    search, then candidates x candidate steps + coarse steps at the coarse stage's step time and fine steps at the
+    fine stage's (the mapping samples for W's statistics and the final render add about a second)."""
+    s = InversionSettings()
+    return search + (s.search_candidates * s.candidate_steps + s.coarse_steps) * coarse + s.fine_steps * fine
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -181,7 +223,8 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="demo")
+    ap.add_argument("--model", default="demo", help="a checkpoint, 'demo', or a preset (e.g. ffhq512-128: random "
+                    "weights, for speed)")
     ap.add_argument("--cars", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=None, help="refinement steps (default: InversionSettings')")
@@ -192,16 +235,36 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="InversionSettings fields for every variant, e.g. lr_pti=0.001 w_plus_steps=40")
     ap.add_argument("--speed", action="store_true", help="only time one gradient step at each stage's settings")
+    ap.add_argument("--backends", default="grad", help="with --speed: comma-separated backends, e.g. ref,grad")
+    ap.add_argument("--repeats", type=int, default=5, help="with --speed: timed steps per setting (slow ones: 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    G = load_generator(args.model)
+    if args.model in PRESETS:  # the architecture with random weights (seeded), as bench_generator builds it
+        torch.manual_seed(0)
+        G = Generator(PRESETS[args.model]).eval()
+    else:
+        G = load_generator(args.model)
     if args.speed:
-        speed = step_speed(G)
-        first = next(iter(speed.values()))
-        for name, sec in speed.items():
-            print(f"| {name} | {1000 * sec:.0f} ms | {first / sec:.2f}x |")
+        backends = tuple(args.backends.split(","))
+        speed = step_speed(G, repeats=args.repeats, backends=backends, issue_baseline=args.model in PRESETS)
+        search = search_speed(G)
+        names = list(speed)
+        own = speed[names[0]][backends[0]]
+        print(f"| settings | {' | '.join(backends)} | {' | '.join(f'{b} vs own ({backends[0]})' for b in backends)} |"
+              + (f" {backends[-1]} vs {backends[0]} |" if len(backends) > 1 else ""))
+        for name, t in speed.items():
+            print(f"| {name} | {' | '.join(f'{t[b]:.2f} s' for b in backends)} | "
+                  f"{' | '.join(f'{own / t[b]:.2f}x' for b in backends)} |"
+                  + (f" {t[backends[0]] / t[backends[-1]]:.2f}x |" if len(backends) > 1 else ""))
+        coarse, fine = speed[names[-1]], speed[names[-2]]
+        estimate = {b: inversion_estimate(search, coarse[b], fine[b]) for b in backends}
+        print(f"camera search (default backend): {search:.1f} s; estimated s / picture: "
+              + ", ".join(f"{b} {v:.0f}" for b, v in estimate.items()))
         print(f"load average {os.getloadavg()}")
-        return {"speed": speed}
+        report = {"speed": speed, "search": search, "estimate": estimate, "load_average": os.getloadavg()}
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        return report
     fields = {f.name: f.type for f in dataclasses.fields(InversionSettings)}
     overrides = {}
     for item in args.set:

@@ -8,6 +8,8 @@ and then the caller runs its reference code. Backends:
 * ``"cpu"`` (the default): ``kernels.cpu``, float32 inference on the CPU through compiled kernels (x86-64 AVX2,
   unless ``EG3D_NATIVE=0``), oneDNN's fused operations and the memory layouts PyTorch's CPU kernels read fastest.
   Anything else (other devices or dtypes, autograd, autocast) it leaves to the reference code.
+* ``"grad"``: ``kernels.grad``, the reference maths arranged for gradient steps to the latent (the inversion's): the
+  modulated convolutions keep the modulation off the weight, so backward passes compute no weight gradients.
 
 ``use(name)`` chooses the backend for a block of code in this thread (or context); ``EG3D_BACKEND`` sets the
 default. Every backend equals the reference to float32 rounding (tests/test_parity.py runs both).
@@ -24,9 +26,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-BACKENDS = ("ref", "cpu")
+BACKENDS = ("ref", "cpu", "grad")
 # name -> module implementing the operations below (None: the reference code)
-_MODULES = {"ref": None, "cpu": "eg3d_core.kernels.cpu"}
+_MODULES = {"ref": None, "cpu": "eg3d_core.kernels.cpu", "grad": "eg3d_core.kernels.grad"}
 _CHOICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("eg3d_backend", default=None)
 _loaded: dict[str, ModuleType] = {}
 
