@@ -1,9 +1,9 @@
 """The browser demo end to end: the real server in a subprocess, its API through gradio_client, the page in headless
 Chromium, a small load test, and a clean shutdown.
 
-Runs on the tiny random fixture model (fast); one test uses the bundled demo model when ``assets/demo`` has one.
-Chromium tests need Playwright and Debian's /usr/bin/chromium (skipped otherwise). Set ``EG3D_SCREENSHOT_DIR`` to keep
-the page screenshot.
+Runs on the tiny random fixture model (fast); the last tests share a server of the bundled demo model (its API, and the
+page's picture -> fit -> orbit -> mesh -> latent round trip). Chromium tests need Playwright and Debian's
+/usr/bin/chromium (skipped otherwise). Set ``EG3D_SCREENSHOT_DIR`` to keep the page screenshots.
 """
 from __future__ import annotations
 
@@ -480,14 +480,14 @@ def test_page_fits_a_picture_with_its_camera_estimated(server: Server, browser_p
     page.get_by_role("tab", name="Your picture -> 3D").click()
     assert page.get_by_label("estimate the picture's camera").is_checked()
     page.locator("#invert-input input[type=file]").set_input_files(str(picture))
-    steps = page.get_by_label("refinement steps", exact=False).locator("xpath=..").locator("input[type=number]")
-    if steps.count():
-        steps.first.fill("2")
-        steps.first.press("Enter")
+    steps = page.locator("#invert-steps input[type=number]")
+    assert steps.count() == 1
+    steps.fill("2")
+    steps.press("Enter")
     page.click("#make-invert")
     page.wait_for_function("document.querySelector('#invert-info').innerText.includes('camera yaw')", timeout=120_000)
     info = page.inner_text("#invert-info")
-    assert "(estimated)" in info, info
+    assert "(estimated)" in info and "2 steps" in info, info
     page.screenshot(path=str(Path(os.environ.get("EG3D_SCREENSHOT_DIR", tmp_path)) / "app_gradio_invert.png"),
                     full_page=True)
 
@@ -554,39 +554,187 @@ def test_bugs_are_logged_with_their_traceback_and_summarised(caplog: pytest.LogC
 # The bundled demo model
 
 
-def check_trained_model(tmp: Path, *model_args: str) -> None:
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server of the bundled demo model (no --model), shared by the tests below; it must shut down cleanly."""
+    if not DEMO_WEIGHTS.exists():
+        pytest.skip("assets/demo/model.safetensors not built yet")
+    s = start_server(tmp_path_factory.mktemp("demo-app"))
+    yield s
+    assert s.stop() == 0, s.log.read_text()
+
+
+def check_trained_model(s: Server, tmp: Path) -> None:
     """Every endpoint on a trained model (a real picture, a surface at the original level or a probed one)."""
     import trimesh
 
-    s = start_server(tmp, *model_args)
-    try:
-        c = Client(s.url, verbose=False, download_files=str(tmp / "downloads"))
-        api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
-        assert set(api) == {"/render", "/video", "/mesh", "/invert"}
-        picture, depth, _ = c.predict(0, 0.7, 30, 0, api_name="/render")
-        pixels = np.asarray(Image.open(picture)).astype(float)
-        assert Image.open(picture).size == (128, 128) and pixels.std() > 10
-        assert len(read_frames(video_file(c.predict(0, frames=4, fps=4, api_name="/video")))) == 4
-        try:  # a trained model should have a surface at the original level 10; otherwise probe one
-            glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=10.0, api_name="/mesh")
-        except AppError:
-            glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=probe_level(c, 0), api_name="/mesh")
-        assert len(trimesh.load(ply, process=False).faces) > 0
-        # Your picture -> 3D: the render above, at its known camera, with few steps (seconds).
-        both, mp4, _glb, npz, info = c.predict(gradio_client.handle_file(picture), 30, 0, steps=4, frames=4,
-                                               api_name="/invert")
-        assert Image.open(both).size == (2 * 128, 128) and "PSNR" in info
-        assert len(read_frames(video_file(mp4))) == 4
-        with np.load(npz) as data:
-            assert data["ws"].shape == (1, 10, 128)  # demo: num_ws, w_dim
-            assert float(data["yaw"]) == pytest.approx(30, abs=1e-3)
-    finally:
-        assert s.stop() == 0
+    c = Client(s.url, verbose=False, download_files=str(tmp / "downloads"))
+    api = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/render", "/video", "/mesh", "/invert"}
+    picture, depth, _ = c.predict(0, 0.7, 30, 0, api_name="/render")
+    pixels = np.asarray(Image.open(picture)).astype(float)
+    assert Image.open(picture).size == (128, 128) and pixels.std() > 10
+    assert len(read_frames(video_file(c.predict(0, frames=4, fps=4, api_name="/video")))) == 4
+    try:  # a trained model should have a surface at the original level 10; otherwise probe one
+        glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=10.0, api_name="/mesh")
+    except AppError:
+        glb, ply, obj, _ = c.predict(seed=0, mesh_resolution=64, level=probe_level(c, 0), api_name="/mesh")
+    assert len(trimesh.load(ply, process=False).faces) > 0
+    # Your picture -> 3D: the render above, at its known camera, with few steps (seconds).
+    both, mp4, _glb, npz, info = c.predict(gradio_client.handle_file(picture), 30, 0, steps=4, frames=4,
+                                           api_name="/invert")
+    assert Image.open(both).size == (2 * 128, 128) and "PSNR" in info
+    assert len(read_frames(video_file(mp4))) == 4
+    with np.load(npz) as data:
+        assert data["ws"].shape == (1, 10, 128)  # demo: num_ws, w_dim
+        assert float(data["yaw"]) == pytest.approx(30, abs=1e-3)
 
 
-@pytest.mark.skipif(not DEMO_WEIGHTS.exists(), reason="assets/demo/model.safetensors not built yet")
-def test_default_demo_model(tmp_path: Path) -> None:
-    check_trained_model(tmp_path)  # no --model: the bundled demo
+def test_default_demo_model(demo_server: Server, tmp_path: Path) -> None:
+    check_trained_model(demo_server, tmp_path)  # no --model: the bundled demo
+
+
+def picture_of_a_held_out_car(path: Path, yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """The procedural ground truth of a car the demo model never saw, at a three-quarter view: uint8 [256, 256, 3]."""
+    import math
+
+    import torch
+
+    from eg3d_core import cameras, load_generator
+    from eg3d_core.training import toycars as tc
+
+    G = load_generator("demo")
+    z = torch.from_numpy(np.random.RandomState(987654).randn(1, G.z_dim)).float()
+    c = cameras.camera(cameras.camera_defaults(G.config), math.radians(yaw_deg), math.radians(pitch_deg))
+    image = tc.to_uint8(tc.render(tc.params_from_latent(z), c, 256)["image"])[0]
+    Image.fromarray(image).save(path)
+    return image
+
+
+def fetch(page, selector: str, attribute: str = "src") -> bytes:
+    """The bytes the page's element links to (its src or href), fetched by the page itself."""
+    data = page.evaluate("""async ([selector, attribute]) => {
+        const r = await fetch(document.querySelector(selector)[attribute]);
+        const b = new Uint8Array(await r.arrayBuffer());
+        let s = ''; for (const x of b) s += String.fromCharCode(x);
+        return btoa(s);
+    }""", [selector, attribute])
+    return base64.b64decode(data)
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+# The fit of the held-out car at few steps, against the picture as the model sees it: the input view's PSNR must reach
+# this (the mean latent at the same camera gives about 12 dB; a converged fit about 20).
+FIT_PSNR_DB = 15.0
+
+
+def test_page_round_trip_picture_fit_orbit_mesh_latent(demo_server: Server, browser_page, tmp_path: Path) -> None:
+    """The picture tab in Chromium on the demo model: upload a held-out car -> Fit in 3D (camera estimated, few
+    steps) -> the fit next to the picture and like it, the orbit video playing, the coloured mesh drawn, the .npz
+    offered; a screenshot at each step (EG3D_SCREENSHOT_DIR keeps them)."""
+    import torch
+
+    from eg3d_core import load_generator, visualize
+    from eg3d_core.inversion import w_statistics
+
+    shots = Path(os.environ.get("EG3D_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    picture = picture_of_a_held_out_car(tmp_path / "car.png", -50.0, -12.0)
+    steps = 30
+    page = browser_page
+    page.goto(demo_server.url, wait_until="networkidle", timeout=60_000)
+    page.get_by_role("tab", name="Your picture -> 3D").click()
+    assert page.get_by_label("estimate the picture's camera").is_checked()
+    page.locator("#invert-input input[type=file]").set_input_files(str(tmp_path / "car.png"))
+    page.wait_for_selector("#invert-input img", timeout=30_000)
+    box = page.locator("#invert-steps input[type=number]")
+    assert box.count() == 1
+    box.fill(str(steps))
+    box.press("Enter")
+    page.screenshot(path=str(shots / "app_gradio_invert_1_uploaded.png"), full_page=True)
+
+    page.click("#make-invert")
+    page.wait_for_function("document.body.innerText.includes('fitting') || "
+                           "document.querySelector('#invert-info').innerText.includes('camera yaw')", timeout=120_000)
+    page.screenshot(path=str(shots / "app_gradio_invert_2_fitting.png"), full_page=True)
+    page.wait_for_function("document.querySelector('#invert-info').innerText.includes('camera yaw')", timeout=180_000)
+    info = page.inner_text("#invert-info")
+    assert "(estimated)" in info and f"{steps} steps" in info, info
+
+    # The fit is shown next to the input, and resembles the picture.
+    page.wait_for_selector("#invert-fit img", timeout=30_000)
+    shown, given = page.locator("#invert-fit").bounding_box(), page.locator("#invert-input").bounding_box()
+    assert shown is not None and given is not None
+    assert shown["x"] >= given["x"] + given["width"] - 1 and shown["y"] < given["y"] + given["height"]
+    both = np.asarray(Image.open(BytesIO(fetch(page, "#invert-fit img"))).convert("RGB"))
+    assert both.shape == (128, 256, 3)
+    seen = np.asarray(Image.open(BytesIO(page.locator("#invert-fit img").screenshot())).convert("RGB"))
+
+    def span(a: np.ndarray) -> int:  # the width of what is drawn, input to fit
+        cols = np.flatnonzero((a.min(axis=2) < 200).any(axis=0))
+        return int(cols[-1] - cols[0] + 1)
+
+    assert span(seen) > 1.5 * span(both), (span(seen), span(both))  # scaled up to its panel, not a small stamp
+    target, fit = both[:, :128], both[:, 128:]
+    expected = np.asarray(Image.fromarray(picture).resize((128, 128), Image.Resampling.LANCZOS))
+    assert psnr_u8(target, expected) > 30  # the left half is the uploaded picture
+
+    # The .npz download: the latent and the camera of the fit.
+    page.wait_for_selector("#invert-npz a[href]", timeout=30_000)
+    with np.load(BytesIO(fetch(page, "#invert-npz a[href]", "href"))) as data:
+        ws, c = data["ws"], data["c"]
+    assert ws.shape == (1, 10, 128) and ws.dtype == np.float32 and c.shape == (1, 25)
+    G = load_generator("demo")
+    w_mean = w_statistics(G).mean[None, None].expand(1, G.num_ws, -1)
+    with torch.no_grad():
+        mean = visualize.to_uint8(G.synthesis(w_mean, torch.from_numpy(c).float())["image"][0])
+        refit = visualize.to_uint8(G.synthesis(torch.from_numpy(ws), torch.from_numpy(c).float())["image"][0])
+    fit_db, mean_db = psnr_u8(fit, target), psnr_u8(mean, target)
+    print(f"fit {fit_db:.2f} dB, mean latent {mean_db:.2f} dB ({info})")
+    assert fit_db > FIT_PSNR_DB and fit_db > mean_db + 3, (fit_db, mean_db)
+    assert psnr_u8(refit, fit) > 35  # the file holds the latent and camera of the fit shown
+
+    # The orbit video: present, playable, its frames an orbit.
+    page.wait_for_selector("#invert-video video", timeout=30_000)
+    page.wait_for_function("document.querySelector('#invert-video video').duration > 0", timeout=30_000)
+    mp4 = tmp_path / "orbit.mp4"
+    mp4.write_bytes(fetch(page, "#invert-video video"))
+    frames = read_frames(str(mp4))
+    assert len(frames) == 36 and frames[0].shape == (128, 128, 3)
+    assert np.abs(frames[0].astype(int) - frames[9].astype(int)).mean() > 1  # the camera moved
+    page.screenshot(path=str(shots / "app_gradio_invert_3_fitted.png"), full_page=True)
+
+    # The coloured mesh preview: drawn (not the blank canvas) once the viewer has loaded it.
+    canvas = page.locator("#invert-model3d canvas")
+    canvas.wait_for(timeout=30_000)
+    canvas.scroll_into_view_if_needed()
+    drawn = np.zeros((1, 1, 3))
+    for _ in range(60):
+        drawn = np.asarray(Image.open(BytesIO(canvas.screenshot())).convert("RGB")).astype(float)
+        if (drawn.min(axis=2) < 230).mean() > 0.02:
+            break
+        page.wait_for_timeout(500)
+    page.locator("#invert-model3d").screenshot(path=str(shots / "app_gradio_invert_4_mesh.png"))
+    ink = drawn.min(axis=2) < 230
+    assert ink.mean() > 0.02, "the mesh preview is blank"
+    colourful = (drawn.max(axis=2) - drawn.min(axis=2))[ink]
+    assert np.percentile(colourful, 90) > 30  # vertex colours, not a grey default material
+    # Seen from the picture's camera: the mesh's outline in the viewer (the picture's height spans the viewer's) is
+    # the fit's, not its mirror image (the outline from the far side of the car).
+    h, w = ink.shape
+    square = ink[:, (w - h) // 2:(w - h) // 2 + h].astype(np.uint8) * 255
+    outline = np.asarray(Image.fromarray(square).resize((128, 128), Image.Resampling.BILINEAR)) > 127
+    solid = fit.min(axis=2) < 200
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum() / max((a | b).sum(), 1))
+
+    print(f"mesh outline IoU {iou(outline, solid):.2f}, mirrored {iou(outline, solid[:, ::-1]):.2f}")
+    assert iou(outline, solid) > 0.5 and iou(outline, solid) > iou(outline, solid[:, ::-1]) + 0.1
 
 
 def test_api_snippet_names_the_address_the_browser_used() -> None:

@@ -168,6 +168,11 @@ def test_default_view_and_preview_camera_follow_the_model(model: DemoModel) -> N
         pytest.approx(x, abs=1e-6), pytest.approx(y, abs=1e-6))
     # The object fills the viewer's vertical field of view as it fills the picture.
     assert radius * math.tan(webapp.PREVIEW_FOV / 2) == pytest.approx(r * 0.5 / model.defaults.focal)
+    # Another view (a fitted picture's camera): the same distance, the camera moved round by the yaw difference.
+    a2, b2, r2 = model.preview_camera(view=(yaw + math.pi / 2, pitch))
+    assert model.preview_camera(view=(yaw, pitch)) == pytest.approx((alpha, beta, radius))
+    assert r2 == pytest.approx(radius) and b2 == pytest.approx(beta, abs=1e-6)
+    assert abs((a2 - alpha + 180) % 360 - 180) == pytest.approx(90, abs=1e-4)
 
 
 def test_preview_colours_show_as_the_vertex_colours_through_the_viewers_tone_mapping() -> None:
@@ -476,6 +481,9 @@ def test_invert_writes_fit_video_and_npz_into_one_job(model: DemoModel, tmp_path
         assert {"c", "pitch"} <= set(data.files)
     assert res.video.suffix == ".mp4" and res.video.stat().st_size > 0
     assert res.mesh is None or res.mesh[".glb"].parent == res.npz.parent
+    # The page's preview of the mesh: its own .glb beside it (colours made to show as rendered), none without a mesh.
+    assert (res.preview is None) == (res.mesh is None)
+    assert res.preview is None or (res.preview.suffix == ".glb" and res.preview.parent == res.npz.parent)
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
     assert any("fitting: coarse" in d for _, d in seen) and any("frame" in d for _, d in seen)

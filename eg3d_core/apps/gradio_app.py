@@ -27,6 +27,7 @@ import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -73,7 +74,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Small models render 64-128 px pictures: scale them up to the panel instead of showing a stamp in its middle. The
 # depth legend sits under the depth pane, next to the info line.
 CSS = """
-#picture img, #depth img { width: 100%; height: 100%; object-fit: contain; }
+#picture img, #depth img, #invert-fit img { width: 100%; height: 100%; object-fit: contain; }
 #depth-legend .legend { display: flex; align-items: center; gap: 0.5em; font-size: 0.85em; }
 #depth-legend .bar { flex: 1; height: 12px; border: 1px solid #999; border-radius: 2px; }
 #depth-legend .note { font-size: 0.8em; opacity: 0.75; margin-top: 2px; }
@@ -341,11 +342,8 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
         return (str(res.preview), gr.update(value=str(res.files[".ply"]), visible=True),
                 gr.update(value=str(res.files[".obj"]), visible=True), info)
 
-    @user_errors
-    async def invert(picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60, frames: Any = 36,
-                     fps: Any = 24, progress: gr.Progress = gr.Progress(),  # noqa: B008
-                     request: gr.Request = None,  # type: ignore[assignment]
-                     ) -> tuple[np.ndarray, str, str | None, str, str]:
+    async def fit(picture: Any, yaw: Any, pitch: Any, steps: Any, frames: Any, fps: Any, progress: gr.Progress,
+                  request: gr.Request | None) -> tuple[webapp.InvertResult, str]:
         req = webapp.parse_invert(lim, picture, yaw, pitch, steps, frames, fps)
         cost = webapp.invert_cost(G, webapp.inversion_settings(req.steps), req.yaw is None, req.frames)
         progress(0.0, desc="waiting for the jobs before it")
@@ -353,16 +351,30 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
         info = (f"camera yaw {res.yaw:.1f}°, pitch {res.pitch:.1f}° ({'given' if req.yaw is not None else 'estimated'})"
                 f" · fit PSNR {res.psnr:.2f} dB · {req.steps} steps · {res.seconds:.1f} s"
                 f"{'' if res.mesh else ' · no surface at level 10: no mesh'}")
+        return res, info
+
+    @user_errors
+    async def invert(picture: Any, yaw: Any = None, pitch: Any = None, steps: Any = 60, frames: Any = 36,
+                     fps: Any = 24, progress: gr.Progress = gr.Progress(),  # noqa: B008
+                     request: gr.Request = None,  # type: ignore[assignment]
+                     ) -> tuple[np.ndarray, str, str | None, str, str]:
+        res, info = await fit(picture, yaw, pitch, steps, frames, fps, progress, request)
         return (res.picture, str(res.video), None if res.mesh is None else str(res.mesh[".glb"]), str(res.npz), info)
 
+    @user_errors
     async def invert_from_page(picture: Any, estimate: bool, yaw: Any, pitch: Any, steps: Any, frames: Any, fps: Any,
                                progress: gr.Progress = gr.Progress(),  # noqa: B008
                                request: gr.Request = None,  # type: ignore[assignment]
-                               ) -> tuple[np.ndarray, str, str | None, str, str]:
-        """The page's button: ``invert`` with the camera estimated when the box is ticked."""
+                               ) -> tuple[np.ndarray, str, Any, str, str]:
+        """The page's button: ``invert`` with the camera estimated when the box is ticked; the mesh is shown in the
+        viewer as its preview .glb (colours as rendered), seen from the picture's camera."""
         if estimate:
             yaw = pitch = None
-        return await invert(picture, yaw, pitch, steps, frames, fps, progress=progress, request=request)
+        res, info = await fit(picture, yaw, pitch, steps, frames, fps, progress, request)
+        view = (math.radians(res.yaw), math.radians(res.pitch))
+        shown = (gr.update(value=None) if res.preview is None else
+                 gr.update(value=str(res.preview), camera_position=model.preview_camera(view=view)))
+        return res.picture, str(res.video), shown, str(res.npz), info
 
     # ------------------------------------------------------------------------------------------------------------
     # Layout
@@ -444,7 +456,8 @@ def build_demo(model: DemoModel, lanes: dict[str, Lane] | None = None, url: str 
                                               maximum=lim.invert_pitch[1], interactive=False)
                     api_yaw = gr.Number(value=None, visible=False)
                     api_pitch = gr.Number(value=None, visible=False)
-                    inv_steps = gr.Slider(*lim.invert_steps, value=60, step=1, label="refinement steps")
+                    inv_steps = gr.Slider(*lim.invert_steps, value=60, step=1, label="refinement steps",
+                                          elem_id="invert-steps")
                     make_invert = gr.Button("Fit in 3D", variant="primary", elem_id="make-invert")
                 with gr.Column(scale=2):
                     fit_picture = gr.Image(label="your picture | fit", format="png", interactive=False,

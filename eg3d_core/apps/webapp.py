@@ -674,6 +674,7 @@ class InvertResult:
     pitch: float
     psnr: float
     seconds: float
+    preview: Path | None = None  # the mesh as a .glb for the page's viewer (see MeshResult.preview); None: no mesh
 
 
 @dataclass(frozen=True)
@@ -706,12 +707,14 @@ class DemoModel:
         yaw, pitch = self.defaults.view
         return float(round(math.degrees(yaw))), float(round(math.degrees(pitch)))
 
-    def preview_camera(self, viewer_fov: float = PREVIEW_FOV) -> tuple[float, float, float]:
-        """The default view as a 3D viewer's orbit camera around the world's +y axis, so that a mesh preview opens
-        where the picture was rendered from: (alpha, beta, radius), alpha the azimuth from +x towards +z and beta the
-        angle from +y in degrees (gradio's Model3D ``camera_position``), radius in world units, moved so that the
-        object fills the viewer's vertical field of view ``viewer_fov`` (radians) as it fills the picture."""
-        pose = cameras.camera(self.defaults, *self.defaults.view)[0, :16].reshape(4, 4)
+    def preview_camera(self, viewer_fov: float = PREVIEW_FOV, view: tuple[float, float] | None = None
+                       ) -> tuple[float, float, float]:
+        """The default view (or ``view``: yaw, pitch in radians from frontal) as a 3D viewer's orbit camera around the
+        world's +y axis, so that a mesh preview opens where the picture was rendered from: (alpha, beta, radius),
+        alpha the azimuth from +x towards +z and beta the angle from +y in degrees (gradio's Model3D
+        ``camera_position``), radius in world units, moved so that the object fills the viewer's vertical field of
+        view ``viewer_fov`` (radians) as it fills the picture."""
+        pose = cameras.camera(self.defaults, *(view or self.defaults.view))[0, :16].reshape(4, 4)
         x, y, z = (float(t) for t in pose[:3, 3])
         radius = math.sqrt(x * x + y * y + z * z)
         scale = (0.5 / self.defaults.focal) / math.tan(viewer_fov / 2)  # the picture's half height over the viewer's
@@ -857,9 +860,10 @@ class DemoModel:
 
         video = self.video(view, req.frames, req.fps, "orbit", scaled(0.75, 0.9), folder=job, stem=stem)
         try:
-            mesh = self.mesh_of(latent, INVERT_MESH_RESOLUTION, INVERT_MESH_LEVEL, scaled(0.9, 1.0), folder=job,
-                                stem=stem).files
+            meshed: MeshResult | None = self.mesh_of(latent, INVERT_MESH_RESOLUTION, INVERT_MESH_LEVEL,
+                                                     scaled(0.9, 1.0), folder=job, stem=stem)
         except NoSurfaceError:
-            mesh = None
-        return InvertResult(picture, video, mesh, written[0], result.yaw, result.pitch, result.psnr,
-                            time.perf_counter() - t0)
+            meshed = None
+        return InvertResult(picture, video, None if meshed is None else meshed.files, written[0], result.yaw,
+                            result.pitch, result.psnr, time.perf_counter() - t0,
+                            None if meshed is None else meshed.preview)
