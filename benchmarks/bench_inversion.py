@@ -152,7 +152,7 @@ def _one_step(G, inv, res: int, n1: int, n2: int, sr: bool, backend: str) -> flo
 
 
 def step_speed(G, repeats: int = 5, backends: tuple[str, ...] = ("grad",), issue_baseline: bool = False,  # noqa: ANN001
-               slow: float = 5.0, slow_repeats: int = 2, log=print) -> dict[str, dict[str, float]]:  # noqa: ANN001
+               slow: float = 10.0, slow_repeats: int = 2, log=print) -> dict[str, dict[str, float]]:  # noqa: ANN001
     """Median seconds of one gradient step (forward + backward to w and the camera) at the model's own rendering
     settings and at the inversion's fine and coarse stages, per backend (``"ref"``: the reference code, ``"grad"``:
     the gradient backend ``invert`` uses). The backends alternate within each repeat, so load drifts hit both; a
