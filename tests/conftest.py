@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIGS = ("tiny_cars128", "tiny_ffhq512", "tiny_afhq512")
@@ -76,3 +77,20 @@ def limits(info):
     from eg3d_viewer import camera_controller as cc
 
     return cc.CameraLimits.for_model(info)
+
+
+def held_out_car_picture(path: Path, yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """The procedural ground truth of a car the demo model never saw, at a three-quarter view: uint8 [256, 256, 3]."""
+    import math
+
+    import torch
+
+    from eg3d_core import cameras, load_generator
+    from eg3d_core.training import toycars as tc
+
+    G = load_generator("demo")
+    z = torch.from_numpy(np.random.RandomState(987654).randn(1, G.z_dim)).float()
+    c = cameras.camera(cameras.camera_defaults(G.config), math.radians(yaw_deg), math.radians(pitch_deg))
+    image = tc.to_uint8(tc.render(tc.params_from_latent(z), c, 256)["image"])[0]
+    Image.fromarray(image).save(path)
+    return image

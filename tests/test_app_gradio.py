@@ -35,6 +35,7 @@ from PIL import Image  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
 pytest.importorskip("gradio")
+from conftest import held_out_car_picture  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -594,23 +595,6 @@ def test_default_demo_model(demo_server: Server, tmp_path: Path) -> None:
     check_trained_model(demo_server, tmp_path)  # no --model: the bundled demo
 
 
-def picture_of_a_held_out_car(path: Path, yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    """The procedural ground truth of a car the demo model never saw, at a three-quarter view: uint8 [256, 256, 3]."""
-    import math
-
-    import torch
-
-    from eg3d_core import cameras, load_generator
-    from eg3d_core.training import toycars as tc
-
-    G = load_generator("demo")
-    z = torch.from_numpy(np.random.RandomState(987654).randn(1, G.z_dim)).float()
-    c = cameras.camera(cameras.camera_defaults(G.config), math.radians(yaw_deg), math.radians(pitch_deg))
-    image = tc.to_uint8(tc.render(tc.params_from_latent(z), c, 256)["image"])[0]
-    Image.fromarray(image).save(path)
-    return image
-
-
 def fetch(page, selector: str, attribute: str = "src") -> bytes:
     """The bytes the page's element links to (its src or href), fetched by the page itself."""
     data = page.evaluate("""async ([selector, attribute]) => {
@@ -643,7 +627,7 @@ def test_page_round_trip_picture_fit_orbit_mesh_latent(demo_server: Server, brow
 
     shots = Path(os.environ.get("EG3D_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    picture = picture_of_a_held_out_car(tmp_path / "car.png", -50.0, -12.0)
+    picture = held_out_car_picture(tmp_path / "car.png", -50.0, -12.0)
     steps = 30
     page = browser_page
     page.goto(demo_server.url, wait_until="networkidle", timeout=60_000)

@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import held_out_car_picture  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,23 +249,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / max(float(((a - b) ** 2).mean()), 1e-6)))
 
 
-def _picture_of_a_held_out_car(path: Path, yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    """The procedural ground truth of a car the demo model never saw, at a three-quarter view: uint8 [256, 256, 3]."""
-    import math
-
-    import torch
-
-    from eg3d_core import cameras, load_generator
-    from eg3d_core.training import toycars as tc
-
-    G = load_generator("demo")
-    z = torch.from_numpy(np.random.RandomState(987654).randn(1, G.z_dim)).float()
-    c = cameras.camera(cameras.camera_defaults(G.config), math.radians(yaw_deg), math.radians(pitch_deg))
-    image = tc.to_uint8(tc.render(tc.params_from_latent(z), c, 256)["image"])[0]
-    Image.fromarray(image).save(path)
-    return image
-
-
 @needs_xvfb
 def test_picture_to_3d_round_trip_in_the_viewer(tmp_path) -> None:
     """Drop a picture -> the picture and the fit so far fill the view -> the fit becomes the latent, seen from the
@@ -275,7 +259,7 @@ def test_picture_to_3d_round_trip_in_the_viewer(tmp_path) -> None:
 
     out = Path(os.environ.get("EG3D_SCREENSHOT_DIR") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    picture = _picture_of_a_held_out_car(tmp_path / "car.png", 50.0, -12.0)
+    picture = held_out_car_picture(tmp_path / "car.png", 50.0, -12.0)
     shots = {name: out / f"viewer_invert_{name}.png"
              for name in ("start", "fitting", "fitted", "orbit", "seed", "reloaded", "cancelled")}
     export = tmp_path / "export"
