@@ -6,6 +6,8 @@ import os
 import queue
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +17,20 @@ def one_line(e: BaseException) -> str:
     """An unexpected exception as one line for the UI: its type and the first line of its message."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def throttled(report: Callable[[int, int], None], interval: float = 0.1) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that passes on at most one call per ``interval`` seconds, and the last
+    one: a few updates per second are enough for a progress bar, and each is an event for the UI thread."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > interval or done >= total:
+            last[0] = now
+            report(done, total)
+
+    return progress
 
 
 def lower_thread_priority(increment: int = 5) -> None:

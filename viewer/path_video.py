@@ -16,7 +16,7 @@ from eg3d_core.errors import EG3DError
 from eg3d_core.latents import LatentSource
 from eg3d_core.settings import RenderSettings
 
-from .jobs import JobThread, one_line
+from .jobs import JobThread, one_line, throttled
 from .worker import Event, VideoFinished, VideoProgress
 
 
@@ -37,14 +37,7 @@ class PathVideoWorker(JobThread):
         self.events.put(self._render(job))
 
     def _render(self, job: PathVideoJob) -> VideoFinished:
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.1 or done >= total:  # a few updates per second are enough for a progress bar
-                last[0] = now
-                self.events.put(VideoProgress(done, total))
-
+        progress = throttled(lambda done, total: self.events.put(VideoProgress(done, total)))
         t0 = time.perf_counter()
         try:
             frames = render_path_video(job.generator, job.path, job.out_file, job.settings, job.latent,

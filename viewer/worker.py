@@ -26,7 +26,7 @@ from eg3d_core.runtime import spread_work
 
 from . import directions as dirs
 from .invert_worker import InvertEvent
-from .jobs import JobThread, lower_thread_priority, one_line
+from .jobs import JobThread, lower_thread_priority, one_line, throttled
 from .model_info import ModelInfo
 from .renderer import Cancelled, RenderResult, ViewerRenderer, compose_ws
 from .requests import LatentSpec, RenderRequest
@@ -272,14 +272,7 @@ class ExportWorker(JobThread):
                             else ExportFailed(message))
 
     def _mesh(self, job: MeshJob) -> None:
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.1 or done >= total:  # a few updates per second are enough for a progress bar
-                last[0] = now
-                self.events.put(ExportProgress(done / max(total, 1)))
-
+        progress = throttled(lambda done, total: self.events.put(ExportProgress(done / max(total, 1))))
         ws = compose_ws(job.generator, job.latent, job.directions)
         noise = "const" if job.latent.noise_mode == "random" else job.latent.noise_mode
         t0 = time.perf_counter()
