@@ -36,12 +36,13 @@ from ..settings import (
     TRUNCATION_PSI,
     YAW,
 )
+from ..visualize import SEED_LIMIT
 
 T = TypeVar("T")
 
 DEFAULT_SEEDS = "0-3"
 # Ranges of the options that are the command line's own (the rendering ones are the library's: settings, mesh.grid).
-SEED_MAX = 2**32 - 1
+SEED_MAX = SEED_LIMIT - 1  # the largest seed
 LEVEL = (-1e4, 1e4)  # iso level on the raw density: far beyond any model's range (the volumes' borders are -1000)
 SMOOTH = (0, 100)  # Taubin iterations
 FRAMES = (1, 10_000)  # frames per keyframe, keyframes, MMagic demo frames
@@ -334,8 +335,9 @@ def _latents(args: argparse.Namespace, make: Callable[[int], Any]) -> list[tuple
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..cameras import camera_distribution
     from ..checkpoints.mmagic import parse_mmagic_camera
-    from .mmagic_demo import DemoSettings, demo_camera, render_demo, write_demo
+    from .mmagic_demo import DemoSettings, render_demo, write_demo
 
     if args.model_name.lower() != "eg3d":
         raise InputError(f"only --model-name eg3d is supported, got {args.model_name!r}")
@@ -350,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _require_render(args, G.config, settings.render, settings.num_batches)
     outdir = _outdir(args, args.result_out_dir)
     mmagic_cam = parse_mmagic_camera(args.model_config) if args.model_config and args.model_config.endswith(".py") else None
-    camera = demo_camera(G.config, mmagic_cam)
+    camera = camera_distribution(G.config, mmagic_cam)
     frames = render_demo(G, camera, settings, args.device,
                          progress=lambda it: _bar(args, it, "rendering", settings.num_images, "frame"))
     written = write_demo(frames, settings, outdir, progress=lambda it, desc, n: _bar(args, it, desc, n, "frame"))
