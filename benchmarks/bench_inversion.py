@@ -42,7 +42,16 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eg3d_core import PRESETS, Generator, cameras  # noqa: E402
 from eg3d_core.checkpoints import load_generator  # noqa: E402
-from eg3d_core.inversion import InversionSettings, camera_from_offsets, invert, pivotal_tuning, psnr, ssim, w_statistics  # noqa: E402
+from eg3d_core.inversion import (  # noqa: E402
+    InversionSettings,
+    camera_from_offsets,
+    full_circle,
+    invert,
+    pivotal_tuning,
+    psnr,
+    ssim,
+    w_statistics,
+)
 from eg3d_core.kernels import dispatch  # noqa: E402
 from eg3d_core.training import toycars as tc  # noqa: E402
 from eg3d_core.visualize import seed_to_z  # noqa: E402
@@ -201,12 +210,13 @@ def search_speed(G) -> float:  # noqa: ANN001
     return time.perf_counter() - t0
 
 
-def inversion_estimate(search: float, coarse: float, fine: float) -> float:
+def inversion_estimate(search: float, coarse: float, fine: float, full_circle: bool) -> float:
     """Seconds per picture of ``invert`` with the default settings (no previews, as ``eg3d invert``): the measured
-    search, then candidates x candidate steps + coarse steps at the coarse stage's step time and fine steps at the
-    fine stage's (the mapping samples for W's statistics and the final render add about a second)."""
+    search, then the camera stage's steps (candidates, the front/back twin where the model's cameras go all the way
+    round, finalists) and the coarse steps at the coarse stage's step time, and the fine steps at the fine stage's
+    (the mapping samples for W's statistics and the final render add about a second)."""
     s = InversionSettings()
-    return search + (s.search_candidates * s.candidate_steps + s.coarse_steps) * coarse + s.fine_steps * fine
+    return search + (s.camera_steps(full_circle) + s.coarse_steps) * coarse + s.fine_steps * fine
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -257,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                   f"{' | '.join(f'{own / t[b]:.2f}x' for b in backends)} |"
                   + (f" {t[backends[0]] / t[backends[-1]]:.2f}x |" if len(backends) > 1 else ""))
         coarse, fine = speed[names[-1]], speed[names[-2]]
-        estimate = {b: inversion_estimate(search, coarse[b], fine[b]) for b in backends}
+        estimate = {b: inversion_estimate(search, coarse[b], fine[b], full_circle(G)) for b in backends}
         print(f"camera search (default backend): {search:.1f} s; estimated s / picture: "
               + ", ".join(f"{b} {v:.0f}" for b, v in estimate.items()))
         print(f"load average {os.getloadavg()}")
@@ -271,7 +281,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         name, _, value = item.partition("=")
         if name not in fields:
             ap.error(f"unknown setting {name!r}")
-        overrides[name] = float(value) if "." in value or "e" in value else int(value)
+        if value.lower() in ("true", "false"):
+            overrides[name] = value.lower() == "true"
+        else:
+            overrides[name] = float(value) if "." in value or "e" in value else int(value)
     base = InversionSettings(preview_every=0, **overrides)
     if args.steps:
         base = base.with_steps(args.steps)

@@ -17,7 +17,7 @@ from .networks.synthesis import SynthesisNetwork
 from .rendering.decoder import Decoder
 from .rendering.rays import sample_rays
 from .rendering.renderer import render_rays
-from .rendering.triplane import PlaneTables, sample_planes
+from .rendering.triplane import PlaneTables, plane_table, sample_planes
 from .settings import NOISE_MODES, PRECISIONS
 
 
@@ -165,7 +165,9 @@ class Generator(nn.Module):
         res = neural_rendering_resolution or r.neural_rendering_resolution
         self._check("c", c, (planes.shape[0], 25))
         origins, dirs = sample_rays(c.float(), res)
-        table = self._plane_table(planes)
+        # planes that carry a gradient are laid out afresh: a cached table would keep their autograd graph alive
+        # until the next render (an inversion step's whole backbone)
+        table = plane_table(planes) if planes.requires_grad and torch.is_grad_enabled() else self._plane_table(planes)
         feats, depth, wsum = render_rays(
             lambda pts: self.sample_planes(pts, planes, precision, table), origins, dirs, r.ray_start, r.ray_end,
             depth_resolution or r.depth_resolution,

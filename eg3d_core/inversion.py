@@ -9,8 +9,10 @@ Stages (each reports through ``progress(stage, step, total, preview)`` and stops
 
 1. ``camera``: a grid of yaw / pitch offsets over the model's camera distribution, each scored by rendering a few
    latents (the average w and samples of W) at a low neural-rendering resolution with few depth samples and no
-   super-resolution; the best few distinct cameras (they may be mirror or front/back twins) are each refined
-   briefly and the best one continues. Skipped when the camera is given.
+   super-resolution; the best few distinct cameras, plus the front/back twin of the best (the camera 180 deg of
+   yaw away, where the model's cameras go all the way round: a blurry car's front and back look alike), are each
+   refined briefly (``candidate_steps``), the best ``finalists`` of them for ``finalist_steps`` more, and the best
+   one continues. Skipped when the camera is given.
 2. ``coarse`` and ``fine``: joint optimisation of one w (broadcast to all ws; stored in units of W's per-dimension
    standard deviation around its mean, so one learning rate suits any model) and the camera's yaw / pitch (through a
    differentiable copy of ``cameras.lookat_pose``), first at a low neural-rendering resolution on the raw render,
@@ -50,9 +52,6 @@ from .errors import EG3DError, InputError
 from .fileio import atomic_file
 from .generator import Generator
 from .kernels import dispatch
-from .rendering.rays import sample_rays
-from .rendering.renderer import render_rays
-from .rendering.triplane import plane_table
 
 # Pictures: smallest side accepted, and the most pixels decoded (checked from the header, before decoding).
 MIN_SIDE = 8
@@ -261,7 +260,9 @@ class InversionSettings:
       samples), then ``fine_steps`` at the model's neural rendering resolution with ``fine_samples`` (None: the
       model's) through the super-resolution; ``w_plus_steps`` then free every ws.
     * camera search: ``search_yaw_step`` / ``search_pitch_step`` degrees, ``search_latents`` latents scored (the
-      average w and samples of W), ``search_candidates`` distinct cameras refined for ``candidate_steps`` each.
+      average w and samples of W), ``search_candidates`` distinct cameras (+ the best one's front/back twin with
+      ``twin``, on models whose cameras go all the way round) refined for ``candidate_steps`` each, then the best
+      ``finalists`` for ``finalist_steps`` more (on toy cars the twins' losses only part after a few tens of steps).
     * learning rates: ``lr_w`` (w in units of W's standard deviation), ``lr_camera`` (radians).
     * loss weights: ``ssim_weight``, ``prior_weight`` (mean squared w in W's units), ``silhouette_weight`` and
       ``opacity_weight`` (white-background models only), ``perceptual_weight`` (with ``perceptual``), ``spread_weight``
@@ -282,6 +283,9 @@ class InversionSettings:
     search_latents: int = 4
     search_candidates: int = 2
     candidate_steps: int = 10
+    twin: bool = True
+    finalists: int = 2
+    finalist_steps: int = 30
     lr_w: float = 0.08
     lr_camera: float = 0.02
     lr_pti: float = 1e-3
@@ -301,19 +305,30 @@ class InversionSettings:
             value = getattr(self, f.name)
             if f.name == "perceptual":
                 continue
+            if f.name == "twin":
+                if not isinstance(value, bool):
+                    raise InputError(f"inversion setting twin must be true or false, got {value!r}")
+                continue
             if f.name == "fine_samples" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"inversion setting {f.name} must be a number >= 0, got {value!r}")
-        for name in ("coarse_steps", "fine_steps", "w_plus_steps", "pti_steps", "candidate_steps", "preview_every",
-                     "seed"):
+        for name in ("coarse_steps", "fine_steps", "w_plus_steps", "pti_steps", "candidate_steps", "finalist_steps",
+                     "preview_every", "seed"):
             if not isinstance(getattr(self, name), int):
                 raise InputError(f"inversion setting {name} must be an integer, got {getattr(self, name)!r}")
-        for name in ("coarse_resolution", "coarse_samples", "search_latents", "search_candidates"):
+        for name in ("coarse_resolution", "coarse_samples", "search_latents", "search_candidates", "finalists"):
             if getattr(self, name) < 1 or not isinstance(getattr(self, name), int):
                 raise InputError(f"inversion setting {name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.search_yaw_step <= 0 or self.search_pitch_step <= 0:
             raise InputError("camera search steps must be > 0 degrees")
+
+    def camera_steps(self, full_circle: bool) -> int:
+        """The most gradient steps (at the coarse resolution) the camera stage takes after the grid search;
+        ``full_circle``: the model's cameras go all the way round (then the twin is a candidate too)."""
+        candidates = self.search_candidates + int(self.twin and full_circle)
+        finalists = min(self.finalists, candidates) if candidates > 1 else 0
+        return candidates * self.candidate_steps + finalists * self.finalist_steps
 
     def with_steps(self, steps: int) -> InversionSettings:
         """The same settings with ``steps`` refinement steps in all, split between coarse and fine as the defaults."""
@@ -422,18 +437,7 @@ class _Inverter:
     def render_raw(self, G: Generator, ws: torch.Tensor, c: torch.Tensor, res: int, samples: int,
                    importance: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Feature image [N, 32, res, res], depth and opacity [N, 1, res, res] (autograd-friendly)."""
-        r = G.config.rendering
-        planes = G.planes(ws)
-        origins, dirs = sample_rays(c, res)
-        table = plane_table(planes)
-        feats, depth, wsum = render_rays(lambda pts: G.sample_planes(pts, planes, table=table), origins, dirs,
-                                         r.ray_start, r.ray_end, samples, importance, r.white_back, True)
-        n = ws.shape[0]
-
-        def img(t: torch.Tensor) -> torch.Tensor:
-            return t.transpose(1, 2).reshape(n, -1, res, res)
-
-        return img(feats), img(depth), img(wsum)
+        return G.render(G.planes(ws), c, res, True, "fp32", samples, importance, return_opacity=True)
 
     def image_loss(self, image: torch.Tensor, raw: torch.Tensor | None, opacity: torch.Tensor | None,
                    parts: dict[str, float] | None = None) -> torch.Tensor:
@@ -465,7 +469,7 @@ class _Inverter:
         """Yaw and pitch offsets (radians) of the search grid: [K] each."""
         dist = cameras.camera_distribution(self.G.config)
         ys, ps = math.radians(self.s.search_yaw_step), math.radians(self.s.search_pitch_step)
-        if dist.kind == "uniform" and dist.horizontal_std >= math.pi - 1e-6:
+        if full_circle(self.G):
             yaws = np.arange(-math.pi, math.pi - 1e-9, ys)
         else:
             span = 3 * dist.horizontal_std if dist.kind == "gaussian" else dist.horizontal_std
@@ -512,6 +516,11 @@ class _Inverter:
                 picked.append((y, p, us[which[k]].clone()))
             if len(picked) == s.search_candidates:
                 break
+        if s.twin and full_circle(G):
+            y, p, u = picked[0]
+            twin = _wrap(y + math.pi)
+            if all(abs(_wrap(twin - y2)) >= min_gap or abs(p - p2) >= min_gap for y2, p2, _ in picked):
+                picked.append((twin, p, u.clone()))
         return picked
 
     # -- stage 2: w + camera --------------------------------------------------------------------------------------
@@ -611,6 +620,12 @@ class _Inverter:
         return tuned, loss_value
 
 
+def full_circle(G: Generator) -> bool:
+    """Whether G's cameras go all the way round the object (yaw uniform over 360 deg, as the cars')."""
+    dist = cameras.camera_distribution(G.config)
+    return dist.kind == "uniform" and dist.horizontal_std >= math.pi - 1e-6
+
+
 def _wrap(angle: float) -> float:
     """An angle in radians wrapped to [-pi, pi)."""
     return (angle + math.pi) % (2 * math.pi) - math.pi
@@ -658,14 +673,11 @@ def invert(G: Generator, picture: Any, settings: InversionSettings | None = None
     u0 = torch.zeros(1, G.w_dim, device=inv.device)
     t0 = time.perf_counter()
     if yaw is None:
-        candidates = inv.camera_search()
-        best = None
-        for y, p, _ in candidates:
-            u, y2, p2, loss = inv.refine("camera", u0, y, p, s.candidate_steps, False, True)
-            if best is None or loss < best[3]:
-                best = (u, y2, p2, loss)
-        assert best is not None
-        u, y, p, losses["camera"] = best
+        refined = [inv.refine("camera", u0, y, p, s.candidate_steps, False, True) for y, p, _ in inv.camera_search()]
+        if s.finalist_steps and len(refined) > 1:
+            refined = sorted(refined, key=lambda r: r[3])[:s.finalists]
+            refined = [inv.refine("camera", u, y, p, s.finalist_steps, False, True) for u, y, p, _ in refined]
+        u, y, p, losses["camera"] = min(refined, key=lambda r: r[3])
         timings["camera"] = time.perf_counter() - t0
     else:
         u, y, p = u0, math.radians(float(yaw)), math.radians(float(pitch))

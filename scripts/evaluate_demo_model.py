@@ -49,9 +49,6 @@ from eg3d_core.cameras import camera_vector, intrinsics_from_focal, lookat_pose 
 from eg3d_core.checkpoints import load_generator  # noqa: E402
 from eg3d_core.generator import Generator  # noqa: E402
 from eg3d_core.inversion import psnr  # noqa: E402  (the same formula; ssim here stays float64)
-from eg3d_core.rendering.rays import sample_rays  # noqa: E402
-from eg3d_core.rendering.renderer import render_rays  # noqa: E402
-from eg3d_core.rendering.triplane import plane_table  # noqa: E402
 from eg3d_core.training import toycars as tc  # noqa: E402
 from eg3d_core.visualize import seed_to_z  # noqa: E402
 
@@ -110,23 +107,10 @@ def held_out_latents(n: int, z_dim: int, first_seed: int = HELD_OUT_SEED) -> tor
 
 @torch.no_grad()
 def render_model(G: Generator, z: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The model's outputs plus the per-pixel weight sum: image [N, 3, S, S], raw [N, 3, r, r], depth and
-    opacity [N, 1, r, r]. Same path as ``Generator.synthesis`` (deterministic sampling, const noise, fp32)."""
-    r = G.config.rendering
-    res = r.neural_rendering_resolution
-    ws = G.mapping(z, c)
-    planes = G.planes(ws)
-    origins, dirs = sample_rays(c.float(), res)
-    table = plane_table(planes)  # once: the field is called for every chunk of rays
-    feats, depth, wsum = render_rays(lambda pts: G.sample_planes(pts, planes, table=table), origins, dirs, r.ray_start,
-                                     r.ray_end, r.depth_resolution, r.depth_resolution_importance, r.white_back, True)
-    n = z.shape[0]
-
-    def img(t: torch.Tensor) -> torch.Tensor:
-        return t.transpose(1, 2).reshape(n, -1, res, res).contiguous()
-
-    features = img(feats)
-    return {"image": G.super_resolve(features, ws), "raw": features[:, :3], "depth": img(depth), "opacity": img(wsum)}
+    """The model's outputs: image [N, 3, S, S], raw [N, 3, r, r], depth and opacity [N, 1, r, r]
+    (``Generator.synthesis``: deterministic sampling, const noise, fp32)."""
+    out = G.synthesis(G.mapping(z, c), c)
+    return {"image": out["image"], "raw": out["image_raw"], "depth": out["image_depth"], "opacity": out["image_mask"]}
 
 
 @torch.no_grad()

@@ -425,7 +425,7 @@ def test_job_costs_scale_with_frames_pixels_and_grid(model: DemoModel) -> None:
 
 # A camera search of a few cells and one short candidate: the whole inversion in seconds on the tiny fixture.
 CHEAP_SEARCH = InversionSettings(search_yaw_step=120.0, search_pitch_step=60.0, search_latents=1,
-                                 search_candidates=1, candidate_steps=1)
+                                 search_candidates=1, candidate_steps=1, finalist_steps=1)
 
 
 def test_parse_invert_bounds_and_blank_camera(tmp_path: Path) -> None:

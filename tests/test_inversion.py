@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,10 @@ from eg3d_core.inversion import (
 from eg3d_core.latents import LatentSource
 
 # Few steps everywhere: enough to find the camera and a close fit, fast enough for the test suite.
-FAST = InversionSettings(coarse_steps=30, fine_steps=6, search_latents=3, candidate_steps=8, preview_every=0)
+FAST = InversionSettings(coarse_steps=30, fine_steps=6, search_latents=3, candidate_steps=8, finalist_steps=8,
+                         preview_every=0)
 TRUE_YAW, TRUE_PITCH = 35.0, -15.0  # degrees, the viewer's offsets
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +152,35 @@ def test_gradient_backend_step_equals_reference(G, target):
             torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3 * float(a.abs().max()))
 
 
+def test_camera_search_adds_the_front_back_twin_on_full_circle_models(G, target):
+    """The cars' cameras go all the way round: the best grid camera's twin 180 deg of yaw away is a candidate too
+    (on a blurry model a car's front and back look alike); the faces' cameras do not, and get no twin."""
+    from eg3d_core.inversion import _Inverter, full_circle
+
+    s = InversionSettings(search_latents=1, search_candidates=1, preview_every=0)
+    picture = load_picture(target, G.img_resolution)
+    with_twin = _Inverter(G, picture, s, None, None).camera_search()
+    without = _Inverter(G, picture, replace(s, twin=False), None, None).camera_search()
+    assert full_circle(G) and len(without) == 1 and len(with_twin) == 2
+    (y0, p0, _), (y_twin, p_twin, _) = with_twin
+    assert (y0, p0) == without[0][:2] and _yaw_error(math.degrees(y0), TRUE_YAW) < 15
+    assert _yaw_error(math.degrees(y_twin), math.degrees(y0) + 180) < 1e-6 and p_twin == p0
+    # a candidate the grid already picked near the twin (this picture's second best) stands for it
+    two = _Inverter(G, picture, replace(s, search_candidates=2), None, None).camera_search()
+    assert len(two) == 2 and _yaw_error(math.degrees(two[1][0]), math.degrees(y0) + 180) < 30
+    assert not full_circle(load_generator(FIXTURES / "tiny_ffhq512" / "network-snapshot.pkl"))
+    assert InversionSettings().camera_steps(full_circle=True) == 3 * 10 + 2 * 30
+    assert InversionSettings().camera_steps(full_circle=False) == 2 * 10 + 2 * 30
+    assert InversionSettings(search_candidates=1, twin=False).camera_steps(True) == 10
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="coarse_steps must be an integer"):
         InversionSettings(coarse_steps=2.5)
+    with pytest.raises(ValueError, match="twin must be true or false"):
+        InversionSettings(twin=1)
+    with pytest.raises(ValueError, match="finalists must be an integer >= 1"):
+        InversionSettings(finalists=0)
     with pytest.raises(ValueError, match="lr_w must be a number >= 0"):
         InversionSettings(lr_w=float("nan"))
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):

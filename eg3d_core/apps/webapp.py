@@ -45,7 +45,7 @@ from .video import write_video
 OUTPUTS = ("image", "raw", "depth", "all")
 PATHS = ("orbit", "turntable")
 MESH_FORMATS = (".glb", ".ply", ".obj")
-SEED_MAX = 2**32 - 1
+SEED_MAX = visualize.SEED_LIMIT - 1  # the largest seed
 
 ProgressFn = Callable[[float, str], None]
 T = TypeVar("T")
@@ -637,7 +637,7 @@ def invert_cost(G: Generator, settings: InversionSettings, search: bool, frames:
     if search:
         cells = math.ceil(360 / settings.search_yaw_step) * math.ceil(90 / settings.search_pitch_step)
         work += cells * settings.search_latents * coarse
-        work += GRAD_STEP_COST * settings.search_candidates * settings.candidate_steps * coarse
+        work += GRAD_STEP_COST * settings.camera_steps(full_circle=True) * coarse
     return work + frames + mesh_cost(G, INVERT_MESH_RESOLUTION)
 
 
