@@ -114,6 +114,21 @@ def render_model(G: Generator, z: torch.Tensor, c: torch.Tensor) -> dict[str, to
 
 
 @torch.no_grad()
+def latent_probe_error(G: Generator, n: int = 20_000, seed: int = 300_000) -> float:
+    """How precisely w codes the car: the RMS error of a linear least-squares probe from w to the car's parameters
+    (``params_from_latent``, each in [0, 1], i.e. fractions of its range), fitted on 80% of n random latents and
+    measured on the rest. Parameters that are off by a few percent already blur a render: on the procedural ground
+    truth, parameters with an RMS error of 0.05 score ~24.6 dB against the exact car, 0.075 ~21.4 dB (assets/README)."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    w = G.mapping(z, torch.zeros(n, G.c_dim))[:, 0].double()
+    x = torch.cat([w, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    target = tc.params_from_latent(z).double()
+    k = int(0.8 * n)
+    solution = torch.linalg.lstsq(x[:k], target[:k]).solution
+    return float((x[k:] @ solution - target[k:]).square().mean().sqrt())
+
+
+@torch.no_grad()
 def evaluate(G: Generator, num_cars: int, views: int, batch: int = 8, progress: bool = True) -> dict[str, float]:
     """Mean metrics over num_cars held-out cars x views held-out random cameras."""
     from tqdm import tqdm
@@ -156,7 +171,8 @@ def evaluate(G: Generator, num_cars: int, views: int, batch: int = 8, progress: 
     means = {k: float(torch.cat(v).mean()) for k, v in per.items()}
     return {**means, "depth_mae": abs_err / max(n_hit, 1.0), "mask_iou": inter / max(union, 1.0),
             "outside_opacity": out_sum / max(out_n, 1.0), "outside_opacity_edge_rows": edge_sum / max(edge_n, 1.0),
-            "sharpness": grad_model / max(grad_true, 1e-12), "images": float(len(z_all))}
+            "sharpness": grad_model / max(grad_true, 1e-12), "latent_probe_rms": latent_probe_error(G),
+            "images": float(len(z_all))}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,6 +276,8 @@ def markdown_table(metrics: dict[str, float]) -> str:
         (f"Mean opacity outside the car, top and bottom {EDGE_ROWS} rows", f"{metrics['outside_opacity_edge_rows']:.4f}",
          "0.0000"),
         ("Edge sharpness (gradient magnitude / the truth's, car pixels)", f"{metrics['sharpness']:.3f}", "0.000"),
+        ("Latent code: linear probe w -> car parameters, RMS error (fraction of range)",
+         f"{metrics['latent_probe_rms']:.4f}", ""),
     ]
     lines = ["| Metric | Demo model | All-white baseline |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]

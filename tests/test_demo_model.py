@@ -249,3 +249,24 @@ def test_sharpness_and_outside_opacity_metrics() -> None:
     top_empty = 2 * 64  # the top 2 rows are empty in the truth for these cameras
     assert m["outside_opacity_edge_rows"] == pytest.approx(0.5 * top_empty / (8 * 64), rel=0.05)
     assert 0.0 < m["outside_opacity"] < m["outside_opacity_edge_rows"]
+
+
+def test_latent_probe_error_measures_how_precisely_w_codes_the_car() -> None:
+    """0 when w holds the car's parameters linearly, the parameters' own spread (1/sqrt(12)) when w knows nothing of
+    them, and in between (a few percent of each range) for the bundled model."""
+    evaluate = _script("evaluate_demo_model")
+
+    class Stub:
+        z_dim, c_dim = tc.PARAM_DIM + 4, 0
+
+        def __init__(self, code) -> None:  # noqa: ANN001
+            self.code = code
+
+        def mapping(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return self.code(z)[:, None]
+
+    exact = Stub(lambda z: torch.cat([3 * tc.params_from_latent(z) - 1, z[:, :2]], dim=1))
+    blind = Stub(lambda z: torch.randn(len(z), 8, generator=torch.Generator().manual_seed(1)))
+    assert evaluate.latent_probe_error(exact, n=2000) < 1e-6
+    assert evaluate.latent_probe_error(blind, n=2000) == pytest.approx(12 ** -0.5, rel=0.05)
+    assert 0.01 < evaluate.latent_probe_error(load_generator("demo"), n=4000) < 0.15
