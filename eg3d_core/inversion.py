@@ -519,7 +519,8 @@ class _Inverter:
         if s.twin and full_circle(G):
             y, p, u = picked[0]
             twin = _wrap(y + math.pi)
-            if all(abs(_wrap(twin - y2)) >= min_gap or abs(p - p2) >= min_gap for y2, p2, _ in picked):
+            # even where a candidate lies near it: at another pitch its refinement can settle elsewhere
+            if all(abs(_wrap(twin - y2)) > 1e-6 or abs(p - p2) > 1e-6 for y2, p2, _ in picked):
                 picked.append((twin, p, u.clone()))
         return picked
 

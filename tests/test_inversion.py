@@ -165,9 +165,10 @@ def test_camera_search_adds_the_front_back_twin_on_full_circle_models(G, target)
     (y0, p0, _), (y_twin, p_twin, _) = with_twin
     assert (y0, p0) == without[0][:2] and _yaw_error(math.degrees(y0), TRUE_YAW) < 15
     assert _yaw_error(math.degrees(y_twin), math.degrees(y0) + 180) < 1e-6 and p_twin == p0
-    # a candidate the grid already picked near the twin (this picture's second best) stands for it
+    # the twin joins even where the grid picked a camera near it (this picture's second best, 15 deg away)
     two = _Inverter(G, picture, replace(s, search_candidates=2), None, None).camera_search()
-    assert len(two) == 2 and _yaw_error(math.degrees(two[1][0]), math.degrees(y0) + 180) < 30
+    assert len(two) == 3 and _yaw_error(math.degrees(two[1][0]), math.degrees(y0) + 180) < 30
+    assert two[2][:2] == (y_twin, p_twin)
     assert not full_circle(load_generator(FIXTURES / "tiny_ffhq512" / "network-snapshot.pkl"))
     assert InversionSettings().camera_steps(full_circle=True) == 3 * 10 + 2 * 30
     assert InversionSettings().camera_steps(full_circle=False) == 2 * 10 + 2 * 30
