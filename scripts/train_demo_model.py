@@ -361,7 +361,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rec.add_argument("--adv-start", type=int, default=0, help="step from which the adversarial loss is on")
     rec.add_argument("--d-lr", type=float, default=2e-3)
     rec.add_argument("--d-width", type=int, default=32)
-    rec.add_argument("--r1-gamma", type=float, default=1.0, help="R1 penalty weight on the discriminator's reals")
+    rec.add_argument("--r1-gamma", type=float, default=0.001,
+                     help="R1 penalty weight on the discriminator's reals (1 keeps it at chance on these 64px crops)")
     rec.add_argument("--adv-crop", type=int, default=64, help="discriminator input: random crops of this size")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=20)

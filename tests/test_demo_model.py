@@ -270,3 +270,29 @@ def test_latent_probe_error_measures_how_precisely_w_codes_the_car() -> None:
     assert evaluate.latent_probe_error(exact, n=2000) < 1e-6
     assert evaluate.latent_probe_error(blind, n=2000) == pytest.approx(12 ** -0.5, rel=0.05)
     assert 0.01 < evaluate.latent_probe_error(load_generator("demo"), n=4000) < 0.15
+
+
+def test_patch_discriminator_learns_to_tell_the_truth_from_its_blur() -> None:
+    """With the recipe's R1 weight the discriminator separates held-out pictures from their 5-px box-blurred copies
+    within 300 updates (R1 gamma 1, the earlier default, keeps it at chance: margin ~0.003)."""
+    train = _script("train_demo_model")
+    torch.manual_seed(0)
+
+    def pictures(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, 64, generator=gen)
+        image = tc.render(tc.params_from_latent(z), tc.random_cameras(n, gen).float(), 128)["image"]
+        return image, torch.nn.functional.avg_pool2d(image, 5, 1, 2, count_include_pad=False)
+
+    (real, fake), (held_real, held_fake) = pictures(16, 1), pictures(16, 2)
+    args = train.parse_args([])
+    D = train.PatchDiscriminator(3, args.d_width)
+    opt = torch.optim.Adam(D.parameters(), lr=args.d_lr, betas=(0.0, 0.99), eps=1e-8)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        pick = torch.randint(0, 16, (2,), generator=gen)
+        crops = train.random_crops([real[pick], fake[pick]], args.adv_crop, gen)
+        train.discriminator_step(D, opt, crops[0], crops[1], args.r1_gamma)
+    with torch.no_grad():
+        margin = float(D(held_real).mean() - D(held_fake).mean())
+    assert margin > 0.5, margin
