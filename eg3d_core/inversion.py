@@ -19,7 +19,8 @@ Stages (each reports through ``progress(stage, step, total, preview)`` and stops
    then at the model's resolution through the super-resolution. Losses: L1 on an image pyramid, 1 - SSIM, the
    prior ``mean(u^2)`` (u: w in those units; 1 on average over W), and, for white-background models, the
    silhouette (the render's opacity against the picture's non-background pixels) plus a term that pushes opacity to
-   0 or 1 (no haze that only the input view explains). Optionally ``w_plus_steps`` refine every ws apart
+   0 or 1 (no haze that only the input view explains): both at full weight while the camera candidates are refined,
+   times ``refine_shape_scale`` (0 by default) afterwards. Optionally ``w_plus_steps`` refine every ws apart
    afterwards, with a penalty on their spread.
 3. ``pti`` (optional): pivotal tuning: a copy of the generator is fine-tuned around the found ws on the same image
    loss, with a locality term that keeps the tuned copy's renders of other latents (between the pivot and random
@@ -266,7 +267,9 @@ class InversionSettings:
     * learning rates: ``lr_w`` (w in units of W's standard deviation), ``lr_camera`` (radians).
     * loss weights: ``ssim_weight``, ``prior_weight`` (mean squared w in W's units), ``silhouette_weight`` and
       ``opacity_weight`` (white-background models only), ``perceptual_weight`` (with ``perceptual``), ``spread_weight``
-      (w+ ws apart from their mean).
+      (w+ ws apart from their mean); ``refine_shape_scale`` scales the silhouette and opacity weights after the
+      camera stage (coarse, fine, w+, PTI): they steer the choice of camera, while fitting a blurry model's opacity to
+      a sharp picture's silhouette afterwards costs the novel views (benchmarks/RESULTS.md).
     * ``pti_steps`` of pivotal tuning at ``lr_pti``, with ``locality_weight``.
     * ``preview_every``: a preview image to ``progress`` every so many steps (0: none).
     """
@@ -293,6 +296,7 @@ class InversionSettings:
     prior_weight: float = 0.02
     silhouette_weight: float = 0.5
     opacity_weight: float = 0.05
+    refine_shape_scale: float = 0.0
     perceptual_weight: float = 1.0
     spread_weight: float = 0.1
     locality_weight: float = 1.0
@@ -440,8 +444,9 @@ class _Inverter:
         return G.render(G.planes(ws), c, res, True, "fp32", samples, importance, return_opacity=True)
 
     def image_loss(self, image: torch.Tensor, raw: torch.Tensor | None, opacity: torch.Tensor | None,
-                   parts: dict[str, float] | None = None) -> torch.Tensor:
-        """Pixel + structure (+ perceptual) loss of a render against the picture, with the opacity terms."""
+                   parts: dict[str, float] | None = None, shape_scale: float = 1.0) -> torch.Tensor:
+        """Pixel + structure (+ perceptual) loss of a render against the picture, with the opacity terms (their
+        weights times ``shape_scale``)."""
         s = self.s
         target = self.target_at(image.shape[-1])
         loss = pyramid_l1(image, target) + s.ssim_weight * (1 - ssim(image, target))
@@ -449,11 +454,11 @@ class _Inverter:
             loss = loss + 0.5 * pyramid_l1(raw, self.target_at(raw.shape[-1]))
         if self.perceptual is not None and s.perceptual_weight > 0:
             loss = loss + s.perceptual_weight * self.perceptual(image, target).reshape(-1)
-        if opacity is not None and self.white:
+        if opacity is not None and self.white and shape_scale > 0:
             mask = self.mask_at(opacity.shape[-1])
             o = opacity.clamp(0, 1)
-            loss = loss + s.silhouette_weight * (o - mask).abs().flatten(1).mean(1)
-            loss = loss + s.opacity_weight * (o * (1 - o)).flatten(1).mean(1)
+            loss = loss + shape_scale * s.silhouette_weight * (o - mask).abs().flatten(1).mean(1)
+            loss = loss + shape_scale * s.opacity_weight * (o * (1 - o)).flatten(1).mean(1)
         if parts is not None:
             parts["image"] = float(loss.detach().mean())
         return loss.mean()
@@ -555,7 +560,8 @@ class _Inverter:
                 feats, _, opacity = self.render_raw(G, ws, c, res, samples, importance)
                 raw = feats[:, :3]
                 image = G.super_resolve(feats, ws) if fine else raw
-                loss = self.image_loss(image, raw if fine else None, opacity)
+                loss = self.image_loss(image, raw if fine else None, opacity,
+                                       shape_scale=1.0 if stage == "camera" else s.refine_shape_scale)
                 if w_plus:
                     loss = loss + s.prior_weight * u.square().mean()
                     loss = loss + s.spread_weight * (u - u.mean(1, keepdim=True)).square().mean()
@@ -595,7 +601,7 @@ class _Inverter:
             with dispatch.use("grad"):
                 feats, _, opacity = self.render_raw(tuned, ws, c, r.neural_rendering_resolution, samples, importance)
                 image = tuned.super_resolve(feats, ws)
-                loss = self.image_loss(image, feats[:, :3], opacity)
+                loss = self.image_loss(image, feats[:, :3], opacity, shape_scale=s.refine_shape_scale)
                 if s.locality_weight > 0:
                     # PTI's locality: latents between the pivot and a sample of W, and the pivot seen from a random
                     # camera of the model's distribution, render as the original generator renders them

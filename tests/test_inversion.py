@@ -175,6 +175,24 @@ def test_camera_search_adds_the_front_back_twin_on_full_circle_models(G, target)
     assert InversionSettings(search_candidates=1, twin=False).camera_steps(True) == 10
 
 
+def test_silhouette_steers_the_camera_stage_only_by_default(G, target):
+    """The silhouette and opacity terms weigh in while camera candidates are refined; afterwards they are scaled by
+    refine_shape_scale (0 by default: the later stages are the same whatever their weights)."""
+    from eg3d_core.inversion import _Inverter
+
+    picture = load_picture(target, G.img_resolution)
+    u0 = torch.zeros(1, G.w_dim)
+
+    def run(stage: str, **kw) -> torch.Tensor:  # noqa: ANN003
+        inv = _Inverter(G, picture, InversionSettings(preview_every=0, **kw), None, None)
+        return inv.refine(stage, u0, 0.5, -0.2, 2, False, True)[0]
+
+    assert torch.equal(run("coarse"), run("coarse", silhouette_weight=2.0, opacity_weight=1.0))
+    assert not torch.equal(run("camera"), run("camera", silhouette_weight=2.0, opacity_weight=1.0))
+    assert not torch.equal(run("coarse", refine_shape_scale=1.0),
+                           run("coarse", refine_shape_scale=1.0, silhouette_weight=2.0, opacity_weight=1.0))
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="coarse_steps must be an integer"):
         InversionSettings(coarse_steps=2.5)
