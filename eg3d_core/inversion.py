@@ -638,6 +638,34 @@ def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
+class StageProgress:
+    """Turns the library's per-stage ``progress(stage, step, total)`` into one fraction for the whole job.
+
+    The camera stage makes several passes (the grid search, a few steps for each candidate camera, the front/back
+    twin's too where the model's cameras go all the way round, then more for the finalists); every pass restarts its
+    step count, which is how a new one is recognised."""
+
+    def __init__(self, settings: InversionSettings, estimate_camera: bool, full_circle: bool = True) -> None:
+        self.stages = [name for name, steps in (("coarse", settings.coarse_steps), ("fine", settings.fine_steps))
+                       if steps]
+        candidates = settings.search_candidates + int(settings.twin and full_circle)
+        finalists = min(settings.finalists, candidates) if candidates > 1 and settings.finalist_steps else 0
+        self.camera_passes = 1 + candidates + finalists if estimate_camera else 0
+        if estimate_camera:
+            self.stages.insert(0, "camera")
+        self._pass, self._last_step = 0, 0
+
+    def __call__(self, stage: str, step: int, total: int) -> float:
+        index = self.stages.index(stage) if stage in self.stages else len(self.stages) - 1
+        part = step / max(total, 1)
+        if stage == "camera":
+            if step <= self._last_step:
+                self._pass = min(self._pass + 1, self.camera_passes - 1)
+            self._last_step = step
+            part = (self._pass + part) / self.camera_passes
+        return min(1.0, (index + part) / max(len(self.stages), 1))
+
+
 def _load_perceptual(path: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if not Path(path).is_file():
         raise InputError(f"{path}: no such perceptual-loss weights file")

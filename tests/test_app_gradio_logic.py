@@ -487,6 +487,10 @@ def test_invert_writes_fit_video_and_npz_into_one_job(model: DemoModel, tmp_path
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
     assert any("fitting: coarse" in d for _, d in seen) and any("frame" in d for _, d in seen)
-    # Blank camera: estimated by the (cheap) search.
-    res = model.invert(webapp.InvertRequest(picture=picture, steps=1, frames=2), base=CHEAP_SEARCH)
+    # Blank camera: estimated by the (cheap) search; the bar only moves forward through its candidate passes.
+    seen.clear()
+    res = model.invert(webapp.InvertRequest(picture=picture, steps=1, frames=2),
+                       progress=lambda f, d: seen.append((f, d)), base=CHEAP_SEARCH)
     assert -180 <= res.yaw <= 180 and math.isfinite(res.psnr)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and sum("fitting: camera" in d for _, d in seen) > 2

@@ -93,15 +93,21 @@ def test_bad_pictures_fail_in_one_line(cars_generator, tmp_path, content, expect
     assert expected in events[0].message and "\n" not in events[0].message and "Traceback" not in events[0].message
 
 
-def test_stage_progress_counts_the_camera_passes_in_order() -> None:
-    s = InversionSettings(coarse_steps=4, fine_steps=2, search_candidates=2)
-    f = StageProgress(s, estimate_camera=True)
+@pytest.mark.parametrize("full_circle", [True, False])
+def test_stage_progress_counts_the_camera_passes_in_order(full_circle: bool) -> None:
+    s = InversionSettings(coarse_steps=4, fine_steps=2, search_candidates=2, finalists=2)
+    f = StageProgress(s, estimate_camera=True, full_circle=full_circle)
+    candidates = 3 if full_circle else 2  # the twin of the best camera joins where the cameras go all the way round
+    passes = 1 + candidates + 2
     seen = [f("camera", i, 10) for i in range(1, 11)]  # the grid search
-    seen += [f("camera", i, 5) for i in range(1, 6)] * 1  # the first candidate
-    seen += [f("camera", i, 5) for i in range(1, 6)]  # the second
+    for _ in range(candidates):
+        seen += [f("camera", i, 5) for i in range(1, 6)]
+    for _ in range(2):  # the finalists
+        seen += [f("camera", i, 7) for i in range(1, 8)]
+    assert seen[-1] == pytest.approx(1 / 3)  # the camera stage is one of three
     seen += [f("coarse", i, 4) for i in range(1, 5)] + [f("fine", i, 2) for i in range(1, 3)]
     assert seen == sorted(seen) and seen[-1] == 1.0
-    assert seen[14] == pytest.approx(2 / 3 / 3)  # two of three camera passes = 2/9 of the job
+    assert seen[14] == pytest.approx(2 / passes / 3)  # two camera passes done
 
 
 def test_a_custom_latent_replaces_seed_a_and_compares_by_digest(cars_generator) -> None:

@@ -18,7 +18,15 @@ import torch
 
 import eg3d_core
 from eg3d_core.errors import EG3DError
-from eg3d_core.inversion import InversionCancelled, InversionSettings, invert, load_picture, model_background
+from eg3d_core.inversion import (
+    InversionCancelled,
+    InversionSettings,
+    StageProgress,
+    full_circle,
+    invert,
+    load_picture,
+    model_background,
+)
 from eg3d_core.latents import LatentSource, save_ws
 from eg3d_core.visualize import to_uint8
 
@@ -70,31 +78,6 @@ class InvertFailed:
 InvertEvent = InvertTarget | InvertProgress | InvertDone | InvertFailed
 
 
-class StageProgress:
-    """Turns the library's per-stage ``progress(stage, step, total)`` into one fraction for the whole job.
-
-    The camera stage makes several passes (the grid search, then a few steps for each candidate camera); every pass
-    restarts its step count, which is how a new one is recognised."""
-
-    def __init__(self, settings: InversionSettings, estimate_camera: bool) -> None:
-        self.stages = [name for name, steps in (("coarse", settings.coarse_steps), ("fine", settings.fine_steps))
-                       if steps]
-        self.camera_passes = 1 + settings.search_candidates if estimate_camera else 0
-        if estimate_camera:
-            self.stages.insert(0, "camera")
-        self._pass, self._last_step = 0, 0
-
-    def __call__(self, stage: str, step: int, total: int) -> float:
-        index = self.stages.index(stage) if stage in self.stages else len(self.stages) - 1
-        part = step / max(total, 1)
-        if stage == "camera":
-            if step <= self._last_step:
-                self._pass = min(self._pass + 1, self.camera_passes - 1)
-            self._last_step = step
-            part = (self._pass + part) / self.camera_passes
-        return min(1.0, (index + part) / max(len(self.stages), 1))
-
-
 def settings_for(steps: int) -> InversionSettings:
     """The library's default recipe with ``steps`` refinement steps in all."""
     return InversionSettings().with_steps(steps)
@@ -107,7 +90,7 @@ def run_job(job: InvertJob, put: Callable[[InvertEvent], None], should_stop: Cal
         target = load_picture(job.picture, G.img_resolution, model_background(G))
         put(InvertTarget(to_uint8(target[0])))
         settings = settings_for(job.steps)
-        fraction = StageProgress(settings, job.yaw is None)
+        fraction = StageProgress(settings, job.yaw is None, full_circle(G))
 
         def progress(stage: str, step: int, total: int, preview: np.ndarray | None) -> None:
             put(InvertProgress(stage, fraction(stage, step, total), preview))

@@ -33,7 +33,7 @@ from PIL import Image
 from .. import cameras, visualize
 from ..errors import EG3DError, InputError, NoSurfaceError
 from ..generator import Generator
-from ..inversion import MIN_SIDE, InversionSettings, load_picture, model_background
+from ..inversion import MIN_SIDE, InversionSettings, StageProgress, full_circle, load_picture, model_background
 from ..latents import LatentSource, PlaneCache
 from ..mesh import Mesh, generator_mesh, save_mesh
 from ..presets import PRESETS
@@ -832,15 +832,11 @@ class DemoModel:
         settings = inversion_settings(req.steps, base)
         job = self.output_dir.new_job("invert")
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", req.picture.stem)[:40].strip("_") or "picture"
-        spans = {"camera": (0.0, 0.2), "coarse": (0.2, 0.45), "fine": (0.45, 0.75), "w_plus": (0.75, 0.75),
-                 "pti": (0.75, 0.75)}
-        if req.yaw is not None:
-            spans.update(coarse=(0.0, 0.35), fine=(0.35, 0.75))
+        fraction = StageProgress(settings, req.yaw is None, full_circle(self.G))  # the fit: 75% of the bar
 
         def on_step(stage: str, step: int, total: int, preview: np.ndarray | None) -> None:
             if progress is not None:
-                lo, hi = spans.get(stage, (0.0, 0.75))
-                progress(lo + (hi - lo) * step / max(total, 1), f"fitting: {stage} {step}/{total}")
+                progress(0.75 * fraction(stage, step, total), f"fitting: {stage} {step}/{total}")
 
         result, written = invert_one(self.G, req.picture, job / f"{stem}.npz", settings, req.yaw, req.pitch,
                                      on_step)
