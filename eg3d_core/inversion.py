@@ -327,11 +327,16 @@ class InversionSettings:
         if self.search_yaw_step <= 0 or self.search_pitch_step <= 0:
             raise InputError("camera search steps must be > 0 degrees")
 
-    def camera_steps(self, full_circle: bool) -> int:
-        """The most gradient steps (at the coarse resolution) the camera stage takes after the grid search;
+    def camera_passes(self, full_circle: bool) -> tuple[int, int]:
+        """At most how many candidate cameras the camera stage refines and how many finalists it continues;
         ``full_circle``: the model's cameras go all the way round (then the twin is a candidate too)."""
         candidates = self.search_candidates + int(self.twin and full_circle)
-        finalists = min(self.finalists, candidates) if candidates > 1 else 0
+        finalists = min(self.finalists, candidates) if candidates > 1 and self.finalist_steps else 0
+        return candidates, finalists
+
+    def camera_steps(self, full_circle: bool) -> int:
+        """The most gradient steps (at the coarse resolution) the camera stage takes after the grid search."""
+        candidates, finalists = self.camera_passes(full_circle)
         return candidates * self.candidate_steps + finalists * self.finalist_steps
 
     def with_steps(self, steps: int) -> InversionSettings:
@@ -648,9 +653,7 @@ class StageProgress:
     def __init__(self, settings: InversionSettings, estimate_camera: bool, full_circle: bool = True) -> None:
         self.stages = [name for name, steps in (("coarse", settings.coarse_steps), ("fine", settings.fine_steps))
                        if steps]
-        candidates = settings.search_candidates + int(settings.twin and full_circle)
-        finalists = min(settings.finalists, candidates) if candidates > 1 and settings.finalist_steps else 0
-        self.camera_passes = 1 + candidates + finalists if estimate_camera else 0
+        self.camera_passes = 1 + sum(settings.camera_passes(full_circle)) if estimate_camera else 0
         if estimate_camera:
             self.stages.insert(0, "camera")
         self._pass, self._last_step = 0, 0

@@ -637,7 +637,7 @@ def invert_cost(G: Generator, settings: InversionSettings, search: bool, frames:
     if search:
         cells = math.ceil(360 / settings.search_yaw_step) * math.ceil(90 / settings.search_pitch_step)
         work += cells * settings.search_latents * coarse
-        work += GRAD_STEP_COST * settings.camera_steps(full_circle=True) * coarse
+        work += GRAD_STEP_COST * settings.camera_steps(full_circle(G)) * coarse
     return work + frames + mesh_cost(G, INVERT_MESH_RESOLUTION)
 
 
